@@ -1,0 +1,25 @@
+"""noisylab: train classifiers on noisy labels and find the wrong labels.
+
+Public API::
+
+    from noisylab import ELRLoss, GCELoss, CELoss, make_noisy_labels, find_label_issues, train
+"""
+__version__ = "0.1.0"
+
+from .losses import CELoss, ELRLoss, GCELoss  # noqa: E402
+from .detect import detection_metrics, find_label_issues, label_quality_scores  # noqa: E402
+from .noise import NoisyLabels, make_noisy_labels  # noqa: E402
+from .config import Config, load_config  # noqa: E402
+
+
+def train(cfg, resume=None, callbacks=None, run_dir=None):
+    """Train a :class:`Config` (see :func:`noisylab.engine.train`)."""
+    from .engine import train as _train
+
+    return _train(cfg, resume=resume, callbacks=callbacks, run_dir=run_dir)
+
+
+__all__ = [
+    "__version__", "CELoss", "ELRLoss", "GCELoss", "NoisyLabels", "make_noisy_labels", "find_label_issues",
+    "label_quality_scores", "detection_metrics", "Config", "load_config", "train",
+]

@@ -1,0 +1,273 @@
+"""The ``noisylab`` command line.
+
+Every user error (bad config key or value, missing or corrupt file, bad resume path) ends with
+one line on stderr naming the problem and the fix, and exit status 2; no traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from . import __version__
+
+# the seed repos' flags and the config keys they set
+TRAIN_ALIASES: dict[str, str] = {
+    "lr": "optim.lr",
+    "bs": "train.batch_size",
+    "beta": "method.loss.beta",
+    "lam": "method.loss.lam",
+    "percent": "noise.rate",
+    "noise_rate": "noise.rate",
+    "noise_type": "noise.kind",
+    "epochs": "train.epochs",
+    "name": "name",
+    "seed": "seed",
+    "device": "device",
+    "output_dir": "output_dir",
+}
+
+
+def _bool(text: str) -> bool:
+    t = text.strip().lower()
+    if t in ("1", "true", "yes", "y", "on"):
+        return True
+    if t in ("0", "false", "no", "n", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got '{text}'")
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from .checkpoint import CheckpointError
+    from .config import ConfigError
+    from .data import DataError
+    from .models.registry import ModelError
+    from .noise import NoiseError
+
+    return (ConfigError, DataError, ModelError, NoiseError, CheckpointError, FileNotFoundError,
+            IsADirectoryError, PermissionError)
+
+
+# ----------------------------------------------------------------------------- train
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-c", "--config", help="YAML experiment config (see configs/)")
+    p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="dotted config overrides")
+    p.add_argument("-r", "--resume", metavar="PATH", help="continue the run in this folder or checkpoint")
+    p.add_argument("-d", "--device", help="cpu, cuda, cuda:N or N (GPU index), auto")
+    p.add_argument("--lr", type=float, help="learning rate (optim.lr)")
+    p.add_argument("--bs", type=int, help="batch size (train.batch_size)")
+    p.add_argument("--beta", type=float, help="ELR target momentum (method.loss.beta)")
+    p.add_argument("--lambda", "--lamb", dest="lam", type=float, help="ELR weight (method.loss.lam)")
+    p.add_argument("--percent", type=float, help="noise rate (noise.rate); symmetric unless --asym true")
+    p.add_argument("--asym", type=_bool, metavar="BOOL", help="asymmetric noise: true or false (a real boolean)")
+    p.add_argument("--noise_type", "--noise-type", dest="noise_type", help="noise kind (noise.kind)")
+    p.add_argument("--noise_rate", "--noise-rate", dest="noise_rate", type=float, help="noise rate (noise.rate)")
+    p.add_argument("--epochs", type=int, help="train.epochs")
+    p.add_argument("--name", help="run name (folder under output_dir)")
+    p.add_argument("--seed", type=int, help="seed of noise, split, init and order")
+    p.add_argument("-o", "--output-dir", dest="output_dir", help="where run folders go (default runs/)")
+
+
+def alias_overrides(args: argparse.Namespace) -> list[str]:
+    """Turn the seed repos' flags into dotted overrides (applied after the positional ones)."""
+    out: list[str] = []
+    for attr, key in TRAIN_ALIASES.items():
+        value = getattr(args, attr, None)
+        if value is not None:
+            out.append(f"{key}={value}")
+    if args.asym is not None:
+        out.append(f"noise.kind={'asymmetric' if args.asym else 'symmetric'}")
+    elif args.percent is not None and args.noise_type is None:
+        out.append("noise.kind=symmetric")
+    return out
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .config import ConfigError, load_config
+    from .engine import config_from_checkpoint, train
+
+    overrides = list(args.overrides) + alias_overrides(args)
+    if args.resume and not args.config:
+        cfg = config_from_checkpoint(args.resume, overrides)
+    elif args.config or not args.resume:
+        if not args.config:
+            raise ConfigError("no config given: noisylab train -c configs/<name>.yaml [key=value ...]")
+        cfg = load_config(args.config, overrides)
+    result = train(cfg, resume=args.resume)
+    if result.run_dir is not None:
+        print(f"run folder: {result.run_dir}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- detect
+def add_detect_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", nargs="?", help="a run folder (reads predictions.npz)")
+    p.add_argument("--labels", help="given labels (.npy, .csv one per line, or a label .npz) instead of a run")
+    p.add_argument("--pred-probs", dest="pred_probs", help="[N, C] probabilities (.npy) instead of a run")
+    p.add_argument("--source", choices=["auto", "targets", "pred_probs"], default="auto",
+                   help="for a run: ELR targets (when present) or the final model's probabilities")
+    p.add_argument("--filter-by", dest="filter_by", default="predicted_neq_given",
+                   choices=["predicted_neq_given", "confident_learning", "low_self_confidence"])
+    p.add_argument("--threshold", type=float, default=0.5, help="for low_self_confidence")
+    p.add_argument("--rank-by", dest="rank_by", default="self_confidence",
+                   choices=["self_confidence", "normalized_margin", "confidence_weighted_entropy"])
+    p.add_argument("--only-flagged", action="store_true", help="write only the suspected rows")
+    p.add_argument("-o", "--output", help="CSV to write (default: <run>/label_issues_<source>_<filter>.csv)")
+
+
+def _load_array(path: str, what: str):
+    import numpy as np
+
+    from .config import ConfigError
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{what} file '{p}' not found")
+    try:
+        if p.suffix == ".npy":
+            return np.load(p, allow_pickle=False)
+        if p.suffix == ".npz":
+            with np.load(p, allow_pickle=False) as z:
+                key = "noisy" if "noisy" in z else ("pred_probs" if "pred_probs" in z else z.files[0])
+                return z[key]
+        return np.loadtxt(p, delimiter=",", ndmin=1 if what == "labels" else 2)
+    except (ValueError, OSError) as err:
+        raise ConfigError(f"cannot read {what} file '{p}': {err}") from None
+
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .config import ConfigError
+    from .detect import detection_metrics, find_label_issues, label_quality_scores, normalize_rows, write_label_issues_csv
+
+    true = idx = None
+    if args.run:
+        run = Path(args.run)
+        pred_file = run / "predictions.npz"
+        if not pred_file.is_file():
+            raise ConfigError(f"'{run}' has no predictions.npz (is it a finished noisylab run folder?)")
+        with np.load(pred_file, allow_pickle=False) as z:
+            idx, given, probs = z["index"], z["given_label"], z["pred_probs"]
+            targets = z["targets"][idx] if "targets" in z.files else None
+        source = args.source
+        if source == "auto":
+            source = "targets" if targets is not None else "pred_probs"
+        if source == "targets":
+            if targets is None:
+                raise ConfigError(f"run '{run}' has no per-example targets (not ELR); use --source pred_probs")
+            probs = normalize_rows(targets)
+        from .noise import NoisyLabels
+
+        labels_file = run / "noisy_labels.npz"
+        if labels_file.is_file():
+            nl = NoisyLabels.load(labels_file)
+            true = None if nl.clean is None else nl.clean[idx]
+        out = Path(args.output) if args.output else run / f"label_issues_{source}_{args.filter_by}.csv"
+    else:
+        if not (args.labels and args.pred_probs):
+            raise ConfigError("give a run folder, or both --labels and --pred-probs")
+        given = _load_array(args.labels, "labels").astype(np.int64)
+        probs = _load_array(args.pred_probs, "pred_probs")
+        if args.output is None:
+            raise ConfigError("with --labels/--pred-probs give -o OUTPUT.csv")
+        out = Path(args.output)
+    try:
+        flagged = find_label_issues(given, probs, filter_by=args.filter_by, threshold=args.threshold)
+        quality = label_quality_scores(given, probs, args.rank_by)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    rows = write_label_issues_csv(out, given, probs, flagged, quality, indices=idx, true_labels=true,
+                                  only_flagged=args.only_flagged)
+    print(f"{int(flagged.sum())} of {len(given)} labels flagged ({args.filter_by}); {rows} rows -> {out}")
+    if true is not None and (true != given).any():
+        m = detection_metrics(flagged, true != given, quality)
+        print(f"against the known wrong labels: precision {m.precision:.3f}  recall {m.recall:.3f}  "
+              f"F1 {m.f1:.3f}  AUROC {m.auroc:.3f}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- report
+def add_report_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("runs", nargs="+", help="run folders")
+    p.add_argument("-o", "--output", help="memorization PNG comparing the runs (default: none)")
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .config import ConfigError
+    from .report.summary import report_table
+    from .report.plots import plot_memorization, read_memorization_csv
+
+    for r in args.runs:
+        if not (Path(r) / "summary.json").is_file():
+            raise ConfigError(f"'{r}' has no summary.json (is it a finished noisylab run folder?)")
+    print(report_table([Path(r) for r in args.runs]))
+    if args.output:
+        curves = {Path(r).name: read_memorization_csv(Path(r) / "memorization.csv")
+                  for r in args.runs if (Path(r) / "memorization.csv").is_file()}
+        if not curves:
+            raise ConfigError("none of these runs tracked memorization (true labels unknown?)")
+        print(f"plot -> {plot_memorization(curves, args.output)}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- demo
+def add_demo_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", default="mnist1d", choices=["mnist1d", "fashion-mnist"])
+    p.add_argument("--root", help="data folder (fashion-mnist: the gzipped IDX files)")
+    p.add_argument("--epochs", type=int, help="override the demo's epochs")
+    p.add_argument("--rate", type=float, default=0.4, help="symmetric noise rate (default 0.4)")
+    p.add_argument("-o", "--output-dir", dest="output_dir", default="runs", help="where the demo folder goes")
+    p.add_argument("-d", "--device", default="auto")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(dataset=args.dataset, root=args.root, epochs=args.epochs, rate=args.rate,
+             output_dir=args.output_dir, device=args.device, seed=args.seed)
+    return 0
+
+
+# ----------------------------------------------------------------------------- main
+def build_parser() -> argparse.ArgumentParser:
+    from . import noise_cli
+
+    parser = argparse.ArgumentParser(prog="noisylab", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"noisylab {__version__}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and results")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = [
+        ("train", "train a configured experiment", add_train_arguments, cmd_train),
+        ("demo", "CE vs ELR on 40%% noisy labels, offline, in minutes", add_demo_arguments, cmd_demo),
+        ("noise", "make a noisy label file and report it", noise_cli.add_arguments, noise_cli.run),
+        ("detect", "list suspected wrong labels from a run or from pred_probs", add_detect_arguments, cmd_detect),
+        ("report", "summarise finished runs in a table", add_report_arguments, cmd_report),
+    ]
+    for name, help_text, add, fn in commands:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        add(p)
+        p.set_defaults(func=fn)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s",
+                        stream=sys.stderr)
+    try:
+        return int(args.func(args) or 0)
+    except _user_errors() as err:
+        msg = str(err) if not isinstance(err, OSError) or not err.filename else f"{err.strerror}: '{err.filename}'"
+        print(f"noisylab {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; the last finished epoch is saved (resume with -r RUN_FOLDER)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

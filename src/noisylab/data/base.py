@@ -1,0 +1,264 @@
+"""The in-memory dataset record and the batched, on-device input pipeline.
+
+Data flow: a loader returns a :class:`DataBundle` (inputs + the labels as distributed);
+the noise step replaces the training labels; :class:`TrainBatches` then serves shuffled,
+augmented batches ``(x, y, index)`` already on the training device, with no per-sample
+Python in the loop (airbench style).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator, Protocol, Sequence
+
+import numpy as np
+import torch
+
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+"""``(inputs [B, ...] float, labels [B] int64, dataset indices [B] int64)``, on the device."""
+
+
+class DataError(ValueError):
+    """A dataset is missing, corrupt or inconsistent. The message names the file and the fix."""
+
+
+@dataclass
+class DataBundle:
+    """A classification dataset held in memory.
+
+    Attributes:
+        name: dataset name as used in configs (``mnist1d``, ``cifar10``, ...).
+        train_x: training inputs, ``uint8 [N, C, H, W]`` for images or ``float32 [N, D]``.
+        train_labels: ``int64 [N]`` labels as distributed. For benchmark datasets these are the
+            clean labels; for a user's own data they are the given (possibly wrong) labels and
+            ``labels_are_clean`` is False.
+        test_x, test_labels: the test split, or None when the dataset has none.
+        num_classes: number of classes C; every label lies in ``[0, C)``.
+        class_names: C human-readable names.
+        mean, std: per-channel normalisation for uint8 images (in [0, 1] units); None for features.
+        augment: default training augmentation: ``"crop_flip"`` (random crop with ``crop_padding``
+            and horizontal flip, the CIFAR recipe), ``"crop"`` (no flip) or ``"none"``.
+        labels_are_clean: whether ``train_labels`` are the true labels (memorization tracking and
+            detection metrics need them).
+    """
+
+    name: str
+    train_x: torch.Tensor
+    train_labels: np.ndarray
+    test_x: torch.Tensor | None
+    test_labels: np.ndarray | None
+    num_classes: int
+    class_names: list[str] = field(default_factory=list)
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    augment: str = "none"
+    crop_padding: int = 4
+    labels_are_clean: bool = True
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.train_labels = np.asarray(self.train_labels, dtype=np.int64)
+        if self.test_labels is not None:
+            self.test_labels = np.asarray(self.test_labels, dtype=np.int64)
+        if not self.class_names:
+            self.class_names = [str(c) for c in range(self.num_classes)]
+        if len(self.train_x) != len(self.train_labels):
+            raise DataError(
+                f"{self.name}: {len(self.train_x)} training inputs but {len(self.train_labels)} labels"
+            )
+        for split, labels in (("train", self.train_labels), ("test", self.test_labels)):
+            if labels is not None and len(labels) and (labels.min() < 0 or labels.max() >= self.num_classes):
+                raise DataError(
+                    f"{self.name}: {split} labels must lie in [0, {self.num_classes}), "
+                    f"found {labels.min()}..{labels.max()}"
+                )
+
+    @property
+    def num_train(self) -> int:
+        return len(self.train_labels)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one input as the model sees it (``(C, H, W)`` or ``(D,)``)."""
+        return tuple(self.train_x.shape[1:])
+
+
+# ----------------------------------------------------------------------------- transforms
+class BatchTransform(Protocol):
+    def __call__(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor: ...
+
+
+def to_float(x: torch.Tensor, mean: Sequence[float] | None, std: Sequence[float] | None) -> torch.Tensor:
+    """uint8 images -> float in [0, 1], then per-channel ``(x - mean) / std``; floats pass through."""
+    if x.dtype == torch.uint8:
+        x = x.float().div_(255.0)
+        if mean is not None and std is not None:
+            m = torch.tensor(mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+            s = torch.tensor(std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+            x = (x - m) / s
+        return x
+    return x.float()
+
+
+def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator | None) -> torch.Tensor:
+    """Random crop of the original size from the zero-padded batch ``x [B, C, H, W]``.
+
+    Equivalent to torchvision's ``RandomCrop(size, padding)`` applied to each image, done as one
+    gather for the whole batch.
+    """
+    if padding <= 0:
+        return x
+    b, c, h, w = x.shape
+    padded = torch.nn.functional.pad(x, (padding, padding, padding, padding))
+    dy = torch.randint(0, 2 * padding + 1, (b,), device=x.device, generator=generator)
+    dx = torch.randint(0, 2 * padding + 1, (b,), device=x.device, generator=generator)
+    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, :, None]  # [B, H, 1]
+    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, :]  # [B, 1, W]
+    batch = torch.arange(b, device=x.device)[:, None, None]
+    out = padded.permute(0, 2, 3, 1)[batch, rows, cols]  # [B, H, W, C]
+    return out.permute(0, 3, 1, 2).contiguous()
+
+
+def random_hflip(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """Flip each image of ``x [B, C, H, W]`` left-right with probability 1/2."""
+    flip = torch.rand(x.shape[0], device=x.device, generator=generator) < 0.5
+    return torch.where(flip[:, None, None, None], x.flip(3), x)
+
+
+@dataclass
+class StandardAugment:
+    """The papers' training augmentation for in-memory images: crop (+flip), then normalise."""
+
+    mean: tuple[float, ...] | None
+    std: tuple[float, ...] | None
+    padding: int = 4
+    flip: bool = True
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        if x.dim() == 4:
+            x = random_crop(x, self.padding, generator)
+            if self.flip:
+                x = random_hflip(x, generator)
+        return to_float(x, self.mean, self.std)
+
+
+@dataclass
+class Normalize:
+    """Evaluation transform: no randomness, only scaling and normalisation."""
+
+    mean: tuple[float, ...] | None
+    std: tuple[float, ...] | None
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return to_float(x, self.mean, self.std)
+
+
+def train_transform(bundle: DataBundle, augment: str | None = None) -> BatchTransform:
+    """The training transform for a bundle; ``augment`` overrides the dataset default."""
+    kind = bundle.augment if augment in (None, "auto") else augment
+    if kind == "none" or bundle.train_x.dim() != 4:
+        return Normalize(bundle.mean, bundle.std)
+    if kind in ("crop_flip", "crop"):
+        return StandardAugment(bundle.mean, bundle.std, bundle.crop_padding, flip=(kind == "crop_flip"))
+    raise DataError(f"unknown augmentation '{kind}' (valid: auto, none, crop, crop_flip)")
+
+
+def eval_transform(bundle: DataBundle) -> BatchTransform:
+    return Normalize(bundle.mean, bundle.std)
+
+
+# ----------------------------------------------------------------------------- batch iterators
+class TrainBatches:
+    """Shuffled, augmented mini-batches of an in-memory dataset, produced on ``device``.
+
+    The order of epoch ``e`` depends only on the seed given to :meth:`epoch`, so a resumed run
+    sees exactly the batches an uninterrupted one would. With ``world_size > 1`` each rank takes
+    a disjoint, equally long slice of the same permutation (like ``DistributedSampler``).
+
+    Args:
+        x: inputs ``[N, ...]`` (moved to ``device`` once).
+        labels: ``int64 [N]`` training labels (the noisy ones).
+        indices: optional subset of dataset indices to draw from (e.g. the training part after a
+            validation split); the yielded index is always the index into ``x``.
+    """
+
+    def __init__(
+        self,
+        x: torch.Tensor,
+        labels: np.ndarray | torch.Tensor,
+        batch_size: int,
+        device: torch.device,
+        transform: BatchTransform,
+        indices: np.ndarray | None = None,
+        drop_last: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        self.x = x.to(device)
+        self.labels = torch.as_tensor(np.asarray(labels), dtype=torch.long).to(device)
+        self.indices = torch.as_tensor(
+            np.arange(len(x)) if indices is None else np.asarray(indices), dtype=torch.long
+        ).to(device)
+        self.batch_size = batch_size
+        self.device = device
+        self.transform = transform
+        self.drop_last = drop_last
+        self.rank, self.world_size = rank, world_size
+
+    @property
+    def num_examples(self) -> int:
+        return len(self.indices)
+
+    def _per_rank(self) -> int:
+        return -(-self.num_examples // self.world_size)  # ceil: ranks pad by repeating, as DistributedSampler
+
+    def __len__(self) -> int:
+        n = self._per_rank()
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def epoch(self, seed: int) -> Iterator[Batch]:
+        gen_cpu = torch.Generator().manual_seed(seed)
+        order = torch.randperm(self.num_examples, generator=gen_cpu).to(self.device)
+        if self.world_size > 1:
+            per = self._per_rank()
+            total = per * self.world_size
+            if total > len(order):
+                order = torch.cat([order, order[: total - len(order)]])
+            order = order[self.rank : total : self.world_size]
+        aug_gen = torch.Generator(device=self.device).manual_seed(seed + 1)
+        for k in range(len(self)):
+            pos = order[k * self.batch_size : (k + 1) * self.batch_size]
+            idx = self.indices[pos]
+            yield self.transform(self.x[idx], aug_gen), self.labels[idx], idx
+
+
+class EvalBatches:
+    """Fixed-order, un-augmented batches of ``x`` (with labels), for evaluation and prediction."""
+
+    def __init__(
+        self,
+        x: torch.Tensor,
+        labels: np.ndarray | torch.Tensor,
+        batch_size: int,
+        device: torch.device,
+        transform: BatchTransform,
+        indices: np.ndarray | None = None,
+    ) -> None:
+        self.x = x
+        self.labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+        self.indices = torch.as_tensor(np.arange(len(x)) if indices is None else np.asarray(indices), dtype=torch.long)
+        self.batch_size = batch_size
+        self.device = device
+        self.transform = transform
+
+    @property
+    def num_examples(self) -> int:
+        return len(self.indices)
+
+    def __len__(self) -> int:
+        return -(-self.num_examples // self.batch_size)
+
+    def __iter__(self) -> Iterator[Batch]:
+        for k in range(len(self)):
+            idx = self.indices[k * self.batch_size : (k + 1) * self.batch_size]
+            x = self.x[idx].to(self.device, non_blocking=True)
+            yield self.transform(x, None), self.labels[idx].to(self.device), idx.to(self.device)

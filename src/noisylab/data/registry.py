@@ -1,0 +1,32 @@
+"""Dataset registry: ``name -> loader(root, **options) -> DataBundle``."""
+from __future__ import annotations
+
+from typing import Callable
+
+from .base import DataBundle, DataError
+
+DatasetLoader = Callable[..., DataBundle]
+_DATASETS: dict[str, DatasetLoader] = {}
+
+
+def register_dataset(name: str) -> Callable[[DatasetLoader], DatasetLoader]:
+    """Decorator: make ``loader(root=None, **options)`` available as ``data.dataset: <name>``."""
+
+    def wrap(fn: DatasetLoader) -> DatasetLoader:
+        if name in _DATASETS:
+            raise ValueError(f"dataset '{name}' registered twice")
+        _DATASETS[name] = fn
+        return fn
+
+    return wrap
+
+
+def list_datasets() -> list[str]:
+    return sorted(_DATASETS)
+
+
+def load_dataset(name: str, root: str | None = None, **options) -> DataBundle:
+    """Load dataset ``name`` from ``root`` (each loader documents its layout and defaults)."""
+    if name not in _DATASETS:
+        raise DataError(f"unknown dataset '{name}' (valid: {', '.join(list_datasets())})")
+    return _DATASETS[name](root=root, **options)

@@ -1,0 +1,88 @@
+"""Early-Learning Regularization (Liu et al., NeurIPS 2020, arXiv 2007.00151).
+
+Formula as in the official ``ELR/model/loss.py`` (see seed-methods.md 1.2), re-implemented:
+
+    p      = clamp(softmax(z), 1e-4, 1 - 1e-4)
+    t[i]  <- beta * t[i] + (1 - beta) * p_i.detach() / sum(p_i)     (before the loss, targets start at 0)
+    loss   = CE(z, y) + lam * mean_i log(1 - <t[i], p_i>)
+"""
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .classification import upcast
+
+CLAMP = 1e-4
+
+
+class ELRLoss(nn.Module):
+    """The drop-in ELR loss: keeps one running-average target per training example.
+
+    Args:
+        num_examples: N, the size of the training set; ``index`` values lie in ``[0, N)``.
+        num_classes: C.
+        lam: weight of the regularizer (paper: 3 for CIFAR-10 symmetric, 1 asymmetric, 7 CIFAR-100).
+        beta: temporal-ensembling momentum of the targets (0.7 or 0.9 in the paper).
+
+    Call ``loss = crit(logits [B, C], labels [B], index [B])``. The targets ``crit.targets``
+    (``[N, C]``, a buffer, so ``state_dict()`` and ``.to(device)`` carry it) are updated in the
+    call. Under ``torch.distributed`` the targets are kept identical on every rank: the detached
+    predictions and indices of all ranks are gathered and applied everywhere, so a sample keeps
+    its history whichever rank sees it next epoch.
+    """
+
+    targets: torch.Tensor
+
+    def __init__(self, num_examples: int, num_classes: int, lam: float = 3.0, beta: float = 0.7) -> None:
+        super().__init__()
+        if not 0.0 <= beta < 1.0:
+            raise ValueError(f"ELR beta must lie in [0, 1), got {beta}")
+        if lam < 0:
+            raise ValueError(f"ELR lambda must be >= 0, got {lam}")
+        self.num_examples, self.num_classes = num_examples, num_classes
+        self.lam, self.beta = float(lam), float(beta)
+        self.register_buffer("targets", torch.zeros(num_examples, num_classes))
+
+    @torch.no_grad()
+    def update_targets(self, probs: torch.Tensor, index: torch.Tensor) -> None:
+        """``t[index] <- beta t[index] + (1 - beta) probs`` (probs detached, rows summing to 1)."""
+        probs, index = _gather_across_ranks(probs.to(self.targets.dtype), index)
+        self.targets[index] = self.beta * self.targets[index] + (1.0 - self.beta) * probs
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        if index is None:
+            raise ValueError("ELRLoss needs the dataset index of every example (its target persists across epochs)")
+        logits = upcast(logits)
+        p = F.softmax(logits, dim=1).clamp(CLAMP, 1.0 - CLAMP)
+        p_hat = p.detach()
+        self.update_targets(p_hat / p_hat.sum(dim=1, keepdim=True), index)
+        ce = F.cross_entropy(logits, labels)
+        reg = torch.log(1.0 - (self.targets[index] * p).sum(dim=1)).mean()
+        return ce + self.lam * reg
+
+    def extra_repr(self) -> str:
+        return f"num_examples={self.num_examples}, num_classes={self.num_classes}, lam={self.lam}, beta={self.beta}"
+
+
+def _gather_across_ranks(values: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Concatenate ``values [B, C]`` and ``index [B]`` from every rank (identity without DDP)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return values, index
+    world = dist.get_world_size()
+    size = torch.tensor([values.shape[0]], device=values.device)
+    sizes = [torch.zeros_like(size) for _ in range(world)]
+    dist.all_gather(sizes, size)
+    longest = int(max(s.item() for s in sizes))
+    pad = longest - values.shape[0]
+    values_p = F.pad(values, (0, 0, 0, pad))
+    index_p = F.pad(index, (0, pad))
+    all_values = [torch.empty_like(values_p) for _ in range(world)]
+    all_index = [torch.empty_like(index_p) for _ in range(world)]
+    dist.all_gather(all_values, values_p)
+    dist.all_gather(all_index, index_p)
+    keep_v = [v[: int(s.item())] for v, s in zip(all_values, sizes)]
+    keep_i = [i[: int(s.item())] for i, s in zip(all_index, sizes)]
+    return torch.cat(keep_v), torch.cat(keep_i)

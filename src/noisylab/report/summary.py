@@ -1,0 +1,30 @@
+"""Text tables of finished runs (from their summary.json)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def _pct(v: Any) -> str:
+    return "-" if v is None else f"{100 * float(v):.2f}"
+
+
+def format_table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
+    line = lambda cells: "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
+    return "\n".join([line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)])
+
+
+def report_table(run_dirs: list[Path]) -> str:
+    """One row per run: labels, test accuracy best/last, memorized fraction, detection quality."""
+    header = ["run", "loss", "noise", "test best %", "test last %", "memorized %", "flagged", "precision %", "recall %"]
+    rows = []
+    for d in run_dirs:
+        s = json.loads((Path(d) / "summary.json").read_text())
+        det = s.get("detect", {})
+        memo = s.get("memorization_last") or {}
+        rows.append([Path(d).name, str(s.get("loss")), str(s.get("noise")), _pct(s.get("test_top1_best")),
+                     _pct(s.get("test_top1_last")), _pct(memo.get("noisy_memorized")), str(det.get("num_flagged", "-")),
+                     _pct(det.get("precision")), _pct(det.get("recall"))])
+    return format_table(header, rows)

@@ -1,0 +1,99 @@
+"""The command line: real subprocesses, one-line errors with exit status 2, nothing overwritten."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args, cwd):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, "-m", "noisylab.cli", *map(str, args)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+TINY = ["seed=1", "device=cpu", "data.options.num_samples=500", "model.arch=mlp", "model.options.hidden=[32]",
+        "train.epochs=2", "train.progress=false", "train.tensorboard=off"]
+
+
+def write_config(tmp_path, text="name: t\nnoise: {kind: symmetric, rate: 0.4}\nmethod: {loss: {name: elr}}\n"):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return path
+
+
+def assert_one_line_error(proc, fragment):
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert fragment in lines[0], lines[0]
+
+
+def test_train_then_resume_then_detect_and_report(tmp_path):
+    cfg = write_config(tmp_path)
+    p = run_cli("train", "-c", cfg, *TINY, "--lamb", "2", "--name", "cli", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    run = tmp_path / "runs" / "cli"
+    assert "lam: 2.0" in (run / "config.yaml").read_text()
+    # resume a finished run with more epochs: continues at epoch 3
+    p = run_cli("train", "-r", run, "train.epochs=3", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert len((run / "metrics.csv").read_text().strip().splitlines()) == 1 + 3
+    p = run_cli("detect", run, "--filter-by", "confident_learning", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert (run / "label_issues_targets_confident_learning.csv").is_file()
+    assert "precision" in p.stdout
+    p = run_cli("report", run, "-o", tmp_path / "m.png", cwd=tmp_path)
+    assert p.returncode == 0 and "cli" in p.stdout and (tmp_path / "m.png").is_file()
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["train", "-c", "missing.yaml"], "config file 'missing.yaml' not found"),
+    (["train", "-c", "{cfg}", "optim.lrr=1"], "unknown config key 'optim.lrr'"),
+    (["train", "-c", "{cfg}", "noise.rate=1.5"], "noise.rate"),
+    (["train", "-c", "{cfg}", "--percent", "1.2"], "noise.rate"),
+    (["train", "-c", "{cfg}", "model.arch=resnet9000"], "unknown model 'resnet9000'"),
+    (["train", "-c", "{cfg}", "data.dataset=imagenet22k"], "unknown dataset 'imagenet22k'"),
+    (["train", "-c", "{cfg}", "noise.kind=none", "noise.file=nofile.npz"], "nofile.npz"),
+    (["train", "-r", "no/such/run"], "does not exist"),
+    (["train", "-r", "{junk}"], "not a readable noisylab checkpoint"),
+    (["detect", "{tmp}"], "no predictions.npz"),
+])
+def test_bad_input_one_line_exit_2(tmp_path, args, fragment):
+    cfg = write_config(tmp_path)
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    args = [a.format(cfg=cfg, junk=junk, tmp=tmp_path) for a in args]
+    proc = run_cli(*args, *(TINY if args[0] == "train" and "-c" in args else []), cwd=tmp_path)
+    assert_one_line_error(proc, fragment)
+    assert not (tmp_path / "runs").exists()  # nothing was started
+
+
+def test_errors_never_touch_an_existing_run(tmp_path):
+    cfg = write_config(tmp_path)
+    assert run_cli("train", "-c", cfg, *TINY, cwd=tmp_path).returncode == 0
+    run = tmp_path / "runs" / "t"
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    proc = run_cli("train", "-r", run, "model.arch=nope", cwd=tmp_path)
+    assert_one_line_error(proc, "unknown model 'nope'")
+    after = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    assert before == after
+
+
+def test_crafted_checkpoint_cannot_run_code(tmp_path):
+    import pickle
+
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    bad = tmp_path / "evil.pt"
+    bad.write_bytes(pickle.dumps({"format": "noisylab-checkpoint-v1", "x": Evil()}))
+    proc = run_cli("train", "-r", bad, cwd=tmp_path)
+    assert_one_line_error(proc, "not a readable noisylab checkpoint")
+    assert not marker.exists()

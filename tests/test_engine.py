@@ -1,0 +1,122 @@
+"""The training loop: outputs, exact resume, run folders, detection wiring."""
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from noisylab.config import build_config
+from noisylab.engine import train
+from noisylab.noise import NoisyLabels
+
+
+def tiny_config(tmp_path, **over):
+    d = {
+        "name": "tiny", "seed": 3, "device": "cpu", "output_dir": str(tmp_path / "runs"),
+        "data": {"dataset": "mnist1d", "options": {"num_samples": 600}},
+        "noise": {"kind": "symmetric", "rate": 0.4},
+        "model": {"arch": "mlp", "options": {"hidden": [64]}},
+        "method": {"name": "standard", "loss": {"name": "elr", "lam": 3.0, "beta": 0.7}},
+        "optim": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4},
+        "schedule": {"name": "multistep", "milestones": [2], "gamma": 0.5},
+        "train": {"epochs": 4, "batch_size": 32, "progress": False, "tensorboard": "off"},
+    }
+    for key, value in over.items():
+        node = d
+        *parents, last = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = value
+    return build_config(d)
+
+
+def read_csv(path):
+    with open(path) as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_run_writes_every_output(tmp_path):
+    cfg = tiny_config(tmp_path, **{"data.val_fraction": 0.1})
+    res = train(cfg)
+    out = res.run_dir
+    for name in ["config.yaml", "noisy_labels.npz", "split.npz", "metrics.csv", "memorization.csv",
+                 "checkpoints/last.pt", "checkpoints/best.pt", "predictions.npz", "label_issues.csv",
+                 "summary.json", "memorization.png", "train.log"]:
+        assert (out / name).is_file(), name
+    metrics = read_csv(out / "metrics.csv")
+    assert [int(r["epoch"]) for r in metrics] == [0, 1, 2, 3]
+    assert [float(r["lr"]) for r in metrics] == pytest.approx([0.05, 0.05, 0.025, 0.025])
+    assert {"val_top1", "test_top1", "memorized"} <= set(metrics[0])
+    split = np.load(out / "split.npz")
+    assert len(split["val_idx"]) == pytest.approx(48, abs=10)  # 10% of 480 training examples, per class
+    assert not set(split["val_idx"]) & set(split["train_idx"])
+    # the saved labels are the ones trained on, and the detection rows cover exactly the training part
+    labels = NoisyLabels.load(out / "noisy_labels.npz")
+    with np.load(out / "predictions.npz") as z:
+        assert np.array_equal(z["index"], split["train_idx"])
+        assert np.array_equal(z["given_label"], labels.noisy[split["train_idx"]])
+        assert z["targets"].shape == (480, 10)
+        # ELR targets of validation examples were never updated
+        assert np.abs(z["targets"][split["val_idx"]]).sum() == 0
+        flagged_expected = int((z["targets"][split["train_idx"]].argmax(1) != z["given_label"]).sum())
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["detect"]["source"] == "targets"
+    assert summary["detect"]["num_flagged"] == flagged_expected
+    rows = read_csv(out / "label_issues.csv")
+    assert len(rows) == len(split["train_idx"]) and sum(int(r["is_label_issue"]) for r in rows) == flagged_expected
+    # memorization fractions of each group sum to one
+    for r in read_csv(out / "memorization.csv"):
+        assert float(r["clean_correct"]) + float(r["clean_wrong"]) == pytest.approx(1, abs=1e-5)
+        assert float(r["noisy_true"]) + float(r["noisy_memorized"]) + float(r["noisy_other"]) == pytest.approx(1, abs=1e-5)
+
+
+def test_same_seed_same_numbers_and_no_overwrite(tmp_path):
+    a = train(tiny_config(tmp_path, **{"train.epochs": 2}))
+    b = train(tiny_config(tmp_path, **{"train.epochs": 2}))
+    assert a.run_dir != b.run_dir and b.run_dir.name == "tiny_2"
+    assert a.history == b.history
+
+
+class Interrupt(Exception):
+    pass
+
+
+@pytest.mark.parametrize("loss", ["elr", "gce"])
+def test_interrupted_and_resumed_run_ends_with_identical_metrics(tmp_path, loss):
+    cfg = tiny_config(tmp_path, **{"method.loss.name": loss, "model.options.dropout": 0.2,
+                                   "train.epochs": 5, "data.val_fraction": 0.1})
+    full = train(cfg, run_dir=tmp_path / "full")
+
+    def stop_after_two(epoch, row):
+        if epoch == 1:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train(cfg, run_dir=tmp_path / "cut", callbacks=[stop_after_two])
+    assert len(read_csv(tmp_path / "cut" / "metrics.csv")) == 2
+    # disturb every global RNG: the checkpoint must restore them
+    torch.manual_seed(999)
+    np.random.seed(999)
+    resumed = train(cfg, resume=tmp_path / "cut")
+    assert resumed.run_dir == tmp_path / "cut"
+    assert resumed.history == full.history
+    assert read_csv(tmp_path / "cut" / "metrics.csv") == read_csv(tmp_path / "full" / "metrics.csv")
+    assert read_csv(tmp_path / "cut" / "memorization.csv") == read_csv(tmp_path / "full" / "memorization.csv")
+    a = np.load(tmp_path / "full" / "predictions.npz")
+    b = np.load(tmp_path / "cut" / "predictions.npz")
+    for key in a.files:
+        assert np.array_equal(a[key], b[key]), key
+
+
+def test_saved_label_file_reproduces_the_run(tmp_path):
+    first = train(tiny_config(tmp_path, **{"train.epochs": 1}))
+    again = train(tiny_config(tmp_path, **{"train.epochs": 1, "noise.kind": "none",
+                                           "noise.file": str(first.run_dir / "noisy_labels.npz")}))
+    assert again.history == first.history
+
+
+def test_ce_on_clean_labels_has_no_noisy_examples(tmp_path):
+    res = train(tiny_config(tmp_path, **{"noise.kind": "none", "method.loss.name": "ce", "train.epochs": 1}))
+    assert res.summary["detect"]["source"] == "pred_probs"
+    assert res.summary["memorization_last"]["noisy_memorized"] == 0.0

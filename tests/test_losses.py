@@ -1,0 +1,128 @@
+"""Loss oracles: every value is recomputed here with numpy from the paper formulas."""
+import numpy as np
+import pytest
+import torch
+
+from noisylab.losses import CELoss, ELRLoss, GCELoss
+
+
+def np_softmax(z):
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def np_ce(z, y):
+    return float(np.mean(-np.log(np_softmax(z)[np.arange(len(y)), y])))
+
+
+def test_ce_matches_formula():
+    rng = np.random.default_rng(0)
+    z, y = rng.normal(size=(7, 5)) * 3, rng.integers(0, 5, 7)
+    got = CELoss()(torch.tensor(z), torch.tensor(y), None).item()
+    assert got == pytest.approx(np_ce(z, y), rel=1e-6)
+
+
+@pytest.mark.parametrize("q", [0.7, 0.3, 1.0])
+def test_gce_matches_formula_and_gradient(q):
+    rng = np.random.default_rng(1)
+    z, y = rng.normal(size=(6, 4)) * 2, rng.integers(0, 4, 6)
+    p_y = np_softmax(z)[np.arange(6), y]
+    expected = np.mean((1 - p_y ** q) / q)
+    logits = torch.tensor(z, requires_grad=True)
+    loss = GCELoss(q)(logits, torch.tensor(y))
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    # dL/dz_k = -(1/B) p_y^q (1[k=y] - p_k)   (derivative of -p_y^q / q)
+    loss.backward()
+    p = np_softmax(z)
+    onehot = np.eye(4)[y]
+    grad = -(p_y ** q)[:, None] * (onehot - p) / 6
+    np.testing.assert_allclose(logits.grad.numpy(), grad, rtol=1e-6, atol=1e-9)
+
+
+def test_gce_rejects_bad_q():
+    with pytest.raises(ValueError, match="q must lie"):
+        GCELoss(0.0)
+
+
+class NumpyELR:
+    """Independent re-statement of ELR (seed-methods 1.2)."""
+
+    def __init__(self, n, c, lam, beta):
+        self.t = np.zeros((n, c))
+        self.lam, self.beta = lam, beta
+
+    def __call__(self, z, y, idx):
+        p = np.clip(np_softmax(z), 1e-4, 1 - 1e-4)
+        p_hat = p / p.sum(axis=1, keepdims=True)
+        for row, i in enumerate(idx):  # sequential on purpose: no vectorised shortcut
+            self.t[i] = self.beta * self.t[i] + (1 - self.beta) * p_hat[row]
+        inner = np.array([self.t[i] @ p[row] for row, i in enumerate(idx)])
+        return np_ce(z, y) + self.lam * np.mean(np.log(1 - inner))
+
+
+def test_elr_loss_and_target_sequence_over_steps():
+    rng = np.random.default_rng(2)
+    n, c, lam, beta = 10, 4, 3.0, 0.7
+    ref = NumpyELR(n, c, lam, beta)
+    crit = ELRLoss(n, c, lam=lam, beta=beta).double()
+    batches = [[0, 1, 2, 3], [2, 5, 0, 9], [9, 2, 7, 1], [0, 2, 3, 8]]  # indices repeat across steps
+    for step, idx in enumerate(batches):
+        z = rng.normal(size=(4, c)) * (1 + step)
+        y = rng.integers(0, c, 4)
+        got = crit(torch.tensor(z), torch.tensor(y), torch.tensor(idx)).item()
+        want = ref(z, y, idx)
+        assert got == pytest.approx(want, rel=1e-9), f"step {step}"
+        np.testing.assert_allclose(crit.targets.numpy(), ref.t, rtol=1e-12)
+    # example 2 was seen 4 times: its target is a 4-term geometric average without bias correction
+    assert crit.targets[2].sum().item() == pytest.approx(1 - beta ** 4, rel=1e-9)
+    assert crit.targets[4].abs().sum().item() == 0.0  # never seen: still zero
+
+
+def test_elr_gradient_flows_only_through_prediction():
+    rng = np.random.default_rng(3)
+    n, c = 5, 3
+    crit = ELRLoss(n, c, lam=2.0, beta=0.5).double()
+    crit.targets[:] = torch.tensor(np_softmax(rng.normal(size=(n, c))))
+    z = rng.normal(size=(2, c))
+    idx, y = np.array([1, 3]), np.array([0, 2])
+    logits = torch.tensor(z, requires_grad=True)
+    crit(logits, torch.tensor(y), torch.tensor(idx)).backward()
+    # numeric gradient of the same loss with the (already updated) targets held fixed
+    t_after = crit.targets.numpy().copy()
+
+    def loss_fixed(zz):
+        p = np.clip(np_softmax(zz), 1e-4, 1 - 1e-4)
+        inner = (t_after[idx] * p).sum(axis=1)
+        return np_ce(zz, y) + 2.0 * np.mean(np.log(1 - inner))
+
+    eps = 1e-6
+    num = np.zeros_like(z)
+    for i in range(z.shape[0]):
+        for k in range(c):
+            d = np.zeros_like(z)
+            d[i, k] = eps
+            num[i, k] = (loss_fixed(z + d) - loss_fixed(z - d)) / (2 * eps)
+    np.testing.assert_allclose(logits.grad.numpy(), num, rtol=1e-5, atol=1e-8)
+
+
+def test_elr_state_dict_round_trip_and_requires_index():
+    crit = ELRLoss(6, 3)
+    crit(torch.randn(4, 3), torch.tensor([0, 1, 2, 0]), torch.tensor([5, 1, 0, 3]))
+    other = ELRLoss(6, 3)
+    other.load_state_dict(crit.state_dict())
+    assert torch.equal(other.targets, crit.targets)
+    assert other.targets.abs().sum() > 0
+    with pytest.raises(ValueError, match="index"):
+        crit(torch.randn(2, 3), torch.tensor([0, 1]), None)
+
+
+def test_elr_regularizer_pulls_towards_target():
+    """With the target on class 1 and label 0, ELR's gradient raises p_1 where CE alone lowers it."""
+    crit = ELRLoss(1, 3, lam=3.0, beta=0.99)
+    crit.targets[0] = torch.tensor([0.0, 1.0, 0.0])
+    logits = torch.zeros(1, 3, requires_grad=True)
+    crit(logits, torch.tensor([0]), torch.tensor([0])).backward()
+    assert logits.grad[0, 1] < 0  # gradient descent increases the target-class logit
+    ce_logits = torch.zeros(1, 3, requires_grad=True)
+    CELoss()(ce_logits, torch.tensor([0])).backward()
+    assert ce_logits.grad[0, 1] > 0
