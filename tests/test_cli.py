@@ -67,7 +67,9 @@ def test_bad_input_one_line_exit_2(tmp_path, args, fragment):
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint")
     args = [a.format(cfg=cfg, junk=junk, tmp=tmp_path) for a in args]
-    proc = run_cli(*args, *(TINY if args[0] == "train" and "-c" in args else []), cwd=tmp_path)
+    if args[0] == "train" and args[1] == "-c":  # the case's own overrides come last, so they win
+        args = args[:3] + TINY + args[3:]
+    proc = run_cli(*args, cwd=tmp_path)
     assert_one_line_error(proc, fragment)
     assert not (tmp_path / "runs").exists()  # nothing was started
 

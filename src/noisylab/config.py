@@ -34,7 +34,7 @@ class NoiseConfig(_Strict):
     """How the training labels are corrupted (``kind: none`` keeps them), or a saved label file."""
 
     kind: str = "none"
-    rate: float | None = Field(0.0, ge=0.0, lt=1.0)
+    rate: float | None = Field(0.0, ge=0.0, lt=1.0, description="ignored for kinds none, matrix and human")
     seed: int | None = Field(None, description="noise seed; default: the run seed")
     file: str | None = Field(None, description="a label file written by `noisylab noise` or a run")
     options: dict[str, Any] = Field(default_factory=dict)
@@ -95,7 +95,7 @@ class TrainConfig(_Strict):
     amp: bool = Field(True, description="mixed precision on CUDA (ignored on CPU)")
     track_memorization: bool = True
     progress: bool = True
-    tensorboard: Literal["auto", "on", "off"] = "auto"
+    tensorboard: bool | Literal["auto"] = Field("auto", description="true, false, or auto (when installed)")
     log_every: int = Field(50, ge=1, description="progress-bar refresh in steps (each costs a device sync)")
 
 

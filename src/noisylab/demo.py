@@ -20,8 +20,10 @@ log = logging.getLogger("noisylab")
 
 # Settings chosen so that the effect is visible on 2 CPU cores in minutes: a 1-D CNN with
 # enough capacity to memorize 4,000 MNIST-1D examples, trained long enough with a constant
-# learning rate for CE to memorize most wrong labels. ELR uses the paper's CIFAR-10 symmetric
-# hyper-parameters (lambda 3, beta 0.7).
+# learning rate for CE to memorize most wrong labels. ELR uses the paper's CIFAR-100 setting
+# (lambda 7, beta 0.9): with the CIFAR-10 setting (lambda 3, beta 0.7) and this constant learning
+# rate the targets follow the drifting predictions and ELR ends up memorizing too (seen: 72% of
+# wrong labels memorized after 80 epochs, against 7% with lambda 7, beta 0.9).
 DEMO_SETTINGS: dict[str, dict[str, Any]] = {
     "mnist1d": {
         "data": {"dataset": "mnist1d"},
@@ -38,7 +40,7 @@ DEMO_SETTINGS: dict[str, dict[str, Any]] = {
         "train": {"epochs": 40, "batch_size": 128},
     },
 }
-ELR_LAMBDA, ELR_BETA = 3.0, 0.7
+ELR_LAMBDA, ELR_BETA = 7.0, 0.9
 
 
 def demo_configs(dataset: str = "mnist1d", root: str | None = None, epochs: int | None = None,
@@ -54,7 +56,7 @@ def demo_configs(dataset: str = "mnist1d", root: str | None = None, epochs: int 
     for slug, (noise, loss) in runs.items():
         d: dict[str, Any] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in settings.items()}
         d["data"] = dict(settings["data"], root=root)
-        d["train"] = dict(settings["train"], progress=False, tensorboard="off")
+        d["train"] = dict(settings["train"], progress=False, tensorboard=False)
         if epochs is not None:
             d["train"]["epochs"] = epochs
         d.update(name=slug, seed=seed, device=device, noise=noise, method={"name": "standard", "loss": loss})

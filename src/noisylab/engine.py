@@ -124,10 +124,12 @@ def prepare_data(cfg: Config, labels_file: str | Path | None = None) -> Prepared
         options = dict(cfg.noise.options)
         if cfg.noise.kind == "instance":
             options.setdefault("inputs", bundle.train_x.numpy())
-        if cfg.data.dataset.startswith("cifar100") and "coarse_labels" in bundle.extra:
-            options.setdefault("coarse_labels", bundle.extra["coarse_labels"]) if options.get("superclass") else None
+        if options.get("superclass") == "coarse" and "coarse_labels" in bundle.extra:
+            options.setdefault("coarse_labels", bundle.extra["coarse_labels"])
         seed = cfg.seed if cfg.noise.seed is None else cfg.noise.seed
-        labels = make_noisy_labels(bundle.train_labels, cfg.noise.kind, cfg.noise.rate, c, seed, **options)
+        # the rate means nothing for these kinds (the matrix or file sets the noise level)
+        rate = None if cfg.noise.kind in ("none", "matrix", "human") else cfg.noise.rate
+        labels = make_noisy_labels(bundle.train_labels, cfg.noise.kind, rate, c, seed, **options)
     truth_known = bundle.labels_are_clean
     if cfg.data.val_fraction > 0:
         # the ELR protocol: split per (true) class, before noise, noisy labels on both parts
@@ -437,13 +439,13 @@ def _progress(cfg: Config, dinfo: DistInfo, total: int, epoch: int):
 
 
 def _tensorboard(cfg: Config, out: Path):
-    if cfg.train.tensorboard == "off":
+    if cfg.train.tensorboard is False:
         return None
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
-        if cfg.train.tensorboard == "on":
-            raise ConfigError("train.tensorboard=on needs the tensorboard package: pip install 'noisylab[tb]'") from None
+        if cfg.train.tensorboard is True:
+            raise ConfigError("train.tensorboard=true needs the tensorboard package: pip install 'noisylab[tb]'") from None
         return None
     return SummaryWriter(log_dir=str(out / "tb"))
 

@@ -18,7 +18,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .noise import KINDS, NoiseError, make_noisy_labels, plot_transition_matrix
+from .noise import KINDS, NoiseError, check_noise_spec, make_noisy_labels, plot_transition_matrix
 
 PROG = "noisylab noise"
 
@@ -47,7 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                        "(CIFAR-10N), fine | coarse (CIFAR-100N)")
     gen.add_argument("--std", type=float, help="instance: std of the per-example flip rate (default 0.1)")
     gen.add_argument("--matrix", metavar="FILE", help="matrix: C x C row-stochastic transition matrix (.npy or .csv)")
-    gen.add_argument("--path", metavar="PATH", help="human: CIFAR-10_human.pt / CIFAR-100_human.pt / npz, or its folder")
+    gen.add_argument("--path", metavar="PATH",
+                     help="human: CIFAR-10_human.pt / CIFAR-100_human.pt / npz, or its folder")
     gen.add_argument("--download", action="store_true", default=None,
                      help="human: download the CIFAR-N file into --path when missing (md5-checked)")
     out = parser.add_argument_group("output")
@@ -121,9 +122,21 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _generate(args: argparse.Namespace):
+    # cheap checks first, so mistakes are reported before a dataset is loaded
     if args.dataset and args.labels:
         raise NoiseError("pass either --dataset or --labels, not both")
+    if not (args.dataset or args.labels or args.kind == "human"):
+        raise NoiseError("pass --dataset NAME or --labels FILE (only --kind human can take the labels from its file)")
+    if args.kind == "human" and args.path is None and not args.download:
+        raise NoiseError("--kind human needs --path to the CIFAR-N label file (or --download)")
+    if args.kind == "instance" and not args.dataset:
+        raise NoiseError("instance noise needs the inputs; use --dataset instead of --labels")
+    if args.labels and args.num_classes is None and args.kind != "human":
+        raise NoiseError("--labels needs --num-classes")
+    if args.output and Path(args.output).suffix.lower() not in (".npz", ".csv"):
+        raise NoiseError(f"cannot save noisy labels to {args.output}: use a .npz or .csv file name")
     opts = _options(args)
+    check_noise_spec(args.kind, args.rate, args.seed, **opts)
     class_names = None
     labels: Any = None
     num_classes = args.num_classes
@@ -143,14 +156,6 @@ def _generate(args: argparse.Namespace):
             opts["coarse_labels"] = bundle.extra["coarse_labels"]
     elif args.labels:
         labels = read_label_file(args.labels)
-        if num_classes is None and args.kind != "human":
-            raise NoiseError("--labels needs --num-classes")
-        if args.kind == "instance":
-            raise NoiseError("instance noise needs the inputs; use --dataset instead of --labels")
-    elif args.kind != "human":
-        raise NoiseError("pass --dataset NAME or --labels FILE (only --kind human can take the labels from its file)")
-    if args.kind == "human" and args.path is None and not args.download:
-        raise NoiseError("--kind human needs --path to the CIFAR-N label file (or --download)")
     noisy = make_noisy_labels(labels, args.kind, args.rate, num_classes, args.seed, **opts)
     if class_names is not None and len(class_names) == noisy.num_classes:
         noisy.class_names = class_names

@@ -1,0 +1,342 @@
+"""Batched, on-device SimCLR augmentations (the strong views of the ICLR-2023 repo).
+
+The recipe of the ICLR-2023 repo (``utils.py``, taken from leftthomas/SimCLR; §2.3 of the seed
+notes), per image::
+
+    RandomResizedCrop(32, scale=(0.08, 1), ratio=(3/4, 4/3)) -> RandomHorizontalFlip(0.5)
+    -> RandomApply([ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8) -> RandomGrayscale(0.2)
+    -> ToTensor -> Normalize(mean, std)
+
+Here every step runs on a whole batch ``[B, C, H, W]`` at once, with the per-image random
+parameters drawn as tensors from one ``torch.Generator`` (no Python loop over images):
+
+* the resized crop and the flip are one ``grid_sample`` (bilinear) with a per-image sampling grid;
+  sample coordinates are clamped to the crop box, which makes the result equal to cropping and
+  then ``interpolate(..., mode="bilinear", align_corners=False)`` each image (torchvision's tensor
+  path without antialiasing; crops of a 32x32 image are only ever enlarged, where antialiasing
+  does nothing);
+* colour jitter follows torchvision's functional definitions (brightness, contrast around the
+  mean grey level, saturation against the grey image, hue rotation in HSV, each clamped to
+  [0, 1]) in a random order drawn per image, as ``ColorJitter`` does per call;
+* grayscale uses the ITU-R 601 weights (0.2989, 0.587, 0.114) and keeps 3 channels.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .base import StandardAugment, to_float
+from .constants import (
+    GRAY_WEIGHTS,
+    SIMCLR_FLIP_P,
+    SIMCLR_GRAY_P,
+    SIMCLR_JITTER,
+    SIMCLR_JITTER_P,
+    SIMCLR_RATIO,
+    SIMCLR_SCALE,
+)
+
+
+def _rand(n: int, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    return torch.rand(n, device=x.device, generator=generator)
+
+
+def _uniform(lo: float, hi: float, n: int, x: torch.Tensor, g: torch.Generator | None) -> torch.Tensor:
+    return lo + (hi - lo) * _rand(n, x, g)
+
+
+# ----------------------------------------------------------------------------- resized crop
+def sample_resized_crop_params(
+    batch: int, height: int, width: int,
+    scale: Sequence[float] = SIMCLR_SCALE, ratio: Sequence[float] = SIMCLR_RATIO,
+    generator: torch.Generator | None = None, device: torch.device | str = "cpu", attempts: int = 10,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-image crop boxes ``(top, left, h, w)`` (each int64 ``[B]``) as torchvision's
+    ``RandomResizedCrop.get_params``: up to ``attempts`` draws of area fraction ~ U(scale) and
+    log aspect ratio ~ U(log ratio); the first draw that fits is used, otherwise the central crop
+    with the aspect ratio clamped to ``ratio``. All draws for the batch happen as tensors.
+    """
+    dummy = torch.empty(0, device=device)
+    area = float(height * width)
+    n = batch * attempts
+    target = area * _uniform(scale[0], scale[1], n, dummy, generator)
+    log_r = _uniform(math.log(ratio[0]), math.log(ratio[1]), n, dummy, generator)
+    ar = torch.exp(log_r)
+    w = torch.round(torch.sqrt(target * ar)).long().view(batch, attempts)
+    h = torch.round(torch.sqrt(target / ar)).long().view(batch, attempts)
+    ok = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+    first = torch.where(ok.any(1), ok.float().argmax(1), torch.full((batch,), -1, device=device))
+    rows = torch.arange(batch, device=device)
+    w_sel, h_sel = w[rows, first.clamp(min=0)], h[rows, first.clamp(min=0)]
+    # fallback: central crop (torchvision's rule)
+    in_ratio = width / height
+    if in_ratio < min(ratio):
+        fw, fh = width, int(round(width / min(ratio)))
+    elif in_ratio > max(ratio):
+        fh, fw = height, int(round(height * max(ratio)))
+    else:
+        fw, fh = width, height
+    found = first >= 0
+    w_sel = torch.where(found, w_sel, torch.full_like(w_sel, fw))
+    h_sel = torch.where(found, h_sel, torch.full_like(h_sel, fh))
+    # positions: torch.randint(0, H - h + 1) per image, drawn as floor(u * (H - h + 1))
+    u_top = _rand(batch, dummy, generator)
+    u_left = _rand(batch, dummy, generator)
+    top = torch.where(found, (u_top * (height - h_sel + 1)).long(), torch.as_tensor((height - fh) // 2, device=device))
+    left = torch.where(found, (u_left * (width - w_sel + 1)).long(), torch.as_tensor((width - fw) // 2, device=device))
+    top = torch.minimum(top, height - h_sel)
+    left = torch.minimum(left, width - w_sel)
+    return top, left, h_sel, w_sel
+
+
+def resized_crop(
+    x: torch.Tensor, top: torch.Tensor, left: torch.Tensor, h: torch.Tensor, w: torch.Tensor,
+    size: int | tuple[int, int], flip: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Crop box ``[top, top+h) x [left, left+w)`` of each image of float ``x [B, C, H, W]`` and
+    resize it to ``size`` bilinearly (``align_corners=False``); ``flip [B]`` bool mirrors the
+    result left-right. Returns float ``[B, C, size_h, size_w]``.
+    """
+    b, _, height, width = x.shape
+    oh, ow = (size, size) if isinstance(size, int) else size
+    dev, dt = x.device, x.dtype
+    top, left, h, w = (t.to(device=dev, dtype=dt)[:, None] for t in (top, left, h, w))
+    u = (torch.arange(ow, device=dev, dtype=dt) + 0.5)[None, :]  # output pixel centres
+    v = (torch.arange(oh, device=dev, dtype=dt) + 0.5)[None, :]
+    # source pixel coordinate (pixel-centre convention), clamped to the crop box
+    xs = torch.maximum(torch.minimum(left + u * w / ow - 0.5, left + w - 1), left)  # [B, ow]
+    ys = torch.maximum(torch.minimum(top + v * h / oh - 0.5, top + h - 1), top)  # [B, oh]
+    if flip is not None:
+        xs = torch.where(flip.to(dev)[:, None], xs.flip(1), xs)
+    gx = (2 * xs + 1) / width - 1  # [B, ow] normalised for align_corners=False
+    gy = (2 * ys + 1) / height - 1  # [B, oh]
+    grid = torch.stack(torch.broadcast_tensors(gx[:, None, :], gy[:, :, None]), dim=-1)  # [B, oh, ow, 2]
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+# ----------------------------------------------------------------------------- colour
+def rgb_to_grayscale(x: torch.Tensor) -> torch.Tensor:
+    """Luma ``[B, 1, H, W]`` of float RGB ``x [B, 3, H, W]`` (ITU-R 601 weights)."""
+    wts = torch.tensor(GRAY_WEIGHTS, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    return (x * wts).sum(1, keepdim=True)
+
+
+def _gray(x: torch.Tensor) -> torch.Tensor:
+    return rgb_to_grayscale(x) if x.shape[1] == 3 else x
+
+
+def adjust_brightness(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """``clamp(factor * x, 0, 1)`` per image; ``factor [B]``."""
+    return (x * factor.view(-1, 1, 1, 1)).clamp_(0, 1)
+
+
+def adjust_contrast(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """Blend each image with its mean grey level: ``clamp(f * x + (1 - f) * mean, 0, 1)``."""
+    f = factor.view(-1, 1, 1, 1)
+    mean = _gray(x).mean(dim=(1, 2, 3), keepdim=True)
+    return (f * x + (1 - f) * mean).clamp_(0, 1)
+
+
+def adjust_saturation(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """Blend each RGB image with its grey version; single-channel images are returned unchanged."""
+    if x.shape[1] != 3:
+        return x
+    f = factor.view(-1, 1, 1, 1)
+    return (f * x + (1 - f) * rgb_to_grayscale(x)).clamp_(0, 1)
+
+
+def rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:
+    """Float RGB in [0, 1] ``[B, 3, H, W]`` -> HSV ``[B, 3, H, W]`` with hue in [0, 1).
+
+    Hue is taken from the channel holding the maximum (ties resolved red, then green, then
+    blue, as torchvision and ``colorsys``); grey pixels get hue 0.
+    """
+    r, g, b = x.unbind(1)
+    maxc = x.amax(1)
+    delta = maxc - x.amin(1)
+    s = delta / torch.where(maxc > 0, maxc, torch.ones_like(maxc))
+    dsafe = torch.where(delta > 0, delta, torch.ones_like(delta))
+    h = torch.where(
+        maxc == r, (g - b) / dsafe, torch.where(maxc == g, 2.0 + (b - r) / dsafe, 4.0 + (r - g) / dsafe)
+    )  # in (-1, 5]
+    h = torch.where(h < 0, h + 6.0, h) / 6.0
+    h = torch.where(delta > 0, h, torch.zeros_like(h))
+    return torch.stack((h, s, maxc), 1)
+
+
+def hsv_to_rgb(x: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`rgb_to_hsv`, in closed form: channel ``n`` in (5, 3, 1) for (R, G, B) is
+    ``v - v * s * clamp(min(k, 4 - k), 0, 1)`` with ``k = (n + 6 h) mod 6``."""
+    h, s, v = x[:, 0:1], x[:, 1:2], x[:, 2:3]
+    n = torch.tensor([5.0, 3.0, 1.0], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    k = torch.remainder(n + 6.0 * h, 6.0)
+    ramp = torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0)
+    return v - (v * s) * ramp
+
+
+def adjust_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """Rotate the hue of each RGB image by ``shift [B]`` (in turns, |shift| <= 0.5);
+    single-channel images are returned unchanged."""
+    if x.shape[1] != 3:
+        return x
+    hsv = rgb_to_hsv(x)
+    h = hsv[:, 0] + shift.view(-1, 1, 1)
+    hsv[:, 0] = h - torch.floor(h)
+    return hsv_to_rgb(hsv)
+
+
+_JITTER_OPS = (adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue)
+
+
+def color_jitter(
+    x: torch.Tensor, brightness: float = 0.4, contrast: float = 0.4, saturation: float = 0.4,
+    hue: float = 0.1, p: float = 1.0, generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """``RandomApply([ColorJitter(brightness, contrast, saturation, hue)], p)`` on float
+    ``x [B, C, H, W]`` in [0, 1].
+
+    Each selected image gets factors ``b, c, s ~ U(1 - v, 1 + v)`` (clipped at 0) and a hue shift
+    ``~ U(-hue, hue)``, applied in its own random order of the four operations; the other images
+    are returned unchanged. Each operation is evaluated once per batch position on exactly the
+    images that need it.
+    """
+    bsz = x.shape[0]
+    apply = _rand(bsz, x, generator) < p
+    factors = [
+        _uniform(max(0.0, 1 - brightness), 1 + brightness, bsz, x, generator),
+        _uniform(max(0.0, 1 - contrast), 1 + contrast, bsz, x, generator),
+        _uniform(max(0.0, 1 - saturation), 1 + saturation, bsz, x, generator),
+        _uniform(-hue, hue, bsz, x, generator),
+    ]
+    enabled = [brightness > 0, contrast > 0, saturation > 0, hue > 0]
+    order = torch.argsort(torch.rand(bsz, 4, device=x.device, generator=generator), dim=1)
+    out = x.clone()
+    for k in range(4):
+        for op_id, op in enumerate(_JITTER_OPS):
+            if not enabled[op_id]:
+                continue
+            sel = torch.nonzero(apply & (order[:, k] == op_id)).flatten()
+            if sel.numel():
+                out[sel] = op(out[sel], factors[op_id][sel])
+    return out
+
+
+def random_grayscale(x: torch.Tensor, p: float = 0.2, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Replace each RGB image by its luma (repeated on 3 channels) with probability ``p``."""
+    pick = _rand(x.shape[0], x, generator) < p
+    if x.shape[1] != 3:
+        return x
+    return torch.where(pick[:, None, None, None], rgb_to_grayscale(x).expand_as(x), x)
+
+
+# ----------------------------------------------------------------------------- fast weak view
+def _norm_affine(mean, std, c: int, device, dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """``scale, bias`` with ``uint8 * scale + bias == (x / 255 - mean) / std`` per channel."""
+    if mean is None or std is None:
+        return (torch.full((1, c, 1), 1 / 255.0, device=device, dtype=dtype),
+                torch.zeros((1, c, 1), device=device, dtype=dtype))
+    m = torch.as_tensor(mean, device=device, dtype=torch.float64).view(1, -1, 1)
+    s = torch.as_tensor(std, device=device, dtype=torch.float64).view(1, -1, 1)
+    return (1.0 / (255.0 * s)).to(dtype), (-m / s).to(dtype)
+
+
+@dataclass
+class CropFlipNormalize:
+    """The papers' weak view — random crop from the zero-padded image, horizontal flip, then
+    normalisation — fused into one gather and one multiply-add for uint8 ``[B, C, H, W]``.
+
+    Draws exactly the random numbers of :class:`~noisylab.data.base.StandardAugment` (row offsets,
+    column offsets, then flips, from the same generator), so both give the same images (up to
+    float rounding of the normalisation, ~1e-7); this one is 3-5x faster on CPU. Inputs that are
+    not 4-D uint8 are handed to ``StandardAugment``.
+    """
+
+    mean: tuple[float, ...] | None
+    std: tuple[float, ...] | None
+    padding: int = 4
+    flip: bool = True
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        if x.dim() != 4 or x.dtype != torch.uint8:
+            return StandardAugment(self.mean, self.std, self.padding, self.flip)(x, generator)
+        b, c, h, w = x.shape
+        p, dev = self.padding, x.device
+        ar_h, ar_w = torch.arange(h, device=dev), torch.arange(w, device=dev)
+        if p > 0:
+            dy = torch.randint(0, 2 * p + 1, (b,), device=dev, generator=generator)
+            dx = torch.randint(0, 2 * p + 1, (b,), device=dev, generator=generator)
+            rows = dy[:, None] - p + ar_h  # source row of each output row, [B, H]
+            cols = dx[:, None] - p + ar_w  # [B, W]
+        else:
+            rows, cols = ar_h.expand(b, h), ar_w.expand(b, w)
+        if self.flip:
+            flip = torch.rand(b, device=dev, generator=generator) < 0.5
+            cols = torch.where(flip[:, None], cols.flip(1), cols)
+        flat = rows.clamp(0, h - 1)[:, :, None] * w + cols.clamp(0, w - 1)[:, None, :]  # [B, H, W]
+        out = x.reshape(b, c, h * w).gather(2, flat.view(b, 1, h * w).expand(b, c, h * w))
+        if p > 0:  # zero the pixels that come from the padding
+            rv = ((rows >= 0) & (rows < h)).to(torch.uint8)
+            cv = ((cols >= 0) & (cols < w)).to(torch.uint8)
+            out = out.view(b, c, h, w).mul_(rv[:, None, :, None]).mul_(cv[:, None, None, :]).view(b, c, h * w)
+        scale, bias = _norm_affine(self.mean, self.std, c, dev)
+        return out.to(torch.float32).mul_(scale).add_(bias).view(b, c, h, w)
+
+
+# ----------------------------------------------------------------------------- transforms
+@dataclass
+class SimCLRAugment:
+    """One SimCLR view of a uint8 batch ``[B, C, H, W]`` -> normalised float ``[B, C, size, size]``.
+
+    Defaults are the ICLR-2023 repo's recipe (module doc); ``size`` None keeps the input size.
+    Deterministic given the generator.
+    """
+
+    mean: tuple[float, ...] | None
+    std: tuple[float, ...] | None
+    size: int | None = None
+    scale: tuple[float, float] = SIMCLR_SCALE
+    ratio: tuple[float, float] = SIMCLR_RATIO
+    flip_p: float = SIMCLR_FLIP_P
+    jitter: tuple[float, float, float, float] = SIMCLR_JITTER
+    jitter_p: float = SIMCLR_JITTER_P
+    gray_p: float = SIMCLR_GRAY_P
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        b, _, h, w = x.shape
+        xf = to_float(x, None, None)  # [0, 1] when uint8
+        top, left, ch, cw = sample_resized_crop_params(b, h, w, self.scale, self.ratio, generator, x.device)
+        flip = _rand(b, x, generator) < self.flip_p
+        out = resized_crop(xf, top, left, ch, cw, self.size or (h, w), flip)
+        out = color_jitter(out, *self.jitter, p=self.jitter_p, generator=generator)
+        out = random_grayscale(out, self.gray_p, generator)
+        if self.mean is not None and self.std is not None:
+            m = torch.tensor(self.mean, device=out.device, dtype=out.dtype).view(1, -1, 1, 1)
+            s = torch.tensor(self.std, device=out.device, dtype=out.dtype).view(1, -1, 1, 1)
+            out = (out - m) / s
+        return out
+
+
+@dataclass
+class MultiView:
+    """Apply several transforms to the same batch; returns a tuple of views (same order)."""
+
+    transforms: tuple
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator | None) -> tuple[torch.Tensor, ...]:
+        return tuple(t(x, generator) for t in self.transforms)
+
+
+def simclr_pair(mean, std, **kw) -> MultiView:
+    """Two independent SimCLR views ``(x_a, x_b)`` — the pre-training input."""
+    return MultiView((SimCLRAugment(mean, std, **kw), SimCLRAugment(mean, std, **kw)))
+
+
+def weak_strong_strong(mean, std, padding: int = 4, flip: bool = True, **kw) -> MultiView:
+    """``(x1, x2, x3)``: the weak crop+flip view and two SimCLR views — the input of the
+    regularization-between-representations recipe (``*_Reg.py``, §2.4 of the notes)."""
+    return MultiView((CropFlipNormalize(mean, std, padding, flip), SimCLRAugment(mean, std, **kw),
+                      SimCLRAugment(mean, std, **kw)))

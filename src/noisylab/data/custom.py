@@ -1,0 +1,409 @@
+"""Your own data, without writing code: an image folder, a CSV of ``path,label``, or an ``.npz``.
+
+Datasets (``data.dataset`` / ``load_dataset(name, root, ...)``):
+
+``folder``
+    ``root/<class name>/**/<image>`` — one sub-folder per class (class order = sorted folder
+    names, as torchvision's ``ImageFolder``). If ``root`` has ``train/`` and ``test/`` (or
+    ``val/``) sub-folders that each hold class folders, they are the two splits; otherwise
+    everything is training data, and ``test_root`` may name a separate test folder.
+``csv``
+    ``root`` is a CSV file with two columns ``path,label`` (an optional header row whose fields
+    are e.g. ``path,label`` / ``filename,class`` is skipped). Relative paths are relative to the
+    CSV's folder (or ``image_root``). Labels are either all integers (class indices) or class
+    names (classes = their sorted set over train and test, unless ``class_names`` is given).
+    ``test_csv`` names an optional test CSV.
+``npz``
+    ``root`` is an ``.npz`` with ``x`` and ``y`` and optionally ``x_test``, ``y_test`` and
+    ``class_names``. ``x`` may be features ``[N, D]``, grey images ``[N, H, W]`` or images
+    ``[N, C, H, W]`` / ``[N, H, W, C]`` (C in 1, 3; uint8 images stay uint8, other types become
+    float32 and are used as they are). ``y`` holds integer class indices or class-name strings.
+    Loaded with ``allow_pickle=False``.
+
+Images from folders and CSVs are decoded into memory as uint8 ``[N, C, S, S]`` (``S =
+image_size``: shorter side resized to S, then the centre S x S crop) when they fit in
+``max_memory_mb`` — the fast path with batched on-device augmentation (random crop with
+``S/8`` padding + flip by default). Larger sets become a file-backed bundle read by DataLoader
+workers (resize to ``resize``, random ``S`` crop + flip). Normalisation: per-channel mean/std of
+the training images unless ``mean``/``std`` are given (ImageNet's for file-backed sets).
+
+The given labels are taken as possibly wrong: ``labels_are_clean`` is False unless set.
+"""
+from __future__ import annotations
+
+import csv
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .base import DataBundle, DataError
+from .constants import IMAGENET_MEAN, IMAGENET_STD
+from .files import (
+    IMAGE_EXTENSIONS,
+    FileDataBundle,
+    FileImages,
+    crop_array,
+    default_num_workers,
+    open_image,
+    resize_short_side,
+)
+from .registry import register_dataset
+
+_HEADER_PATH = {"path", "file", "filename", "file_name", "image", "image_path", "img", "filepath"}
+_HEADER_LABEL = {"label", "labels", "class", "class_name", "target", "y", "category"}
+
+
+# ----------------------------------------------------------------------------- helpers
+def decode_images(paths: Sequence[str], size: int, channels: int = 3, where: Sequence[str] | None = None,
+                  threads: int | None = None) -> torch.Tensor:
+    """Decode image files into uint8 ``[N, C, size, size]`` (shorter side resized to ``size``,
+    bilinear, then centre crop), a few threads at a time (Pillow releases the GIL)."""
+    out = np.empty((len(paths), size, size, channels), dtype=np.uint8)
+
+    def work(lo: int, hi: int) -> None:
+        for i in range(lo, hi):
+            img = resize_short_side(open_image(paths[i], channels, where[i] if where else ""), size)
+            a = np.asarray(img)
+            out[i] = crop_array(a[:, :, None] if a.ndim == 2 else a, size)
+
+    spans = [(lo, min(len(paths), lo + 256)) for lo in range(0, len(paths), 256)]
+    threads = threads or min(4, os.cpu_count() or 1)
+    if threads <= 1 or len(spans) <= 1:
+        for lo, hi in spans:
+            work(lo, hi)
+    else:
+        with ThreadPoolExecutor(threads) as ex:
+            for f in [ex.submit(work, lo, hi) for lo, hi in spans]:
+                f.result()
+    return torch.from_numpy(np.ascontiguousarray(out.transpose(0, 3, 1, 2)))
+
+
+def channel_stats(x: torch.Tensor, chunk: int = 4096) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std (in [0, 1] units) of uint8 images ``[N, C, H, W]``."""
+    c = x.shape[1]
+    s = torch.zeros(c, dtype=torch.float64)
+    s2 = torch.zeros(c, dtype=torch.float64)
+    n = 0
+    for lo in range(0, len(x), chunk):
+        b = x[lo : lo + chunk].to(torch.float64) / 255.0
+        s += b.sum(dim=(0, 2, 3))
+        s2 += (b * b).sum(dim=(0, 2, 3))
+        n += b.numel() // c
+    if n == 0:
+        return (0.5,) * c, (0.25,) * c
+    mean = s / n
+    std = torch.sqrt(torch.clamp(s2 / n - mean * mean, min=1e-12))
+    return tuple(round(float(v), 4) for v in mean), tuple(round(max(float(v), 1e-3), 4) for v in std)
+
+
+def _channels(color: str) -> int:
+    if color in ("rgb", "RGB", 3):
+        return 3
+    if color in ("gray", "grey", "L", 1):
+        return 1
+    raise DataError(f"color must be 'rgb' or 'gray', got {color!r}")
+
+
+def _image_bundle(
+    name: str, train_paths: list[str], train_labels: np.ndarray, test_paths: list[str] | None,
+    test_labels: np.ndarray | None, class_names: list[str], *, image_size: int, color: str,
+    in_memory: bool | str, max_memory_mb: float, resize: int | None, mean, std, augment: str | None,
+    labels_are_clean: bool, num_workers: int | None, where_train: list[str] | None = None,
+    where_test: list[str] | None = None, extra: dict | None = None,
+) -> DataBundle:
+    channels = _channels(color)
+    size = int(image_size)
+    n_total = len(train_paths) + len(test_paths or [])
+    fits = n_total * channels * size * size <= max_memory_mb * 2**20
+    memory = fits if in_memory == "auto" else bool(in_memory)
+    extra = dict(extra or {})
+    if memory:
+        x_train = decode_images(train_paths, size, channels, where_train)
+        x_test = decode_images(test_paths, size, channels, where_test) if test_paths else None
+        if mean is None or std is None:
+            mean, std = channel_stats(x_train)
+        return DataBundle(
+            name=name, train_x=x_train, train_labels=train_labels, test_x=x_test,
+            test_labels=test_labels if test_paths else None, num_classes=len(class_names),
+            class_names=class_names, mean=tuple(mean), std=tuple(std),
+            augment=augment or "crop_flip", crop_padding=max(1, size // 8),
+            labels_are_clean=labels_are_clean, extra=extra,
+        )
+    resize = int(resize) if resize is not None else int(round(size * 256 / 224))
+    if mean is None or std is None:
+        mean, std = (IMAGENET_MEAN, IMAGENET_STD) if channels == 3 else ((0.5,), (0.25,))
+    train = FileImages(train_paths, "", size=size, resize=resize, channels=channels)
+    test = FileImages(test_paths, "", size=size, resize=resize, channels=channels) if test_paths else None
+    train.check_exist()
+    if test is not None:
+        test.check_exist()
+    return FileDataBundle(
+        name=name, train_x=train, train_labels=train_labels, test_x=test,
+        test_labels=test_labels if test_paths else None, num_classes=len(class_names),
+        class_names=class_names, mean=tuple(mean), std=tuple(std), augment=augment or "crop_flip",
+        labels_are_clean=labels_are_clean, extra=extra,
+        num_workers=default_num_workers() if num_workers is None else int(num_workers),
+    )
+
+
+# ----------------------------------------------------------------------------- folder
+def _scan_class_folders(folder: Path) -> dict[str, list[str]]:
+    classes = sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+    out: dict[str, list[str]] = {}
+    for c in classes:
+        files: list[str] = []
+        for dirpath, dirnames, filenames in os.walk(folder / c, followlinks=True):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            files += [os.path.join(dirpath, f) for f in sorted(filenames)
+                      if not f.startswith(".") and os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS]
+        out[c] = files
+    return out
+
+
+def _is_split_layout(root: Path) -> tuple[Path, Path] | None:
+    train = root / "train"
+    if not train.is_dir():
+        return None
+    for name in ("test", "val"):
+        test = root / name
+        if test.is_dir() and any(d.is_dir() for d in train.iterdir()):
+            return train, test
+    return None
+
+
+@register_dataset("folder")
+def load_folder(
+    root: str | None = None, test_root: str | None = None, image_size: int = 32, color: str = "rgb",
+    in_memory: bool | str = "auto", max_memory_mb: float = 2048, resize: int | None = None,
+    mean: Sequence[float] | None = None, std: Sequence[float] | None = None, augment: str | None = None,
+    labels_are_clean: bool = False, num_workers: int | None = None,
+) -> DataBundle:
+    """An image folder with one sub-folder per class (see the module doc)."""
+    if root is None:
+        raise DataError("the folder dataset needs data.root: a folder with one sub-folder of images per class")
+    base = Path(root).expanduser()
+    if not base.is_dir():
+        raise DataError(f"{base}: folder not found; data.root must be a folder with one sub-folder per class")
+    split = _is_split_layout(base) if test_root is None else (base, Path(test_root).expanduser())
+    train_dir, test_dir = split if split else (base, None)
+    if test_dir is not None and not test_dir.is_dir():
+        raise DataError(f"{test_dir}: test folder not found")
+    train = _scan_class_folders(train_dir)
+    if not train:
+        raise DataError(f"{train_dir}: no class sub-folders; put the images of each class in <root>/<class>/")
+    class_names = list(train)
+    if sum(len(v) for v in train.values()) == 0:
+        raise DataError(f"{train_dir}: the class folders hold no images ({', '.join(IMAGE_EXTENSIONS)})")
+    paths = [p for c in class_names for p in train[c]]
+    labels = np.asarray([k for k, c in enumerate(class_names) for _ in train[c]], dtype=np.int64)
+    test_paths = test_labels = None
+    if test_dir is not None:
+        test = _scan_class_folders(test_dir)
+        unknown = [c for c in test if c not in train]
+        if unknown:
+            raise DataError(f"{test_dir / unknown[0]}: class folder '{unknown[0]}' has no training folder in {train_dir}")
+        test_paths = [p for c in test for p in test[c]]
+        test_labels = np.asarray([class_names.index(c) for c in test for _ in test[c]], dtype=np.int64)
+    return _image_bundle(
+        "folder", paths, labels, test_paths, test_labels, class_names, image_size=image_size, color=color,
+        in_memory=in_memory, max_memory_mb=max_memory_mb, resize=resize, mean=mean, std=std, augment=augment,
+        labels_are_clean=labels_are_clean, num_workers=num_workers,
+        extra={"train_files": paths, "test_files": test_paths, "root": str(base)},
+    )
+
+
+# ----------------------------------------------------------------------------- csv
+def read_path_label_csv(csv_file: Path, image_root: Path | None = None) -> tuple[list[str], list[str], list[int]]:
+    """Rows of a ``path,label`` CSV: ``(absolute paths, raw label strings, line numbers)``.
+
+    Raises :class:`DataError` with file and line for a missing file, a row without exactly two
+    fields, or an empty path or label.
+    """
+    try:
+        with open(csv_file, "r", encoding="utf-8-sig", newline="") as f:
+            rows = list(csv.reader(f))
+    except FileNotFoundError:
+        raise DataError(f"{csv_file}: file not found") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise DataError(f"{csv_file}: cannot read as CSV ({err})") from None
+    folder = image_root if image_root is not None else csv_file.parent
+    paths, labels, lines = [], [], []
+    for n, row in enumerate(rows, start=1):
+        if not row or all(not c.strip() for c in row):
+            continue
+        if n == 1 and len(row) == 2 and row[0].strip().lower() in _HEADER_PATH and row[1].strip().lower() in _HEADER_LABEL:
+            continue
+        if len(row) != 2:
+            raise DataError(f"{csv_file} line {n}: expected 2 fields 'path,label', got {len(row)}: {','.join(row)!r}")
+        p, lab = row[0].strip(), row[1].strip()
+        if not p or not lab:
+            raise DataError(f"{csv_file} line {n}: empty {'path' if not p else 'label'} in {','.join(row)!r}")
+        paths.append(p if os.path.isabs(p) else str(folder / p))
+        labels.append(lab)
+        lines.append(n)
+    if not paths:
+        raise DataError(f"{csv_file}: no rows; expected lines 'path,label'")
+    return paths, labels, lines
+
+
+def _is_int(s: str) -> bool:
+    try:
+        int(s)
+        return True
+    except ValueError:
+        return False
+
+
+@register_dataset("csv")
+def load_csv(
+    root: str | None = None, test_csv: str | None = None, image_root: str | None = None,
+    class_names: Sequence[str] | None = None, num_classes: int | None = None, image_size: int = 32,
+    color: str = "rgb", in_memory: bool | str = "auto", max_memory_mb: float = 2048, resize: int | None = None,
+    mean: Sequence[float] | None = None, std: Sequence[float] | None = None, augment: str | None = None,
+    labels_are_clean: bool = False, num_workers: int | None = None,
+) -> DataBundle:
+    """Images listed in a ``path,label`` CSV (see the module doc)."""
+    if root is None:
+        raise DataError("the csv dataset needs data.root: a CSV file with rows 'path,label'")
+    files = [("train", Path(root).expanduser())] + ([("test", Path(test_csv).expanduser())] if test_csv else [])
+    img_root = Path(image_root).expanduser() if image_root else None
+    parsed = {split: (f, *read_path_label_csv(f, img_root)) for split, f in files}
+    all_raw = [lab for _, _, raw, _ in parsed.values() for lab in raw]
+    integer = all(_is_int(s) for s in all_raw)
+    if class_names is not None:
+        names = [str(c) for c in class_names]
+    elif integer:
+        k = num_classes if num_classes is not None else max(int(s) for s in all_raw) + 1
+        names = [str(c) for c in range(k)]
+    else:
+        names = sorted(set(all_raw))
+    k = len(names) if num_classes is None else int(num_classes)
+    if len(names) != k:
+        raise DataError(f"{root}: {len(names)} class names but num_classes={k}")
+    lookup = {n: i for i, n in enumerate(names)}
+    out = {}
+    for split, (f, paths, raw, lines) in parsed.items():
+        labels = np.empty(len(raw), dtype=np.int64)
+        for i, (s, n) in enumerate(zip(raw, lines)):
+            if integer:
+                v = int(s)
+                if not 0 <= v < k:
+                    raise DataError(f"{f} line {n}: label {v} is outside the class range [0, {k})")
+            elif s in lookup:
+                v = lookup[s]
+            else:
+                raise DataError(f"{f} line {n}: unknown class {s!r} (classes: {', '.join(names[:10])}"
+                                f"{', ...' if len(names) > 10 else ''})")
+            labels[i] = v
+        for p, n in zip(paths, lines):
+            if not os.path.isfile(p):
+                raise DataError(f"{p}: image file not found (listed in {f} line {n}); fix the CSV or restore the file")
+        where = [f" (listed in {f} line {n})" for n in lines]
+        out[split] = (paths, labels, where)
+    train_paths, train_labels, where_train = out["train"]
+    test_paths, test_labels, where_test = out.get("test", (None, None, None))
+    return _image_bundle(
+        "csv", train_paths, train_labels, test_paths, test_labels, names, image_size=image_size, color=color,
+        in_memory=in_memory, max_memory_mb=max_memory_mb, resize=resize, mean=mean, std=std, augment=augment,
+        labels_are_clean=labels_are_clean, num_workers=num_workers, where_train=where_train,
+        where_test=where_test, extra={"train_files": train_paths, "test_files": test_paths, "root": str(root)},
+    )
+
+
+# ----------------------------------------------------------------------------- npz
+def _npz_inputs(x: np.ndarray, path: Path, key: str, layout: str) -> torch.Tensor:
+    if x.dtype.kind not in "uifb":
+        raise DataError(f"{path}: '{key}' must be numeric, found dtype {x.dtype}")
+    if x.ndim == 3:
+        x = x[:, None]
+    elif x.ndim == 4:
+        nhwc = layout == "nhwc" or (layout == "auto" and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3))
+        if nhwc:
+            x = x.transpose(0, 3, 1, 2)
+        elif layout not in ("auto", "nchw"):
+            raise DataError(f"layout must be 'auto', 'nchw' or 'nhwc', got {layout!r}")
+    elif x.ndim != 2:
+        raise DataError(f"{path}: '{key}' must be [N, D], [N, H, W] or [N, C, H, W] / [N, H, W, C]; found shape {x.shape}")
+    if x.dtype == np.uint8:
+        return torch.from_numpy(np.ascontiguousarray(x))
+    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+
+
+@register_dataset("npz")
+def load_npz(
+    root: str | None = None, num_classes: int | None = None, layout: str = "auto",
+    mean: Sequence[float] | None = None, std: Sequence[float] | None = None, augment: str | None = None,
+    crop_padding: int | None = None, labels_are_clean: bool = False,
+) -> DataBundle:
+    """Arrays from an ``.npz`` file (see the module doc). Default augmentation: none."""
+    if root is None:
+        raise DataError("the npz dataset needs data.root: an .npz file with arrays x and y")
+    path = Path(root).expanduser()
+    try:
+        with np.load(path, allow_pickle=False) as d:
+            arrays = {k: d[k] for k in d.files}
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except ValueError as err:
+        raise DataError(f"{path}: cannot load without pickle ({err}); save plain numeric/string arrays "
+                        "(no object arrays) with numpy.savez") from None
+    except Exception as err:  # BadZipFile, OSError, EOFError
+        raise DataError(f"{path}: not a readable .npz ({type(err).__name__}: {err})") from None
+    for key in ("x", "y"):
+        if key not in arrays:
+            raise DataError(f"{path}: missing array '{key}' (found: {', '.join(sorted(arrays)) or 'none'}); "
+                            "save with numpy.savez(path, x=..., y=..., x_test=..., y_test=...)")
+    if ("x_test" in arrays) != ("y_test" in arrays):
+        raise DataError(f"{path}: 'x_test' and 'y_test' must be given together")
+    x = _npz_inputs(arrays["x"], path, "x", layout)
+    x_test = _npz_inputs(arrays["x_test"], path, "x_test", layout) if "x_test" in arrays else None
+    if x_test is not None and x_test.shape[1:] != x.shape[1:]:
+        raise DataError(f"{path}: 'x_test' inputs have shape {tuple(x_test.shape[1:])}, 'x' has {tuple(x.shape[1:])}")
+    ys = {k: arrays[k] for k in ("y", "y_test") if k in arrays}
+    for k, y in ys.items():
+        if y.ndim != 1:
+            raise DataError(f"{path}: '{k}' must be one label per example [N], found shape {y.shape}")
+    given_names = [str(s) for s in arrays["class_names"]] if "class_names" in arrays else None
+    if all(y.dtype.kind in "iu" for y in ys.values()):
+        labels = {k: y.astype(np.int64) for k, y in ys.items()}
+        top = max(int(y.max()) + 1 if len(y) else 0 for y in labels.values())
+        k_cls = num_classes if num_classes is not None else (len(given_names) if given_names else top)
+        names = given_names or [str(c) for c in range(k_cls)]
+    elif all(y.dtype.kind in "US" for y in ys.values()):
+        raw = {k: y.astype(str) for k, y in ys.items()}
+        names = given_names or sorted(set(np.concatenate(list(raw.values())).tolist()))
+        lookup = {n: i for i, n in enumerate(names)}
+        labels = {}
+        for k, y in raw.items():
+            unknown = [s for s in y if s not in lookup]
+            if unknown:
+                raise DataError(f"{path}: '{k}' contains class {unknown[0]!r} that is not in 'class_names'")
+            labels[k] = np.asarray([lookup[s] for s in y], dtype=np.int64)
+        k_cls = num_classes if num_classes is not None else len(names)
+    else:
+        raise DataError(f"{path}: 'y' must hold integer class indices or class-name strings, "
+                        f"found dtype {', '.join(str(y.dtype) for y in ys.values())}")
+    if len(names) != k_cls:
+        raise DataError(f"{path}: {len(names)} class names but {k_cls} classes")
+    for k, y in labels.items():
+        bad = np.flatnonzero((y < 0) | (y >= k_cls))
+        if len(bad):
+            raise DataError(f"{path}: '{k}'[{bad[0]}] = {y[bad[0]]} is outside the class range [0, {k_cls})")
+    if len(labels["y"]) != len(x):
+        raise DataError(f"{path}: 'x' has {len(x)} examples but 'y' has {len(labels['y'])}")
+    if x_test is not None and len(labels["y_test"]) != len(x_test):
+        raise DataError(f"{path}: 'x_test' has {len(x_test)} examples but 'y_test' has {len(labels['y_test'])}")
+    images = x.dim() == 4 and x.dtype == torch.uint8
+    if images and (mean is None or std is None):
+        mean, std = channel_stats(x)
+    return DataBundle(
+        name="npz", train_x=x, train_labels=labels["y"], test_x=x_test, test_labels=labels.get("y_test"),
+        num_classes=k_cls, class_names=names, mean=tuple(mean) if images else None,
+        std=tuple(std) if images else None, augment=augment or "none",
+        crop_padding=int(crop_padding) if crop_padding is not None else (max(1, x.shape[-1] // 8) if x.dim() == 4 else 4),
+        labels_are_clean=labels_are_clean, extra={"source": str(path)},
+    )

@@ -1,0 +1,447 @@
+"""File-backed image datasets (Clothing1M, WebVision, large folders) served by a DataLoader.
+
+Such datasets do not fit in memory as uint8 tensors. A :class:`FileDataBundle` is a
+:class:`DataBundle` whose ``train_x`` / ``test_x`` are :class:`FileImages` — lazy stand-ins with the
+tensor attributes the rest of the library reads (``len``, ``shape``, ``dim()``, ``dtype``) — and
+whose extra evaluation splits (Clothing1M ``val``, WebVision ``imagenet``) live in ``eval_splits``.
+
+:class:`FileTrainBatches` and :class:`FileEvalBatches` have the interface of the in-memory
+:class:`~noisylab.data.base.TrainBatches` / :class:`~noisylab.data.base.EvalBatches`: batches
+``(x, y, index)`` on the device, the epoch order a function of the seed only, ``rank/world_size``
+sharding. Decoding (Pillow), resizing, cropping and flipping run in DataLoader workers and yield
+uint8 ``[B, C, S, S]``; the conversion to float and the normalisation happen on the device. Each
+image's crop offset and flip come from a per-image seed drawn from the epoch seed in the main
+process, so the batches do not depend on the number of workers or their scheduling.
+
+Per image, the training view is ``Resize(resize)`` (shorter side; skipped when None or already
+that size) -> random ``size x size`` crop -> horizontal flip with p = 1/2; the evaluation view is
+``Resize(resize)`` -> centre crop. Images smaller than the crop are zero-padded (centred) first.
+"""
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from .base import Batch, DataBundle, DataError, to_float
+from .sampling import BalancedSubset
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+FILE_AUGMENTS = ("crop_flip", "crop", "none")
+
+
+def default_num_workers() -> int:
+    """DataLoader workers for file datasets: one per core, at most 8."""
+    return max(0, min(8, os.cpu_count() or 1))
+
+
+# ----------------------------------------------------------------------------- decoding
+def open_image(path: str, channels: int = 3, where: str = ""):
+    """Decode ``path`` with Pillow into mode RGB (``channels=3``) or L (``channels=1``).
+
+    Raises :class:`DataError` naming the file (and ``where`` it was listed) when it is missing or
+    not a readable image.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB" if channels == 3 else "L")
+    except FileNotFoundError:
+        raise DataError(f"{path}: image file not found{where}; fix the list or restore the file") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
+        raise DataError(f"{path}: cannot decode image{where} ({err}); replace or remove the file") from None
+
+
+def resize_short_side(img, size: int | None):
+    """Resize a PIL image so its shorter side is ``size`` (bilinear), as ``torchvision``'s
+    ``Resize(size)``: the longer side becomes ``int(size * long / short)``."""
+    if size is None:
+        return img
+    from PIL import Image
+
+    w, h = img.size
+    short, long_ = (w, h) if w <= h else (h, w)
+    if short == size:
+        return img
+    new_long = int(size * long_ / short)
+    new = (size, new_long) if w <= h else (new_long, size)
+    return img.resize(new, Image.BILINEAR)
+
+
+def crop_array(a: np.ndarray, size: int, top: int | None = None, left: int | None = None) -> np.ndarray:
+    """``size x size`` crop of ``a [H, W, C]`` at ``(top, left)`` (None: centred, rounding as
+    torchvision's ``CenterCrop``); images smaller than ``size`` are zero-padded (centred) first."""
+    h, w = a.shape[:2]
+    if h < size or w < size:
+        ph, pw = max(0, size - h), max(0, size - w)
+        a = np.pad(a, ((ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0)))
+        h, w = a.shape[:2]
+    if top is None:
+        top = int(round((h - size) / 2.0))
+    if left is None:
+        left = int(round((w - size) / 2.0))
+    return a[top : top + size, left : left + size]
+
+
+def decode_view(
+    path: str, size: int, resize: int | None, channels: int = 3,
+    seed: int | None = None, flip: bool = True, where: str = "",
+) -> torch.Tensor:
+    """One image as uint8 ``[C, size, size]``: the evaluation view (``seed`` None) or the random
+    training view whose crop offset and flip are drawn from ``random.Random(seed)``."""
+    img = resize_short_side(open_image(path, channels, where), resize)
+    a = np.asarray(img)
+    if a.ndim == 2:
+        a = a[:, :, None]
+    if seed is None:
+        a = crop_array(a, size)
+    else:
+        rng = random.Random(seed)
+        h, w = max(a.shape[0], size), max(a.shape[1], size)
+        top, left = rng.randint(0, h - size), rng.randint(0, w - size)
+        a = crop_array(a, size, top, left)
+        if flip and rng.random() < 0.5:
+            a = a[:, ::-1]
+    return torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))
+
+
+# ----------------------------------------------------------------------------- lazy images
+class FileImages:
+    """A lazy ``uint8 [N, C, size, size]`` image tensor backed by files.
+
+    Args:
+        files: image paths, absolute or relative to ``root``; kept as a compact numpy byte array
+            (so DataLoader workers do not copy a million Python strings).
+        root: folder the relative paths are joined to ('' for none).
+        size: side of the square crop the model sees.
+        resize: shorter side the image is resized to before cropping (None: keep).
+        channels: 3 (RGB) or 1 (grey).
+        list_file, lines: where each path was listed (for error messages), optional.
+
+    ``len``, ``shape``, ``dim()``, ``ndim`` and ``dtype`` behave like the tensor's;
+    ``images[i]`` / ``images[index_array]`` decode the evaluation view(s).
+    """
+
+    dtype = torch.uint8
+
+    def __init__(
+        self, files: Sequence[str], root: str | os.PathLike = "", size: int = 224,
+        resize: int | None = 256, channels: int = 3, list_file: str | None = None,
+        lines: Sequence[int] | None = None,
+    ) -> None:
+        self.files = np.array([f.encode("utf-8") for f in files], dtype=np.bytes_) if len(files) else np.array([], dtype="S1")
+        self.root = str(root)
+        self.size = int(size)
+        self.resize = resize
+        self.channels = int(channels)
+        self.list_file = list_file
+        self.lines = None if lines is None else np.asarray(lines, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    @property
+    def shape(self) -> torch.Size:
+        return torch.Size((len(self), self.channels, self.size, self.size))
+
+    @property
+    def ndim(self) -> int:
+        return 4
+
+    def dim(self) -> int:
+        return 4
+
+    def path(self, i: int) -> str:
+        rel = self.files[i].decode("utf-8")
+        return os.path.join(self.root, rel) if self.root else rel
+
+    def where(self, i: int) -> str:
+        """`` (listed in <file> line <n>)`` for error messages, or ''."""
+        if self.list_file is None:
+            return ""
+        line = f" line {self.lines[i]}" if self.lines is not None else ""
+        return f" (listed in {self.list_file}{line})"
+
+    def load(self, i: int, seed: int | None = None, flip: bool = True) -> torch.Tensor:
+        """Image ``i`` as uint8 ``[C, size, size]`` (evaluation view, or training view for ``seed``)."""
+        return decode_view(self.path(i), self.size, self.resize, self.channels, seed, flip, self.where(int(i)))
+
+    def __getitem__(self, index) -> torch.Tensor:
+        if isinstance(index, (int, np.integer)) or (torch.is_tensor(index) and index.dim() == 0):
+            return self.load(int(index))
+        idx = np.arange(len(self))[index] if isinstance(index, slice) else np.asarray(index).reshape(-1)
+        if len(idx) == 0:
+            return torch.empty((0, self.channels, self.size, self.size), dtype=torch.uint8)
+        return torch.stack([self.load(int(i)) for i in idx])
+
+    def check_exist(self, indices: Sequence[int] | None = None) -> None:
+        """Raise :class:`DataError` for the first listed image that does not exist."""
+        for i in range(len(self)) if indices is None else indices:
+            p = self.path(int(i))
+            if not os.path.isfile(p):
+                raise DataError(f"{p}: image file not found{self.where(int(i))}; fix the list or restore the file")
+
+    def __repr__(self) -> str:
+        return f"FileImages(n={len(self)}, root={self.root!r}, size={self.size}, resize={self.resize})"
+
+
+@dataclass
+class FileDataBundle(DataBundle):
+    """A :class:`DataBundle` whose images are files (``train_x`` / ``test_x`` are :class:`FileImages`).
+
+    Attributes (besides DataBundle's):
+        eval_splits: further labelled evaluation sets by name, e.g. Clothing1M ``"val"`` (clean
+            validation) or WebVision ``"imagenet"`` (ILSVRC12 validation of the first 50 classes):
+            ``name -> (FileImages, int64 labels)``.
+        num_workers: default DataLoader workers for this dataset.
+    """
+
+    eval_splits: dict[str, tuple[FileImages, np.ndarray]] = field(default_factory=dict)
+    num_workers: int = field(default_factory=default_num_workers)
+
+
+def is_file_backed(bundle: DataBundle) -> bool:
+    return isinstance(bundle.train_x, FileImages)
+
+
+# ----------------------------------------------------------------------------- DataLoader plumbing
+class _Failure:
+    """A worker-side error, passed back as data so the main process raises one clean DataError."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
+class _ViewDataset(torch.utils.data.Dataset):
+    """Items are ``(index, seed)`` keys (seed < 0: evaluation view) -> ``(uint8 [C,S,S], index)``."""
+
+    def __init__(self, images: FileImages, flip: bool) -> None:
+        self.images = images
+        self.flip = flip
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, key):
+        index, seed = key
+        try:
+            return self.images.load(index, None if seed < 0 else seed, self.flip), index
+        except DataError as err:
+            return _Failure(str(err))
+        except Exception as err:  # anything Pillow may raise on odd files
+            return _Failure(f"{self.images.path(index)}: cannot load image{self.images.where(index)} "
+                            f"({type(err).__name__}: {err})")
+
+
+def _collate(items):
+    for it in items:
+        if isinstance(it, _Failure):
+            return it
+    xs, idx = zip(*items)
+    return torch.stack(xs), torch.tensor(idx, dtype=torch.long)
+
+
+class _KeyBatches:
+    """A batch sampler whose batches (lists of keys) are replaced every epoch."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[tuple[int, int]]] = []
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+def _make_loader(dataset, sampler, num_workers: int, device: torch.device) -> torch.utils.data.DataLoader:
+    return torch.utils.data.DataLoader(
+        dataset, batch_sampler=sampler, num_workers=num_workers, collate_fn=_collate,
+        pin_memory=(torch.device(device).type == "cuda"), persistent_workers=num_workers > 0,
+        prefetch_factor=4 if num_workers > 0 else None,
+    )
+
+
+def _raise_failure(item) -> None:
+    if isinstance(item, _Failure):
+        raise DataError(item.message)
+
+
+class FileTrainBatches:
+    """Shuffled, augmented batches of a file-backed dataset, on ``device``.
+
+    Same contract as :class:`~noisylab.data.base.TrainBatches`: ``len()`` batches per epoch,
+    ``num_examples``, ``epoch(seed)`` yields ``(x float [B, C, S, S] normalised, y int64 [B],
+    index int64 [B])`` with the order a function of ``seed`` only (the same permutation as the
+    in-memory class), disjoint equal shards for ``rank/world_size``.
+
+    Args:
+        images: the training images.
+        labels: ``int64 [N]`` training labels (noisy).
+        augment: ``"crop_flip"`` (random crop + flip), ``"crop"`` or ``"none"`` (centre crop).
+        indices: subset of dataset indices to draw from (default all).
+        balanced: optional :class:`BalancedSubset` — each epoch uses a class-balanced subset of
+            ``indices`` by ``labels`` (ELR+ Clothing1M).
+        num_classes: needed with ``balanced``.
+        num_workers: DataLoader worker processes (0: decode in the main process).
+    """
+
+    def __init__(
+        self, images: FileImages, labels: np.ndarray | torch.Tensor, batch_size: int, device: torch.device,
+        mean: Sequence[float] | None, std: Sequence[float] | None, augment: str = "crop_flip",
+        indices: np.ndarray | None = None, drop_last: bool = False, rank: int = 0, world_size: int = 1,
+        num_workers: int = 0, balanced: BalancedSubset | None = None, num_classes: int | None = None,
+    ) -> None:
+        if augment not in FILE_AUGMENTS:
+            raise DataError(f"unknown augmentation '{augment}' for a file-backed dataset (valid: {', '.join(FILE_AUGMENTS)})")
+        self.images = images
+        self.labels_np = np.asarray(labels, dtype=np.int64)
+        if len(self.labels_np) != len(images):
+            raise DataError(f"{len(self.labels_np)} labels for {len(images)} training images")
+        self.device = torch.device(device)
+        self.labels = torch.as_tensor(self.labels_np).to(self.device)
+        self.mean, self.std = mean, std
+        self.augment = augment
+        self.pool = np.arange(len(images), dtype=np.int64) if indices is None else np.asarray(indices, dtype=np.int64)
+        self.batch_size, self.drop_last = int(batch_size), drop_last
+        self.rank, self.world_size = rank, world_size
+        self.num_workers = int(num_workers)
+        self.balanced = balanced
+        self.num_classes = num_classes
+        if balanced is not None:
+            if num_classes is None:
+                raise ValueError("balanced subsets need num_classes")
+            self.indices = balanced.draw(self.labels_np, self.pool, self.batch_size, num_classes)
+        else:
+            self.indices = self.pool
+        self._sampler = _KeyBatches()
+        self._loader: torch.utils.data.DataLoader | None = None
+
+    @property
+    def num_examples(self) -> int:
+        return len(self.indices)
+
+    def _per_rank(self) -> int:
+        return -(-self.num_examples // self.world_size)
+
+    def __len__(self) -> int:
+        n = self._per_rank()
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def epoch(self, seed: int) -> Iterator[Batch]:
+        if self.balanced is not None and self.balanced.redraw_each_epoch:
+            self.indices = self.balanced.draw(self.labels_np, self.pool, self.batch_size, self.num_classes, seed)
+        order = torch.randperm(self.num_examples, generator=torch.Generator().manual_seed(seed))
+        view_seeds = torch.randint(0, 2**62, (len(order),), generator=torch.Generator().manual_seed(seed + 1))
+        if self.world_size > 1:
+            total = self._per_rank() * self.world_size
+            if total > len(order):
+                order = torch.cat([order, order[: total - len(order)]])
+                view_seeds = torch.cat([view_seeds, view_seeds[: total - len(view_seeds)]])
+            order = order[self.rank : total : self.world_size]
+            view_seeds = view_seeds[self.rank : total : self.world_size]
+        idx = self.indices[order.numpy()]
+        seeds = view_seeds.numpy() if self.augment != "none" else np.full(len(idx), -1)
+        bs = self.batch_size
+        self._sampler.batches = [
+            list(zip(idx[k * bs : (k + 1) * bs].tolist(), seeds[k * bs : (k + 1) * bs].tolist()))
+            for k in range(len(self))
+        ]
+        if self._loader is None:
+            self._loader = _make_loader(_ViewDataset(self.images, self.augment == "crop_flip"), self._sampler,
+                                        self.num_workers, self.device)
+        for item in self._loader:
+            _raise_failure(item)
+            x, index = item
+            index = index.to(self.device, non_blocking=True)
+            x = to_float(x.to(self.device, non_blocking=True), self.mean, self.std)
+            yield x, self.labels[index], index
+
+
+class FileEvalBatches:
+    """Fixed-order, evaluation-view batches ``(x, y, index)`` of file-backed images on ``device``
+    (the file counterpart of :class:`~noisylab.data.base.EvalBatches`)."""
+
+    def __init__(
+        self, images: FileImages, labels: np.ndarray | torch.Tensor, batch_size: int, device: torch.device,
+        mean: Sequence[float] | None, std: Sequence[float] | None, indices: np.ndarray | None = None,
+        num_workers: int = 0,
+    ) -> None:
+        self.images = images
+        self.labels = torch.as_tensor(np.asarray(labels, dtype=np.int64))
+        self.indices = np.arange(len(images), dtype=np.int64) if indices is None else np.asarray(indices, dtype=np.int64)
+        self.batch_size = int(batch_size)
+        self.device = torch.device(device)
+        self.mean, self.std = mean, std
+        self.num_workers = int(num_workers)
+        self._sampler = _KeyBatches()
+        bs = self.batch_size
+        self._sampler.batches = [
+            [(int(i), -1) for i in self.indices[k * bs : (k + 1) * bs]] for k in range(len(self))
+        ]
+        self._loader: torch.utils.data.DataLoader | None = None
+
+    @property
+    def num_examples(self) -> int:
+        return len(self.indices)
+
+    def __len__(self) -> int:
+        return -(-self.num_examples // self.batch_size)
+
+    def __iter__(self) -> Iterator[Batch]:
+        if self._loader is None:
+            self._loader = _make_loader(_ViewDataset(self.images, False), self._sampler, self.num_workers, self.device)
+        for item in self._loader:
+            _raise_failure(item)
+            x, index = item
+            y = self.labels[index].to(self.device)
+            yield to_float(x.to(self.device, non_blocking=True), self.mean, self.std), y, index.to(self.device)
+
+
+# ----------------------------------------------------------------------------- list files
+def read_list(list_file: str | os.PathLike, with_labels: bool = True, num_classes: int | None = None,
+              ) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Read a whitespace-separated list file: ``<path> <label>`` per line (or ``<path>`` alone
+    with ``with_labels=False``). Blank lines are skipped.
+
+    Returns ``(paths, labels int64 [n] (-1 without labels), line numbers int64 [n])``. Raises
+    :class:`DataError` naming the file and line for a missing file, a malformed line, a
+    non-integer label or (with ``num_classes``) a label outside ``[0, num_classes)``.
+    """
+    list_file = str(list_file)
+    try:
+        with open(list_file, "r", encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise DataError(f"{list_file}: file not found") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(f"{list_file}: cannot read ({err})") from None
+    paths: list[str] = []
+    labels: list[int] = []
+    lines: list[int] = []
+    want = 2 if with_labels else 1
+    for n, line in enumerate(text.splitlines(), start=1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != want:
+            form = "'<path> <label>'" if with_labels else "'<path>'"
+            raise DataError(f"{list_file} line {n}: expected {form}, got {line.strip()!r}")
+        paths.append(parts[0])
+        lines.append(n)
+        if with_labels:
+            try:
+                lab = int(parts[1])
+            except ValueError:
+                raise DataError(f"{list_file} line {n}: label {parts[1]!r} is not an integer") from None
+            if lab < 0 or (num_classes is not None and lab >= num_classes):
+                raise DataError(f"{list_file} line {n}: label {lab} is outside the class range "
+                                f"[0, {num_classes if num_classes is not None else '...'})")
+            labels.append(lab)
+    lab_arr = np.asarray(labels, dtype=np.int64) if with_labels else np.full(len(paths), -1, dtype=np.int64)
+    return paths, lab_arr, np.asarray(lines, dtype=np.int64)

@@ -1,0 +1,167 @@
+"""Batched augmentations: crop/flip and the SimCLR views, against per-image references."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision.transforms.functional as TF
+
+from noisylab.data import DataBundle, StandardAugment, make_train_batches
+from noisylab.data.augment import (
+    SimCLRAugment,
+    adjust_brightness,
+    adjust_contrast,
+    adjust_hue,
+    adjust_saturation,
+    color_jitter,
+    random_grayscale,
+    resized_crop,
+    rgb_to_grayscale,
+    sample_resized_crop_params,
+)
+
+
+def _images(n, c=3, h=32, w=32, seed=0):
+    return torch.randint(0, 256, (n, c, h, w), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
+
+
+def test_batched_crop_flip_equals_slicing_the_padded_image():
+    x = _images(64)
+    out = StandardAugment(mean=None, std=None, padding=4, flip=True)(x, torch.Generator().manual_seed(3))
+    assert out.shape == (64, 3, 32, 32) and out.dtype == torch.float32
+    padded = F.pad(x, (4, 4, 4, 4))
+    offsets, flips = [], []
+    for i in range(64):
+        # per-image reference: every (dy, dx, flip) crop of the zero-padded image
+        hits = [(dy, dx, fl) for dy in range(9) for dx in range(9) for fl in (False, True)
+                if torch.equal((padded[i, :, dy:dy + 32, dx:dx + 32].flip(2) if fl
+                                else padded[i, :, dy:dy + 32, dx:dx + 32]).float() / 255, out[i])]
+        assert len(hits) == 1, f"image {i} is not exactly one crop of its padded input"
+        offsets.append(hits[0][:2])
+        flips.append(hits[0][2])
+    assert len(set(offsets)) > 30 and 15 < sum(flips) < 49  # random offsets and flips, not a constant
+
+
+def test_resized_crop_equals_per_image_interpolation():
+    x = _images(48).float() / 255
+    g = torch.Generator().manual_seed(1)
+    top, left, h, w = sample_resized_crop_params(48, 32, 32, generator=g)
+    # add hand-picked edge cases: full image, 1-pixel crop, corner crops
+    top[:4] = torch.tensor([0, 31, 0, 20])
+    left[:4] = torch.tensor([0, 31, 24, 0])
+    h[:4] = torch.tensor([32, 1, 8, 12])
+    w[:4] = torch.tensor([32, 1, 8, 32])
+    flip = torch.rand(48, generator=g) < 0.5
+    out = resized_crop(x, top, left, h, w, 32, flip)
+    for i in range(48):
+        crop = x[i : i + 1, :, top[i] : top[i] + h[i], left[i] : left[i] + w[i]]
+        ref = F.interpolate(crop, size=(32, 32), mode="bilinear", align_corners=False)[0]
+        if flip[i]:
+            ref = ref.flip(2)
+        assert torch.allclose(out[i], ref, atol=1e-5), i
+    assert torch.allclose(out[0], x[0] if not flip[0] else x[0].flip(2), atol=1e-6)  # full crop = identity
+
+
+def test_resized_crop_params_follow_the_torchvision_ranges():
+    top, left, h, w = sample_resized_crop_params(4000, 32, 32, generator=torch.Generator().manual_seed(0))
+    assert (top >= 0).all() and (left >= 0).all() and (top + h <= 32).all() and (left + w <= 32).all()
+    area = (h * w).float() / 1024
+    ratio = w.float() / h.float()
+    # rounding of w and h to integers widens the ranges slightly on a 32x32 image
+    assert area.min() >= 0.05 and area.max() <= 1.0
+    assert ratio.min() >= 0.6 and ratio.max() <= 1.6
+    assert (area < 0.2).float().mean() > 0.1 and (area > 0.8).float().mean() > 0.1
+    assert 0.4 < area.mean() < 0.6
+    # positions are spread over the free range
+    free = 32 - h
+    assert (top[free > 10] > 0).float().mean() > 0.8
+
+
+def test_colour_operations_match_torchvision_per_image():
+    x = _images(32).float() / 255
+    g = torch.Generator().manual_seed(2)
+    f = 0.6 + 0.8 * torch.rand(32, generator=g)
+    hue = 0.2 * torch.rand(32, generator=g) - 0.1
+    b, c, s, hh = adjust_brightness(x.clone(), f), adjust_contrast(x, f), adjust_saturation(x, f), adjust_hue(x, hue)
+    for i in range(32):
+        assert torch.allclose(b[i], TF.adjust_brightness(x[i], f[i].item()), atol=1e-6)
+        assert torch.allclose(c[i], TF.adjust_contrast(x[i], f[i].item()), atol=1e-6)
+        assert torch.allclose(s[i], TF.adjust_saturation(x[i], f[i].item()), atol=1e-6)
+        assert torch.allclose(hh[i], TF.adjust_hue(x[i], hue[i].item()), atol=1e-5)
+    assert torch.allclose(rgb_to_grayscale(x), TF.rgb_to_grayscale(x), atol=1e-6)
+    # grey images: contrast works on one channel, saturation / hue leave it alone
+    gx = x[:, :1]
+    assert torch.allclose(adjust_contrast(gx, f)[5], TF.adjust_contrast(gx[5], f[5].item()), atol=1e-6)
+    assert torch.equal(adjust_saturation(gx, f), gx) and torch.equal(adjust_hue(gx, hue), gx)
+    # hue rotation by 0 and by a full turn is the identity
+    assert torch.allclose(adjust_hue(x, torch.zeros(32)), x, atol=1e-5)
+
+
+def test_colour_jitter_probability_and_identity():
+    x = _images(2000).float() / 255
+    g = torch.Generator().manual_seed(4)
+    assert torch.equal(color_jitter(x, p=0.0, generator=g), x)
+    assert torch.allclose(color_jitter(x, 0, 0, 0, 0, p=1.0, generator=g), x)
+    out = color_jitter(x, 0.4, 0.4, 0.4, 0.1, p=0.8, generator=g)
+    changed = (out - x).abs().flatten(1).amax(1) > 1e-4
+    assert abs(changed.float().mean().item() - 0.8) < 0.04
+    # a jittered image's brightness changes by at most the factor range
+    ratio = out[changed].mean() / x[changed].mean()
+    assert 0.8 < ratio < 1.2
+
+
+def test_random_grayscale_rate():
+    x = _images(4000).float() / 255
+    out = random_grayscale(x, 0.2, torch.Generator().manual_seed(5))
+    grey = (out[:, 0] == out[:, 1]).flatten(1).all(1) & (out[:, 1] == out[:, 2]).flatten(1).all(1)
+    assert abs(grey.float().mean().item() - 0.2) < 0.03
+    assert torch.allclose(out[grey][:, :1], rgb_to_grayscale(x[grey]))
+    assert torch.equal(out[~grey], x[~grey])
+
+
+def test_simclr_view_shapes_statistics_and_determinism():
+    x = _images(1500)
+    aug = SimCLRAugment(mean=None, std=None)
+    v1 = aug(x, torch.Generator().manual_seed(7))
+    v2 = aug(x, torch.Generator().manual_seed(7))
+    v3 = aug(x, torch.Generator().manual_seed(8))
+    assert v1.shape == (1500, 3, 32, 32) and v1.dtype == torch.float32
+    assert torch.equal(v1, v2) and not torch.equal(v1, v3)
+    assert v1.min() >= 0 and v1.max() <= 1
+    grey = (v1[:, 0] - v1[:, 1]).abs().flatten(1).amax(1).lt(1e-6) & (v1[:, 1] - v1[:, 2]).abs().flatten(1).amax(1).lt(1e-6)
+    assert abs(grey.float().mean().item() - 0.2) < 0.04
+    # normalisation uses the given constants, and a larger output size works
+    mean, std = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
+    n1 = SimCLRAugment(mean, std)(x[:8], torch.Generator().manual_seed(7))
+    m = torch.tensor(mean).view(1, 3, 1, 1)
+    s = torch.tensor(std).view(1, 3, 1, 1)
+    raw = SimCLRAugment(None, None)(x[:8], torch.Generator().manual_seed(7))
+    assert torch.allclose(n1 * s + m, raw, atol=1e-5)
+    assert SimCLRAugment(None, None, size=48)(x[:4], None).shape == (4, 3, 48, 48)
+    assert SimCLRAugment(None, None)(_images(4, c=1), None).shape == (4, 1, 32, 32)
+
+
+def test_pipeline_views_for_the_regularizer():
+    x = _images(40)
+    bundle = DataBundle("toy", x, np.arange(40) % 10, None, None, 10, mean=(0.5,) * 3, std=(0.25,) * 3,
+                        augment="crop_flip")
+    labels = (np.arange(40) + 1) % 10
+    tb = make_train_batches(bundle, labels, 16, "cpu", augment="weak_strong")
+    (weak, s1, s2), y, idx = next(iter(tb.epoch(0)))
+    assert weak.shape == s1.shape == s2.shape == (16, 3, 32, 32)
+    assert torch.equal(y, torch.as_tensor(labels)[idx])
+    # the weak view is an exact crop+flip of the normalised image: its values are on the uint8 grid
+    grid = (weak * 0.25 + 0.5) * 255
+    assert torch.allclose(grid, grid.round(), atol=1e-3)
+    assert not torch.equal(s1, s2)
+    pair = next(iter(make_train_batches(bundle, labels, 16, "cpu", augment="simclr_pair").epoch(0)))[0]
+    assert isinstance(pair, tuple) and len(pair) == 2
+    one = next(iter(make_train_batches(bundle, labels, 16, "cpu", augment="simclr").epoch(0)))[0]
+    assert torch.is_tensor(one) and one.shape == (16, 3, 32, 32)
+    # same seed -> same views
+    a = next(iter(make_train_batches(bundle, labels, 16, "cpu", augment="simclr").epoch(5)))[0]
+    b = next(iter(make_train_batches(bundle, labels, 16, "cpu", augment="simclr").epoch(5)))[0]
+    assert torch.equal(a, b)
