@@ -79,3 +79,12 @@ def test_asym_rejects_non_boolean(capsys):
         _train_args("--asym", "maybe")
     assert exit_info.value.code == 2
     assert "expected true or false" in capsys.readouterr().err
+
+
+def test_elr_plus_keys_only_with_elr_plus():
+    with pytest.raises(ConfigError, match="method.mixup_alpha applies only to method elr_plus"):
+        load_config(None, ["method.mixup_alpha=2"])
+    assert load_config(None, ["method.name=elr_plus", "method.mixup_alpha=2"]).method.mixup_alpha == 2
+    # a dumped config (every key, defaults included) validates again
+    cfg = load_config(None, [])
+    assert build_config(cfg.to_dict()) == cfg

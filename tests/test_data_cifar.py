@@ -77,7 +77,8 @@ def write_cifar100(root, n_train=20, n_test=8, seed=1):
         out[name] = (data, fine, coarse)
     fine_names = [f"fine_{i:02d}".encode() for i in range(100)]
     coarse_names = [f"coarse_{i:02d}".encode() for i in range(20)]
-    (folder / "meta").write_bytes(py2_pickle_bytes({b"fine_label_names": fine_names, b"coarse_label_names": coarse_names}))
+    meta = {b"fine_label_names": fine_names, b"coarse_label_names": coarse_names}
+    (folder / "meta").write_bytes(py2_pickle_bytes(meta))
     return out
 
 

@@ -76,7 +76,7 @@ def test_clothing1m_elr_plus_balanced_subset(tmp_path):
 def test_clothing1m_bad_input(tmp_path):
     train, *_ = write_clothing1m(tmp_path)
     (tmp_path / "images" / train[6][len("images/"):]).unlink()
-    with pytest.raises(DataError, match=r"0006.jpg: image file not found \(listed in .*noisy_train_key_list.txt line 7\)"):
+    with pytest.raises(DataError, match=r"0006.jpg: image file not found \(listed in .*train_key_list.txt line 7\)"):
         load_dataset("clothing1m", root=str(tmp_path))
     kv = tmp_path / "noisy_label_kv.txt"
     lines = kv.read_text().splitlines()
@@ -87,7 +87,8 @@ def test_clothing1m_bad_input(tmp_path):
     with pytest.raises(DataError, match=r"noisy_label_kv.txt line 3: expected '<path> <label>'"):
         load_dataset("clothing1m", root=str(tmp_path))
     kv.write_text("\n".join(lines[1:]) + "\n")
-    with pytest.raises(DataError, match=r"noisy_train_key_list.txt line 1: 'images/0/00/0000.jpg' has no label in noisy_label_kv.txt"):
+    with pytest.raises(DataError,
+                       match=r"noisy_train_key_list.txt line 1: 'images/0/00/0000.jpg' has no label in noisy_label_kv"):
         load_dataset("clothing1m", root=str(tmp_path), check_files=False)
     (tmp_path / "clean_test_key_list.txt").unlink()
     with pytest.raises(DataError, match=r"missing clean_test_key_list.txt"):

@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from noisylab.data import DataError, FileDataBundle, load_dataset, make_eval_batches, make_train_batches
+from noisylab.data import DataError, FileDataBundle, example_paths, load_dataset, make_eval_batches, make_train_batches
 
 
 def _save(path, rgb, size=(12, 12)):
@@ -37,6 +37,10 @@ def test_folder_decodes_into_memory(tmp_path):
     assert abs(b.mean[0] - (200 + 10 + 10) / 3 / 255) < 1e-3
     x, y, idx = next(iter(make_train_batches(b, b.train_labels, 9, "cpu").epoch(0)))
     assert x.shape == (9, 3, 8, 8)
+    assert example_paths(b)[3].endswith("dog/0.png") and example_paths(b, "test") is None
+    g = load_dataset("folder", root=str(tmp_path), image_size=6, color="gray")
+    assert g.train_x.shape == (9, 1, 6, 6) and len(g.mean) == 1
+    assert abs(int(g.train_x[0, 0, 2, 2]) - round(0.299 * 200 + 0.587 * 10 + 0.114 * 10)) <= 1
 
 
 def test_folder_with_train_and_test_splits_and_file_backed_mode(tmp_path):

@@ -13,6 +13,7 @@ from noisylab.data import (
     FileDataBundle,
     FileImages,
     balanced_subset,
+    example_paths,
     make_eval_batches,
     make_train_batches,
 )
@@ -139,6 +140,7 @@ def test_eval_batches_in_order_for_every_split(tmp_path):
     assert torch.equal(torch.cat([b[1] for b in tr]), torch.as_tensor(noisy))
     with pytest.raises(DataError, match=r"no split 'imagenet' \(available: train, test, val\)"):
         make_eval_batches(bundle, "imagenet")
+    assert example_paths(bundle, "val") == [str(tmp_path / f"img_{i:03d}.png") for i in range(5, 9)]
 
 
 def test_missing_image_is_one_clear_error(tmp_path):

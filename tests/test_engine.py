@@ -52,7 +52,7 @@ def test_run_writes_every_output(tmp_path):
     metrics = read_csv(out / "metrics.csv")
     assert [int(r["epoch"]) for r in metrics] == [0, 1, 2, 3]
     assert [float(r["lr"]) for r in metrics] == pytest.approx([0.05, 0.05, 0.025, 0.025])
-    assert {"val_top1", "test_top1", "memorized"} <= set(metrics[0])
+    assert {"noisy_val_top1", "test_top1", "memorized"} <= set(metrics[0])
     split = np.load(out / "split.npz")
     assert len(split["val_idx"]) == pytest.approx(48, abs=10)  # 10% of 480 training examples, per class
     assert not set(split["val_idx"]) & set(split["train_idx"])

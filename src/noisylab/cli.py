@@ -24,6 +24,10 @@ TRAIN_ALIASES: dict[str, str] = {
     "epochs": "train.epochs",
     "name": "name",
     "seed": "seed",
+    "malpha": "method.mixup_alpha",
+    "ealpha": "method.ema_alpha",
+    "estep": "method.ema_step",
+    "warm": "method.warmup_epochs",
     "device": "device",
     "output_dir": "output_dir",
 }
@@ -63,6 +67,10 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--asym", type=_bool, metavar="BOOL", help="asymmetric noise: true or false (a real boolean)")
     p.add_argument("--noise_type", "--noise-type", dest="noise_type", help="noise kind (noise.kind)")
     p.add_argument("--noise_rate", "--noise-rate", dest="noise_rate", type=float, help="noise rate (noise.rate)")
+    p.add_argument("--malpha", type=float, help="ELR+ mixup alpha (method.mixup_alpha)")
+    p.add_argument("--ealpha", type=float, help="ELR+ weight-averaging decay (method.ema_alpha)")
+    p.add_argument("--estep", type=int, help="ELR+ EMA ramp iterations (method.ema_step)")
+    p.add_argument("--warm", type=int, help="ELR+ warm-up epochs of plain CE (method.warmup_epochs)")
     p.add_argument("--epochs", type=int, help="train.epochs")
     p.add_argument("--name", help="run name (folder under output_dir)")
     p.add_argument("--seed", type=int, help="seed of noise, split, init and order")
@@ -232,6 +240,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------- main
+def setup_console_log(level: int) -> None:
+    """Progress messages of the 'noisylab' logger on stderr (run folders also get a train.log)."""
+    log = logging.getLogger("noisylab")
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    for h in list(log.handlers):
+        if getattr(h, "noisylab_console", False):
+            log.removeHandler(h)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(level)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.noisylab_console = True  # type: ignore[attr-defined]
+    log.addHandler(handler)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import noise_cli
 
@@ -256,8 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s",
-                        stream=sys.stderr)
+    setup_console_log(logging.WARNING if args.quiet else logging.INFO)
     try:
         return int(args.func(args) or 0)
     except _user_errors() as err:

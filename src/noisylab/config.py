@@ -63,9 +63,34 @@ class LossConfig(_Strict):
     q: float = Field(0.7, gt=0.0, le=1.0)
 
 
+ELR_PLUS_KEYS = frozenset({"mixup_alpha", "ema_alpha", "ema_update", "ema_step", "coef_step", "warmup_epochs", "reweight_labels"})
+
+
 class MethodConfig(_Strict):
-    name: Literal["standard"] = "standard"
+    """The training recipe. ``standard``: one network with ``loss``. ``elr_plus``: ELR+ (two
+    networks, mixup, weight-averaged targets; seed-methods.md 1.4), which uses ``loss.lam`` and
+    ``loss.beta`` and the keys below (defaults: the paper's CIFAR-10 settings)."""
+
+    name: Literal["standard", "elr_plus"] = "standard"
     loss: LossConfig = Field(default_factory=LossConfig)
+    mixup_alpha: float = Field(1.0, gt=0.0, description="ELR+: mixup Beta(alpha, alpha)")
+    ema_alpha: float = Field(0.997, ge=0.0, lt=1.0, description="ELR+: weight-averaging decay")
+    ema_update: bool = Field(True, description="ELR+: ramp the decay up over ema_step iterations")
+    ema_step: int = Field(40000, ge=0, description="ELR+: iterations of the EMA decay ramp")
+    coef_step: int = Field(0, ge=0, description="ELR+: iterations of the regularizer ramp (0: none)")
+    warmup_epochs: int = Field(0, ge=0, description="ELR+: epochs of plain CE first")
+    reweight_labels: bool | Literal["auto"] = Field(
+        "auto", description="ELR+: weight the mixed labels by the target (auto: only for 100 classes, as the paper's code)")
+
+    @model_validator(mode="after")
+    def _keys_of_the_method(self) -> "MethodConfig":
+        if self.name != "elr_plus":
+            # a dumped config lists every key with its default, so only changed values are stray
+            stray = sorted(k for k in ELR_PLUS_KEYS & self.model_fields_set
+                           if getattr(self, k) != type(self).model_fields[k].default)
+            if stray:
+                raise ValueError(f"method.{stray[0]} applies only to method elr_plus (method.name is '{self.name}')")
+        return self
 
 
 class OptimConfig(_Strict):

@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .config import Config, build_config
 from .engine import RunResult, new_run_dir, train
 from .report.plots import plot_memorization
@@ -71,10 +73,21 @@ def run_demo(dataset: str = "mnist1d", root: str | None = None, epochs: int | No
     demo_dir = new_run_dir(output_dir, f"demo-{dataset}")
     print(f"noisylab demo: {dataset}, {rate:.0%} symmetric noise, 3 runs -> {demo_dir}", flush=True)
     results: dict[str, RunResult] = {}
-    for slug, cfg in configs.items():
-        t = time.time()
-        results[slug] = train(cfg, run_dir=demo_dir / slug)
-        print(f"  {slug:<10} done in {time.time() - t:5.1f} s", flush=True)
+    # the demo prints its own lines; per-epoch logs still go to each run's train.log
+    consoles = [h for h in log.handlers if not isinstance(h, logging.FileHandler)]
+    levels = [h.level for h in consoles]
+    for h in consoles:
+        h.setLevel(max(h.level, logging.WARNING))
+    try:
+        for slug, cfg in configs.items():
+            t = time.time()
+            results[slug] = train(cfg, run_dir=demo_dir / slug)
+            s = results[slug].summary
+            print(f"  {slug:<10} {cfg.train.epochs} epochs in {time.time() - t:5.1f} s, "
+                  f"test acc last {100 * s['test_top1_last']:.2f}%", flush=True)
+    finally:
+        for h, level in zip(consoles, levels):
+            h.setLevel(level)
 
     header = ["method", "labels", "test acc best %", "test acc last %", "memorized %", "flagged", "precision %", "recall %"]
     rows = []
@@ -94,7 +107,7 @@ def run_demo(dataset: str = "mnist1d", root: str | None = None, epochs: int | No
     curves = {}
     for slug, title in (("ce_noisy", "CE"), ("elr_noisy", "ELR")):
         memo = results[slug].memorization
-        curves[title] = {k: __import__("numpy").array([r[k] for r in memo]) for k in memo[0]}
+        curves[title] = {k: np.array([r[k] for r in memo]) for k in memo[0]}
     png = plot_memorization(curves, demo_dir / "memorization.png",
                             title=f"{dataset}, {rate:.0%} symmetric label noise")
     wall = time.time() - t0

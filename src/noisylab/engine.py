@@ -8,7 +8,8 @@ A run writes into its own folder:
     config.yaml          the resolved config
     noisy_labels.npz     the labels it trained on (re-usable as noise.file)
     split.npz            training / noisy-validation indices
-    metrics.csv          one row per epoch
+    metrics.csv          one row per epoch (test_top1, noisy_val_top1, val_top1 / imagenet_top1 for
+                         the extra splits of Clothing1M / WebVision, ...)
     memorization.csv     the five memorization fractions per epoch (when true labels are known)
     checkpoints/last.pt, checkpoints/best.pt
     predictions.npz      final pred_probs on the training set (+ per-example method state)
@@ -34,7 +35,8 @@ import torch.distributed as dist
 
 from .checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint, seed_everything
 from .config import Config, ConfigError, build_config, save_config
-from .data import DataBundle, EvalBatches, TrainBatches, eval_transform, load_dataset, train_transform
+from .data import DataBundle, load_dataset, make_eval_batches, make_train_batches
+from .data.pipeline import AnyEvalBatches, eval_split_names
 from .detect import detection_metrics, find_label_issues, label_quality_scores, normalize_rows, write_label_issues_csv
 from .methods import Method, MethodContext, build_method
 from .noise import NoiseError, NoisyLabels, make_noisy_labels, split_per_class
@@ -173,7 +175,7 @@ def _fmt(v: Any) -> Any:
 
 # ----------------------------------------------------------------------------- evaluation
 @torch.no_grad()
-def predict_probs(method: Method, batches: EvalBatches, amp: bool) -> np.ndarray:
+def predict_probs(method: Method, batches: AnyEvalBatches, amp: bool) -> np.ndarray:
     """Softmax outputs ``float32 [len(batches.indices), C]`` of the method's predictor, eval mode."""
     method.train(False)
     out = []
@@ -236,16 +238,21 @@ def train(
     bundle = data.bundle
     amp = cfg.train.amp and device.type == "cuda"
 
-    train_batches = TrainBatches(bundle.train_x, data.given, cfg.train.batch_size, device,
-                                 train_transform(bundle, cfg.data.augment), indices=data.train_idx,
-                                 drop_last=cfg.train.drop_last, rank=dinfo.rank, world_size=dinfo.world_size)
-    etf = eval_transform(bundle)
+    train_batches = make_train_batches(bundle, data.given, cfg.train.batch_size, device, cfg.data.augment,
+                                       indices=data.train_idx, drop_last=cfg.train.drop_last, rank=dinfo.rank,
+                                       world_size=dinfo.world_size)
     ebs = cfg.train.eval_batch_size
-    test_batches = (EvalBatches(bundle.test_x, bundle.test_labels, ebs, device, etf)
-                    if bundle.test_x is not None else None)
-    val_batches = (EvalBatches(bundle.train_x, data.given, ebs, device, etf, indices=data.val_idx)
-                   if len(data.val_idx) else None)
-    track_batches = EvalBatches(bundle.train_x, data.given, ebs, device, etf, indices=data.train_idx)
+    # every labelled evaluation set: "test", extra splits of file datasets (Clothing1M "val",
+    # WebVision "imagenet"), and the noisy validation part of the training set
+    eval_sets: dict[str, tuple[AnyEvalBatches, np.ndarray]] = {}
+    for split in eval_split_names(bundle):
+        if split != "train":
+            batches = make_eval_batches(bundle, split, ebs, device)
+            eval_sets[split] = (batches, np.asarray(batches.labels))
+    if len(data.val_idx):
+        eval_sets["noisy_val"] = (make_eval_batches(bundle, "train", ebs, device, labels=data.given,
+                                                    indices=data.val_idx), data.given[data.val_idx])
+    track_batches = make_eval_batches(bundle, "train", ebs, device, labels=data.given, indices=data.train_idx)
 
     ctx = MethodContext(cfg, bundle.num_classes, bundle.num_train, bundle.input_shape, device, len(train_batches))
     method = build_method(ctx)
@@ -254,7 +261,8 @@ def train(
 
     history: list[dict[str, Any]] = []
     memo_rows: list[dict[str, Any]] = []
-    best: dict[str, Any] = {"monitor": "val_top1" if val_batches else "test_top1", "value": -1.0, "epoch": -1}
+    monitor_key = next((f"{k}_top1" for k in ("noisy_val", "val", "test") if k in eval_sets), "train_acc")
+    best: dict[str, Any] = {"monitor": monitor_key, "value": -1.0, "epoch": -1}
     start_epoch, step = 0, 0
     if state is not None:
         method.load_state_dict(state["method"])
@@ -326,13 +334,11 @@ def train(
 
         row: dict[str, Any] = {"epoch": epoch, "lr": lr, "train_loss": float(totals[0] / totals[2]),
                                "train_acc": float(totals[1] / totals[2])}
-        if test_batches is not None:
-            probs = predict_probs(method, test_batches, amp)
-            row["test_top1"] = topk_accuracy(probs, bundle.test_labels, 1)
-            if show_top5:
-                row["test_top5"] = topk_accuracy(probs, bundle.test_labels, 5)
-        if val_batches is not None:
-            row["val_top1"] = topk_accuracy(predict_probs(method, val_batches, amp), data.given[data.val_idx], 1)
+        for split, (batches, split_labels) in eval_sets.items():
+            probs = predict_probs(method, batches, amp)
+            row[f"{split}_top1"] = topk_accuracy(probs, split_labels, 1)
+            if show_top5 and split != "noisy_val":
+                row[f"{split}_top5"] = topk_accuracy(probs, split_labels, 5)
         if cfg.train.track_memorization and truth is not None:
             pred = predict_probs(method, track_batches, amp).argmax(axis=1)
             memo = memorization_fractions(pred, data.given[data.train_idx], truth[data.train_idx])
@@ -376,7 +382,7 @@ def train(
     return result
 
 
-def _finish(cfg: Config, method: Method, data: PreparedData, track_batches: EvalBatches, out: Path,
+def _finish(cfg: Config, method: Method, data: PreparedData, track_batches: AnyEvalBatches, out: Path,
             history: list[dict[str, Any]], memo_rows: list[dict[str, Any]], best: dict[str, Any], amp: bool,
             wall_time: float) -> dict[str, Any]:
     """Final predictions, suspected wrong labels, summary and plot."""
@@ -458,9 +464,10 @@ def _attach_file_log(out: Path) -> None:
     _detach_file_log()
     _FILE_HANDLER = logging.FileHandler(out / "train.log")
     _FILE_HANDLER.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    _FILE_HANDLER.setLevel(logging.INFO)
     log.addHandler(_FILE_HANDLER)
-    if log.level == logging.NOTSET:
-        log.setLevel(logging.INFO)
+    if log.level == logging.NOTSET or log.level > logging.INFO:
+        log.setLevel(logging.INFO)  # the file always gets INFO; console handlers filter for themselves
 
 
 def _detach_file_log() -> None:

@@ -13,11 +13,20 @@ from .base import (
     train_transform,
 )
 from .registry import list_datasets, load_dataset, register_dataset
-from .augment import MultiView, SimCLRAugment, color_jitter, random_grayscale, resized_crop, simclr_pair, weak_strong_strong
+from .augment import (
+    CropFlipNormalize,
+    MultiView,
+    SimCLRAugment,
+    color_jitter,
+    random_grayscale,
+    resized_crop,
+    simclr_pair,
+    weak_strong_strong,
+)
 from .cifar import RestrictedUnpickler, safe_load_pickle
 from .files import FileDataBundle, FileEvalBatches, FileImages, FileTrainBatches, is_file_backed
 from .idx import read_idx
-from .pipeline import build_train_transform, eval_split_names, make_eval_batches, make_train_batches
+from .pipeline import build_train_transform, eval_split_names, example_paths, make_eval_batches, make_train_batches
 from .sampling import BalancedSubset, balanced_subset
 
 # loaders register themselves on import
@@ -28,10 +37,10 @@ __all__ = [
     "Batch", "DataBundle", "DataError", "EvalBatches", "Normalize", "StandardAugment", "TrainBatches",
     "eval_transform", "train_transform", "random_crop", "random_hflip",
     "list_datasets", "load_dataset", "register_dataset",
-    "make_train_batches", "make_eval_batches", "build_train_transform", "eval_split_names",
+    "make_train_batches", "make_eval_batches", "build_train_transform", "eval_split_names", "example_paths",
     "FileDataBundle", "FileImages", "FileTrainBatches", "FileEvalBatches", "is_file_backed",
     "BalancedSubset", "balanced_subset",
-    "SimCLRAugment", "MultiView", "simclr_pair", "weak_strong_strong", "resized_crop", "color_jitter",
-    "random_grayscale",
+    "CropFlipNormalize", "SimCLRAugment", "MultiView", "simclr_pair", "weak_strong_strong", "resized_crop",
+    "color_jitter", "random_grayscale",
     "RestrictedUnpickler", "safe_load_pickle", "read_idx",
 ]

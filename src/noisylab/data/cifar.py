@@ -54,7 +54,8 @@ class RestrictedUnpickler(pickle.Unpickler):
     globals and load normally. Of all globals, only the three that numpy arrays are pickled with
     are allowed: ``numpy.core.multiarray._reconstruct`` (also spelt ``numpy._core.multiarray``),
     ``numpy.ndarray`` and ``numpy.dtype`` (the latter refusing object dtypes). Anything else raises
-    :class:`RefusedPickle` (an :class:`pickle.UnpicklingError`) before it is looked up, so nothing named in the file is called.
+    :class:`RefusedPickle` (an :class:`pickle.UnpicklingError`) before it is looked up, so nothing
+    named in the file is called.
     """
 
     _ALLOWED = {
@@ -94,7 +95,8 @@ def safe_load_pickle(path: str | os.PathLike) -> Any:
         raise DataError(
             f"{path}: not a valid CIFAR batch file ({err}); nothing was executed; re-extract the official archive"
         ) from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError, MemoryError) as err:
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError,
+            MemoryError) as err:
         raise DataError(
             f"{path}: truncated or corrupt pickle ({type(err).__name__}: {err}); "
             "re-extract the official archive"

@@ -130,7 +130,8 @@ def load_clothing1m(
     names_file = base / "category_names_eng.txt"
     class_names = list(CLOTHING1M_CLASSES)
     if names_file.is_file():
-        given = [ln.strip() for ln in names_file.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()]
+        text = names_file.read_text(encoding="utf-8", errors="replace")
+        given = [ln.strip() for ln in text.splitlines() if ln.strip()]
         if len(given) == NUM_CLASSES:
             class_names = given
     extra = {"clean_labels": clean, "layout": "elr" if layout == "strip" else "release", "root": str(base)}

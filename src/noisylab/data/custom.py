@@ -205,7 +205,8 @@ def load_folder(
         test = _scan_class_folders(test_dir)
         unknown = [c for c in test if c not in train]
         if unknown:
-            raise DataError(f"{test_dir / unknown[0]}: class folder '{unknown[0]}' has no training folder in {train_dir}")
+            raise DataError(f"{test_dir / unknown[0]}: class folder '{unknown[0]}' has no training folder "
+                            f"in {train_dir}")
         test_paths = [p for c in test for p in test[c]]
         test_labels = np.asarray([class_names.index(c) for c in test for _ in test[c]], dtype=np.int64)
     return _image_bundle(
@@ -235,7 +236,8 @@ def read_path_label_csv(csv_file: Path, image_root: Path | None = None) -> tuple
     for n, row in enumerate(rows, start=1):
         if not row or all(not c.strip() for c in row):
             continue
-        if n == 1 and len(row) == 2 and row[0].strip().lower() in _HEADER_PATH and row[1].strip().lower() in _HEADER_LABEL:
+        header = len(row) == 2 and row[0].strip().lower() in _HEADER_PATH and row[1].strip().lower() in _HEADER_LABEL
+        if n == 1 and header:
             continue
         if len(row) != 2:
             raise DataError(f"{csv_file} line {n}: expected 2 fields 'path,label', got {len(row)}: {','.join(row)!r}")
@@ -327,7 +329,8 @@ def _npz_inputs(x: np.ndarray, path: Path, key: str, layout: str) -> torch.Tenso
         elif layout not in ("auto", "nchw"):
             raise DataError(f"layout must be 'auto', 'nchw' or 'nhwc', got {layout!r}")
     elif x.ndim != 2:
-        raise DataError(f"{path}: '{key}' must be [N, D], [N, H, W] or [N, C, H, W] / [N, H, W, C]; found shape {x.shape}")
+        raise DataError(f"{path}: '{key}' must be [N, D], [N, H, W] or [N, C, H, W] / [N, H, W, C]; "
+                        f"found shape {x.shape}")
     if x.dtype == np.uint8:
         return torch.from_numpy(np.ascontiguousarray(x))
     return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
@@ -398,12 +401,13 @@ def load_npz(
     if x_test is not None and len(labels["y_test"]) != len(x_test):
         raise DataError(f"{path}: 'x_test' has {len(x_test)} examples but 'y_test' has {len(labels['y_test'])}")
     images = x.dim() == 4 and x.dtype == torch.uint8
+    default_pad = max(1, x.shape[-1] // 8) if x.dim() == 4 else 4
     if images and (mean is None or std is None):
         mean, std = channel_stats(x)
     return DataBundle(
         name="npz", train_x=x, train_labels=labels["y"], test_x=x_test, test_labels=labels.get("y_test"),
         num_classes=k_cls, class_names=names, mean=tuple(mean) if images else None,
         std=tuple(std) if images else None, augment=augment or "none",
-        crop_padding=int(crop_padding) if crop_padding is not None else (max(1, x.shape[-1] // 8) if x.dim() == 4 else 4),
+        crop_padding=int(crop_padding) if crop_padding is not None else default_pad,
         labels_are_clean=labels_are_clean, extra={"source": str(path)},
     )

@@ -134,7 +134,8 @@ class FileImages:
         resize: int | None = 256, channels: int = 3, list_file: str | None = None,
         lines: Sequence[int] | None = None,
     ) -> None:
-        self.files = np.array([f.encode("utf-8") for f in files], dtype=np.bytes_) if len(files) else np.array([], dtype="S1")
+        encoded = [f.encode("utf-8") for f in files]
+        self.files = np.array(encoded, dtype=np.bytes_) if encoded else np.array([], dtype="S1")
         self.root = str(root)
         self.size = int(size)
         self.resize = resize
@@ -247,22 +248,33 @@ def _collate(items):
 
 
 class _KeyBatches:
-    """A batch sampler whose batches (lists of keys) are replaced every epoch."""
+    """A batch sampler over ``(index, view seed)`` keys, replaced every epoch with :meth:`set`;
+    batches are built lazily (a million keys are never materialised as Python tuples at once)."""
 
     def __init__(self) -> None:
-        self.batches: list[list[tuple[int, int]]] = []
+        self.index = np.zeros(0, dtype=np.int64)
+        self.seeds = np.zeros(0, dtype=np.int64)
+        self.batch_size = 1
+        self.num_batches = 0
+
+    def set(self, index: np.ndarray, seeds: np.ndarray, batch_size: int, num_batches: int) -> None:
+        self.index, self.seeds = np.asarray(index, dtype=np.int64), np.asarray(seeds, dtype=np.int64)
+        self.batch_size, self.num_batches = int(batch_size), int(num_batches)
 
     def __iter__(self):
-        return iter(self.batches)
+        bs = self.batch_size
+        for k in range(self.num_batches):
+            yield list(zip(self.index[k * bs : (k + 1) * bs].tolist(), self.seeds[k * bs : (k + 1) * bs].tolist()))
 
     def __len__(self) -> int:
-        return len(self.batches)
+        return self.num_batches
 
 
-def _make_loader(dataset, sampler, num_workers: int, device: torch.device) -> torch.utils.data.DataLoader:
+def _make_loader(dataset, sampler, num_workers: int, device: torch.device,
+                 persistent: bool) -> torch.utils.data.DataLoader:
     return torch.utils.data.DataLoader(
         dataset, batch_sampler=sampler, num_workers=num_workers, collate_fn=_collate,
-        pin_memory=(torch.device(device).type == "cuda"), persistent_workers=num_workers > 0,
+        pin_memory=(torch.device(device).type == "cuda"), persistent_workers=persistent and num_workers > 0,
         prefetch_factor=4 if num_workers > 0 else None,
     )
 
@@ -298,7 +310,8 @@ class FileTrainBatches:
         num_workers: int = 0, balanced: BalancedSubset | None = None, num_classes: int | None = None,
     ) -> None:
         if augment not in FILE_AUGMENTS:
-            raise DataError(f"unknown augmentation '{augment}' for a file-backed dataset (valid: {', '.join(FILE_AUGMENTS)})")
+            raise DataError(f"unknown augmentation '{augment}' for a file-backed dataset "
+                            f"(valid: {', '.join(FILE_AUGMENTS)})")
         self.images = images
         self.labels_np = np.asarray(labels, dtype=np.int64)
         if len(self.labels_np) != len(images):
@@ -347,14 +360,10 @@ class FileTrainBatches:
             view_seeds = view_seeds[self.rank : total : self.world_size]
         idx = self.indices[order.numpy()]
         seeds = view_seeds.numpy() if self.augment != "none" else np.full(len(idx), -1)
-        bs = self.batch_size
-        self._sampler.batches = [
-            list(zip(idx[k * bs : (k + 1) * bs].tolist(), seeds[k * bs : (k + 1) * bs].tolist()))
-            for k in range(len(self))
-        ]
+        self._sampler.set(idx, seeds, self.batch_size, len(self))
         if self._loader is None:
             self._loader = _make_loader(_ViewDataset(self.images, self.augment == "crop_flip"), self._sampler,
-                                        self.num_workers, self.device)
+                                        self.num_workers, self.device, persistent=True)
         for item in self._loader:
             _raise_failure(item)
             x, index = item
@@ -374,16 +383,13 @@ class FileEvalBatches:
     ) -> None:
         self.images = images
         self.labels = torch.as_tensor(np.asarray(labels, dtype=np.int64))
-        self.indices = np.arange(len(images), dtype=np.int64) if indices is None else np.asarray(indices, dtype=np.int64)
+        self.indices = np.asarray(np.arange(len(images)) if indices is None else indices, dtype=np.int64)
         self.batch_size = int(batch_size)
         self.device = torch.device(device)
         self.mean, self.std = mean, std
         self.num_workers = int(num_workers)
         self._sampler = _KeyBatches()
-        bs = self.batch_size
-        self._sampler.batches = [
-            [(int(i), -1) for i in self.indices[k * bs : (k + 1) * bs]] for k in range(len(self))
-        ]
+        self._sampler.set(self.indices, np.full(len(self.indices), -1), self.batch_size, len(self))
         self._loader: torch.utils.data.DataLoader | None = None
 
     @property
@@ -395,7 +401,9 @@ class FileEvalBatches:
 
     def __iter__(self) -> Iterator[Batch]:
         if self._loader is None:
-            self._loader = _make_loader(_ViewDataset(self.images, False), self._sampler, self.num_workers, self.device)
+            # workers are started per pass and released after it (evaluation is occasional)
+            self._loader = _make_loader(_ViewDataset(self.images, False), self._sampler, self.num_workers,
+                                        self.device, persistent=False)
         for item in self._loader:
             _raise_failure(item)
             x, index = item

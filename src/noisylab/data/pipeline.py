@@ -187,3 +187,20 @@ def make_eval_batches(
         return FileEvalBatches(x, y, batch_size, device, bundle.mean, bundle.std, indices=indices,
                                num_workers=workers)
     return EvalBatches(x, y, batch_size, device, eval_transform(bundle), indices=indices)
+
+
+def example_paths(bundle: DataBundle, split: str = "train") -> list[str] | None:
+    """The image file of each example of ``split`` when the dataset came from files (folder, CSV,
+    Clothing1M, WebVision), e.g. to name suspected label errors in an export; None otherwise."""
+    if split == "train":
+        x = bundle.train_x
+    elif split == "test":
+        x = bundle.test_x
+    elif isinstance(bundle, FileDataBundle) and split in bundle.eval_splits:
+        x = bundle.eval_splits[split][0]
+    else:
+        raise DataError(f"{bundle.name} has no split '{split}' (available: {', '.join(eval_split_names(bundle))})")
+    if isinstance(x, FileImages):
+        return [x.path(i) for i in range(len(x))]
+    files = bundle.extra.get(f"{split}_files")
+    return list(files) if files is not None else None

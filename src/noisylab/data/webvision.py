@@ -47,7 +47,8 @@ def _imagenet(root: Path, num_classes: int, size: int, resize: int) -> tuple[Fil
         for c in range(num_classes):
             d = val / str(c)
             if not d.is_dir():
-                raise DataError(f"{d}: missing class folder (imagenet/val/<label>/ must exist for labels 0..{num_classes - 1})")
+                raise DataError(f"{d}: missing class folder (imagenet/val/<label>/ must exist for labels "
+                                f"0..{num_classes - 1})")
             names = sorted(p.name for p in d.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
             paths += [f"{c}/{n}" for n in names]
             labels += [c] * len(names)
