@@ -125,3 +125,19 @@ def test_ce_on_clean_labels_has_no_noisy_examples(tmp_path):
     res = train(tiny_config(tmp_path, **{"noise.kind": "none", "method.loss.name": "ce", "train.epochs": 1}))
     assert res.summary["detect"]["source"] == "pred_probs"
     assert res.summary["memorization_last"]["noisy_memorized"] == 0.0
+
+
+def test_train_size_keeps_class_proportions(tmp_path):
+    from noisylab.data import load_dataset
+    from noisylab.engine import subset_bundle
+
+    full = load_dataset("mnist1d", num_samples=600)
+    sub = subset_bundle(full, 100, 30, seed=0)
+    assert sub.num_train == 100 and len(sub.test_labels) == 30
+    full_share = np.bincount(full.train_labels, minlength=10) / full.num_train
+    sub_counts = np.bincount(sub.train_labels, minlength=10)
+    assert np.abs(sub_counts - 100 * full_share).max() < 1  # largest-remainder rounding
+    # rows are kept whole: each kept input is a row of the full set with its own label
+    rows = {tuple(r.tolist()): y for r, y in zip(full.train_x, full.train_labels)}
+    assert all(rows[tuple(r.tolist())] == y for r, y in zip(sub.train_x, sub.train_labels))
+    assert np.array_equal(subset_bundle(full, 100, None, seed=0).train_labels, sub.train_labels)

@@ -28,6 +28,8 @@ class DataConfig(_Strict):
     options: dict[str, Any] = Field(default_factory=dict, description="extra loader options")
     val_fraction: float = Field(0.0, ge=0.0, lt=1.0, description="noisy validation split per class (ELR: 0.1)")
     augment: Literal["auto", "none", "crop", "crop_flip"] = "auto"
+    train_size: int | None = Field(None, ge=1, description="keep a class-stratified, seeded subset of the training set")
+    test_size: int | None = Field(None, ge=1, description="keep the first test_size test examples")
 
 
 class NoiseConfig(_Strict):

@@ -35,7 +35,7 @@ DEMO_SETTINGS: dict[str, dict[str, Any]] = {
         "train": {"epochs": 100, "batch_size": 64},
     },
     "fashion-mnist": {
-        "data": {"dataset": "fashion-mnist", "options": {"limit": 10000}},
+        "data": {"dataset": "fashion-mnist", "train_size": 10000, "test_size": 5000},
         "model": {"arch": "cnn_small"},
         "optim": {"name": "sgd", "lr": 0.02, "momentum": 0.9, "weight_decay": 5e-4},
         "schedule": {"name": "constant"},

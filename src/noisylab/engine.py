@@ -20,6 +20,7 @@ A run writes into its own folder:
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import logging
 import os
@@ -110,9 +111,36 @@ class PreparedData:
         return self.labels.noisy
 
 
+def subset_bundle(bundle: DataBundle, train_size: int | None, test_size: int | None, seed: int) -> DataBundle:
+    """A smaller copy of an in-memory bundle: ``train_size`` training examples drawn per class in
+    proportion to the class sizes (seeded, kept in dataset order), the first ``test_size`` test examples."""
+    if not torch.is_tensor(bundle.train_x):
+        raise ConfigError(f"data.train_size/test_size need an in-memory dataset; {bundle.name} reads files")
+    changes: dict[str, Any] = {}
+    n = bundle.num_train
+    if train_size is not None and train_size < n:
+        rng = np.random.default_rng([seed, 7])
+        keep = []
+        classes, counts = np.unique(bundle.train_labels, return_counts=True)
+        quota = np.floor(counts * train_size / n).astype(int)
+        quota[np.argsort(-(counts * train_size / n - quota))[: train_size - quota.sum()]] += 1  # largest remainders
+        for c, q in zip(classes, quota):
+            members = np.flatnonzero(bundle.train_labels == c)
+            keep.append(rng.choice(members, size=q, replace=False))
+        idx = np.sort(np.concatenate(keep))
+        changes.update(train_x=bundle.train_x[torch.as_tensor(idx)], train_labels=bundle.train_labels[idx],
+                       extra={k: (v[idx] if isinstance(v, np.ndarray) and len(v) == n else v)
+                              for k, v in bundle.extra.items()})
+    if test_size is not None and bundle.test_x is not None and test_size < len(bundle.test_labels):
+        changes.update(test_x=bundle.test_x[:test_size], test_labels=bundle.test_labels[:test_size])
+    return dataclasses.replace(bundle, **changes) if changes else bundle
+
+
 def prepare_data(cfg: Config, labels_file: str | Path | None = None) -> PreparedData:
     """Load the dataset, make or load the noisy labels, split off the noisy validation set."""
     bundle = load_dataset(cfg.data.dataset, cfg.data.root, **cfg.data.options)
+    if cfg.data.train_size is not None or cfg.data.test_size is not None:
+        bundle = subset_bundle(bundle, cfg.data.train_size, cfg.data.test_size, cfg.seed)
     n, c = bundle.num_train, bundle.num_classes
     file = labels_file or cfg.noise.file
     if file is not None:
@@ -379,6 +407,9 @@ def train(
     if writer is not None:
         writer.close()
     _detach_file_log()
+    if dinfo.enabled and dist.is_initialized():
+        dist.barrier()  # rank 0 has written the outputs
+        dist.destroy_process_group()
     return result
 
 
