@@ -71,7 +71,7 @@ def test_train_batches_cover_the_data_once_and_are_deterministic(tmp_path):
     tb2 = make_train_batches(bundle, noisy, 5, "cpu", num_workers=2)
     x2, y2, idx2 = _epoch(tb2, seed=11)
     assert torch.equal(idx, idx2) and torch.equal(x, x2) and torch.equal(y, y2)
-    x3, _, idx3 = _epoch(tb2, seed=11)  # persistent workers, second pass
+    x3, _, idx3 = _epoch(tb2, seed=11)  # second pass, new worker processes
     assert torch.equal(x, x3) and torch.equal(idx, idx3)
     # another seed: another order and other crops
     x4, _, idx4 = _epoch(tb, seed=12)
@@ -153,6 +153,10 @@ def test_missing_image_is_one_clear_error(tmp_path):
         msg = str(err.value)
         assert "img_007.png: image file not found (listed in list.txt line 8)" in msg
         assert "Traceback" not in msg
+        # an abandoned epoch stops its workers at once
+        gen = tb.epoch(1)
+        next(gen, None)
+        gen.close()
     with pytest.raises(DataError, match="img_007.png: image file not found"):
         bundle.train_x.check_exist()
     (tmp_path / "img_003.png").write_bytes(b"not an image")

@@ -32,7 +32,7 @@ DEMO_SETTINGS: dict[str, dict[str, Any]] = {
         "model": {"arch": "cnn1d"},
         "optim": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4},
         "schedule": {"name": "constant"},
-        "train": {"epochs": 100, "batch_size": 64},
+        "train": {"epochs": 80, "batch_size": 64},
     },
     "fashion-mnist": {
         "data": {"dataset": "fashion-mnist", "train_size": 10000, "test_size": 5000},
@@ -101,7 +101,7 @@ def run_demo(dataset: str = "mnist1d", root: str | None = None, epochs: int | No
         rows.append([titles[slug][0], titles[slug][1], f"{100 * s['test_top1_best']:.2f}", f"{100 * s['test_top1_last']:.2f}",
                      f"{100 * memo['noisy_memorized']:.1f}" if noisy else "-",
                      str(det.get("num_flagged", "-")) if noisy else "-",
-                     f"{100 * det['precision']:.1f}" if noisy else "-",
+                     f"{100 * det['precision']:.1f}" if noisy and det.get("num_flagged") else "-",
                      f"{100 * det['recall']:.1f}" if noisy else "-"])
     table = format_table(header, rows)
     curves = {}

@@ -9,7 +9,8 @@ whose extra evaluation splits (Clothing1M ``val``, WebVision ``imagenet``) live 
 :class:`~noisylab.data.base.TrainBatches` / :class:`~noisylab.data.base.EvalBatches`: batches
 ``(x, y, index)`` on the device, the epoch order a function of the seed only, ``rank/world_size``
 sharding. Decoding (Pillow), resizing, cropping and flipping run in DataLoader workers and yield
-uint8 ``[B, C, S, S]``; the conversion to float and the normalisation happen on the device. Each
+uint8 ``[B, C, S, S]``; the conversion to float and the normalisation happen on the device. A
+fresh worker pool serves each pass and is stopped when the pass ends or is abandoned. Each
 image's crop offset and flip come from a per-image seed drawn from the epoch seed in the main
 process, so the batches do not depend on the number of workers or their scheduling.
 
@@ -270,13 +271,22 @@ class _KeyBatches:
         return self.num_batches
 
 
-def _make_loader(dataset, sampler, num_workers: int, device: torch.device,
-                 persistent: bool) -> torch.utils.data.DataLoader:
-    return torch.utils.data.DataLoader(
+def _iterate(dataset, sampler, num_workers: int, device: torch.device) -> Iterator:
+    """Iterate a DataLoader over ``sampler``'s batches; its workers are shut down as soon as the
+    pass ends, fails or is abandoned (not left to the garbage collector, where an idle worker
+    pool can take seconds to stop)."""
+    loader = torch.utils.data.DataLoader(
         dataset, batch_sampler=sampler, num_workers=num_workers, collate_fn=_collate,
-        pin_memory=(torch.device(device).type == "cuda"), persistent_workers=persistent and num_workers > 0,
-        prefetch_factor=4 if num_workers > 0 else None,
+        pin_memory=(torch.device(device).type == "cuda"), prefetch_factor=4 if num_workers > 0 else None,
     )
+    it = iter(loader)
+    try:
+        yield from it
+    finally:
+        shutdown = getattr(it, "_shutdown_workers", None)
+        if shutdown is not None:
+            shutdown()
+        del it
 
 
 def _raise_failure(item) -> None:
@@ -333,7 +343,6 @@ class FileTrainBatches:
         else:
             self.indices = self.pool
         self._sampler = _KeyBatches()
-        self._loader: torch.utils.data.DataLoader | None = None
 
     @property
     def num_examples(self) -> int:
@@ -361,10 +370,8 @@ class FileTrainBatches:
         idx = self.indices[order.numpy()]
         seeds = view_seeds.numpy() if self.augment != "none" else np.full(len(idx), -1)
         self._sampler.set(idx, seeds, self.batch_size, len(self))
-        if self._loader is None:
-            self._loader = _make_loader(_ViewDataset(self.images, self.augment == "crop_flip"), self._sampler,
-                                        self.num_workers, self.device, persistent=True)
-        for item in self._loader:
+        dataset = _ViewDataset(self.images, self.augment == "crop_flip")
+        for item in _iterate(dataset, self._sampler, self.num_workers, self.device):
             _raise_failure(item)
             x, index = item
             index = index.to(self.device, non_blocking=True)
@@ -390,7 +397,6 @@ class FileEvalBatches:
         self.num_workers = int(num_workers)
         self._sampler = _KeyBatches()
         self._sampler.set(self.indices, np.full(len(self.indices), -1), self.batch_size, len(self))
-        self._loader: torch.utils.data.DataLoader | None = None
 
     @property
     def num_examples(self) -> int:
@@ -400,11 +406,7 @@ class FileEvalBatches:
         return -(-self.num_examples // self.batch_size)
 
     def __iter__(self) -> Iterator[Batch]:
-        if self._loader is None:
-            # workers are started per pass and released after it (evaluation is occasional)
-            self._loader = _make_loader(_ViewDataset(self.images, False), self._sampler, self.num_workers,
-                                        self.device, persistent=False)
-        for item in self._loader:
+        for item in _iterate(_ViewDataset(self.images, False), self._sampler, self.num_workers, self.device):
             _raise_failure(item)
             x, index = item
             y = self.labels[index].to(self.device)

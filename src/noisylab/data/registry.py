@@ -1,6 +1,7 @@
 """Dataset registry: ``name -> loader(root, **options) -> DataBundle``."""
 from __future__ import annotations
 
+import inspect
 from typing import Callable
 
 from .base import DataBundle, DataError
@@ -29,4 +30,10 @@ def load_dataset(name: str, root: str | None = None, **options) -> DataBundle:
     """Load dataset ``name`` from ``root`` (each loader documents its layout and defaults)."""
     if name not in _DATASETS:
         raise DataError(f"unknown dataset '{name}' (valid: {', '.join(list_datasets())})")
-    return _DATASETS[name](root=root, **options)
+    loader = _DATASETS[name]
+    params = inspect.signature(loader).parameters
+    unknown = sorted(set(options) - set(params)) if not any(p.kind is p.VAR_KEYWORD for p in params.values()) else []
+    if unknown:
+        valid = [p for p in params if p != "root"]
+        raise DataError(f"dataset '{name}' has no option '{unknown[0]}' (valid: {', '.join(valid) or 'none'})")
+    return loader(root=root, **options)
