@@ -141,3 +141,46 @@ def test_train_size_keeps_class_proportions(tmp_path):
     rows = {tuple(r.tolist()): y for r, y in zip(full.train_x, full.train_labels)}
     assert all(rows[tuple(r.tolist())] == y for r, y in zip(sub.train_x, sub.train_labels))
     assert np.array_equal(subset_bundle(full, 100, None, seed=0).train_labels, sub.train_labels)
+
+
+def test_own_image_folder_gives_suspects_with_paths(tmp_path):
+    """The practitioner path: a folder of images with some wrong labels, no code."""
+    import yaml
+    from PIL import Image
+
+    from noisylab.config import load_config
+
+    rng = np.random.default_rng(0)
+    colours = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
+    wrong = []
+    for k, (name, rgb) in enumerate(colours.items()):
+        (tmp_path / "images" / name).mkdir(parents=True)
+        for i in range(40):
+            true = list(colours)[(k + 1) % 3] if i < 4 else name  # 4 images per folder are of another colour
+            pixels = np.clip(np.array(colours[true]) + rng.integers(-25, 25, (16, 16, 3)), 0, 255).astype(np.uint8)
+            path = tmp_path / "images" / name / f"{i:03d}.png"
+            Image.fromarray(pixels).save(path)
+            if true != name:
+                wrong.append(str(path))
+    base = yaml.safe_load(open("configs/own_images_elr.yaml" if __import__("os").path.exists("configs/own_images_elr.yaml")
+                               else __import__("pathlib").Path(__file__).parents[1] / "configs" / "own_images_elr.yaml"))
+    assert base["noise"]["kind"] == "none" and base["data"]["dataset"] == "folder"
+    cfg = load_config(None, [f"data.root={tmp_path / 'images'}", "data.dataset=folder", "data.options.image_size=16",
+                             "data.val_fraction=0", "model.arch=mlp", "model.options.hidden=[32]",
+                             "method.loss.name=elr", "optim.lr=0.01", "train.epochs=15", "train.batch_size=16",
+                             "train.progress=false", "train.tensorboard=false", "device=cpu",
+                             f"output_dir={tmp_path / 'runs'}", "name=own"])
+    res = train(cfg)
+    rows = read_csv(res.run_dir / "label_issues.csv")
+    assert len(rows) == 120 and "path" in rows[0] and "true_label" not in rows[0]  # truth unknown
+    flagged = {r["path"] for r in rows if r["is_label_issue"] == "1"}
+    # the wrongly filed images are found, and little else
+    assert len(flagged & set(wrong)) >= 10 and len(flagged - set(wrong)) <= 3
+    assert "memorization_last" not in res.summary
+
+
+def test_divergence_stops_with_a_clear_error(tmp_path):
+    from noisylab.engine import TrainingDiverged
+
+    with pytest.raises(TrainingDiverged, match="lower optim.lr"):
+        train(tiny_config(tmp_path, **{"optim.lr": 1e12, "method.loss.name": "ce", "train.epochs": 3}))

@@ -46,10 +46,11 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from .checkpoint import CheckpointError
     from .config import ConfigError
     from .data import DataError
+    from .engine import TrainingDiverged
     from .models.registry import ModelError
     from .noise import NoiseError
 
-    return (ConfigError, DataError, ModelError, NoiseError, CheckpointError, FileNotFoundError,
+    return (ConfigError, DataError, ModelError, NoiseError, CheckpointError, TrainingDiverged, FileNotFoundError,
             IsADirectoryError, PermissionError)
 
 

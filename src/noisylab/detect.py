@@ -180,9 +180,11 @@ def write_label_issues_csv(
     true_labels: np.ndarray | None = None,
     class_names: list[str] | None = None,
     only_flagged: bool = False,
+    paths: list[str] | None = None,
 ) -> int:
     """Write one row per example, most suspicious first: ``index, given_label, suggested_label,
-    quality, is_label_issue`` (+ names, + ``true_label, is_noisy`` when the truth is known).
+    quality, is_label_issue`` (+ names, + ``true_label, is_noisy`` when the truth is known,
+    + ``path`` of the example's file when ``paths`` (one per row of ``labels``) is given).
 
     Returns the number of rows written.
     """
@@ -196,6 +198,8 @@ def write_label_issues_csv(
         header += ["given_name", "suggested_name"]
     if true_labels is not None:
         header += ["true_label", "is_noisy"]
+    if paths is not None:
+        header += ["path"]
     rows = 0
     path = Path(path)
     tmp = path.with_suffix(path.suffix + ".tmp")
@@ -210,6 +214,8 @@ def write_label_issues_csv(
                 row += [class_names[labels[i]], class_names[suggested[i]]]
             if true_labels is not None:
                 row += [int(true_labels[i]), int(true_labels[i] != labels[i])]
+            if paths is not None:
+                row += [paths[i]]
             w.writerow(row)
             rows += 1
     tmp.replace(path)

@@ -37,7 +37,7 @@ import torch.distributed as dist
 from .checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint, seed_everything
 from .config import Config, ConfigError, build_config, save_config
 from .data import DataBundle, load_dataset, make_eval_batches, make_train_batches
-from .data.pipeline import AnyEvalBatches, eval_split_names
+from .data.pipeline import AnyEvalBatches, eval_split_names, example_paths
 from .detect import detection_metrics, find_label_issues, label_quality_scores, normalize_rows, write_label_issues_csv
 from .methods import Method, MethodContext, build_method
 from .noise import NoiseError, NoisyLabels, make_noisy_labels, split_per_class
@@ -46,6 +46,10 @@ from .report.memorization import MEMO_COLUMNS, memorization_fractions
 log = logging.getLogger("noisylab")
 
 EpochCallback = Callable[[int, dict[str, Any]], None]
+
+
+class TrainingDiverged(ValueError):
+    """The loss became NaN or infinite; the message says where and what to change."""
 
 
 # ----------------------------------------------------------------------------- devices
@@ -359,6 +363,9 @@ def train(
         if dinfo.enabled:
             dist.all_reduce(totals)
         train_time = time.time() - t0
+        if not torch.isfinite(totals[0]):
+            raise TrainingDiverged(f"training diverged in epoch {epoch + 1} (loss {float(totals[0]):g}); "
+                                   f"lower optim.lr (now {lr:g}) or check the inputs' scale")
 
         row: dict[str, Any] = {"epoch": epoch, "lr": lr, "train_loss": float(totals[0] / totals[2]),
                                "train_acc": float(totals[1] / totals[2])}
@@ -376,8 +383,8 @@ def train(
         improved = monitor == monitor and monitor > best["value"]
         if improved:
             best = {"monitor": best["monitor"], "value": float(monitor), "epoch": epoch}
-        row["best_test_top1"] = max([r.get("test_top1", float("nan")) for r in history] + [row.get("test_top1", float("nan"))],
-                                    default=float("nan"))
+        if "test_top1" in row:
+            row["best_test_top1"] = max([r["test_top1"] for r in history] + [row["test_top1"]])
         row["time_s"] = train_time
         history.append(row)
 
@@ -432,8 +439,10 @@ def _finish(cfg: Config, method: Method, data: PreparedData, track_batches: AnyE
     flagged = find_label_issues(given, scores_from, filter_by=cfg.detect.filter_by, threshold=cfg.detect.threshold)
     quality = label_quality_scores(given, scores_from, "self_confidence")
     truth = data.bundle.train_labels[tr] if data.truth_known else None
+    all_paths = example_paths(data.bundle, "train")
     write_label_issues_csv(out / "label_issues.csv", given, scores_from, flagged, quality, indices=tr,
-                           true_labels=truth, class_names=data.bundle.class_names)
+                           true_labels=truth, class_names=data.bundle.class_names,
+                           paths=None if all_paths is None else [all_paths[i] for i in tr])
     last = history[-1] if history else {}
     summary: dict[str, Any] = {
         "name": cfg.name, "dataset": cfg.data.dataset, "method": cfg.method.name, "loss": cfg.method.loss.name,
@@ -455,9 +464,8 @@ def _finish(cfg: Config, method: Method, data: PreparedData, track_batches: AnyE
 
         curves = {f"{cfg.name} ({cfg.method.loss.name})": {k: np.array([r[k] for r in memo_rows]) for k in ["epoch", *MEMO_COLUMNS]}}
         plot_memorization(curves, out / "memorization.png")
-    log.info("done: test top-1 last %.4f best %.4f; %d suspected wrong labels -> %s",
-             last.get("test_top1", float("nan")), last.get("best_test_top1", float("nan")), int(flagged.sum()),
-             out / "label_issues.csv")
+    tested = f"test top-1 last {last['test_top1']:.4f} best {last['best_test_top1']:.4f}; " if "test_top1" in last else ""
+    log.info("done: %s%d suspected wrong labels -> %s", tested, int(flagged.sum()), out / "label_issues.csv")
     return summary
 
 

@@ -11,6 +11,8 @@ derive from :class:`FeatureClassifier`, which fixes the interface the training c
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import math
 from typing import Sequence
 
@@ -20,7 +22,7 @@ import torch.nn as nn
 from .registry import ModelError, register_model
 
 
-class FeatureClassifier(nn.Module):
+class FeatureClassifier(nn.Module, ABC):
     """Base class: a feature extractor followed by one linear layer ``fc``.
 
     Subclasses implement :meth:`forward_features` and must create ``self.fc`` (an
@@ -31,8 +33,9 @@ class FeatureClassifier(nn.Module):
     num_classes: int
     fc: nn.Linear
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """``x -> [B, num_features]`` representation."""
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         """``[B, num_features] -> [B, num_classes]`` logits."""
