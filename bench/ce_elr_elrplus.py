@@ -1,7 +1,7 @@
 """CE vs ELR vs ELR+ on the same noisy labels and the same budget of epochs (GitHub issue 5).
 
     OMP_NUM_THREADS=1 python bench/ce_elr_elrplus.py [--dataset fashion-mnist] [--train-size 20000]
-        [--epochs 40] [--rate 0.4] [--arch mlp] [--out bench_runs]
+        [--epochs 50] [--rate 0.4] [--arch mlp] [--out runs/bench_ce_elr_elrplus]
 
 The three runs share everything but the method: the dataset subset, the noisy labels (one
 seeded draw of symmetric noise), the model architecture and initialisation seed, the optimizer
@@ -18,9 +18,10 @@ Printed per method: test accuracy best / last epoch, the share of the wrongly la
 examples whose given (wrong) label the final predictor reproduces ("memorized"), and the
 precision / recall of the wrong-label detection at the end (CE: argmax of the final predictions
 != given label; ELR: argmax of the targets; ELR+: argmax of the mean of the two ``pred_hist``),
-plus the wall time. Data: Fashion-MNIST from Debian's ``dataset-fashion-mnist`` (first
-``--train-size`` training images, all 10,000 test images) or ``cifar10-jpeg``
-(``shared/data/cifar10_jpeg.npz``). Not part of the test run.
+plus the wall time. Data: Fashion-MNIST from Debian's ``dataset-fashion-mnist`` or
+``cifar10-jpeg`` (``shared/data/cifar10_jpeg.npz``), reduced with ``data.train_size`` (a seeded
+class-stratified subset of ``--train-size`` training images) and ``data.test_size`` (the first
+``--test-size`` test images). Not part of the test run.
 """
 from __future__ import annotations
 
@@ -31,27 +32,10 @@ import time
 from pathlib import Path
 
 
-def _register_fashion_subset() -> None:
-    """``fashion-mnist-first``: Fashion-MNIST restricted to its first ``limit`` training images."""
-    from dataclasses import replace
-
-    from noisylab.data import load_dataset, register_dataset
-
-    @register_dataset("fashion-mnist-first")
-    def _load(root=None, limit=None):
-        b = load_dataset("fashion-mnist", root)
-        if limit is None:
-            return b
-        return replace(b, name="fashion-mnist-first", train_x=b.train_x[:limit], train_labels=b.train_labels[:limit])
-
-
 def build(method: str, args: argparse.Namespace, out: Path, iters_per_epoch: int):
     from noisylab.config import build_config
 
-    if args.dataset == "fashion-mnist":
-        data = {"dataset": "fashion-mnist-first", "options": {"limit": args.train_size}}
-    else:
-        data = {"dataset": "cifar10-jpeg", "options": {"limit": args.train_size, "test_limit": args.test_size}}
+    data = {"dataset": args.dataset, "train_size": args.train_size, "test_size": args.test_size}
     model = {"arch": args.arch, "options": {"hidden": [512, 512]} if args.arch == "mlp" else {"width": args.width}}
     if method == "elr_plus":
         ema_step = args.ema_step if args.ema_step is not None else round(0.57 * args.epochs * iters_per_epoch)
@@ -72,8 +56,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dataset", choices=["fashion-mnist", "cifar10-jpeg"], default="fashion-mnist")
     p.add_argument("--train-size", type=int, default=20000)
-    p.add_argument("--test-size", type=int, default=10000, help="cifar10-jpeg only")
-    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--test-size", type=int, default=10000)
+    p.add_argument("--epochs", type=int, default=50)
     p.add_argument("--rate", type=float, default=0.4, help="symmetric noise rate")
     p.add_argument("--arch", default="mlp", help="mlp (hidden 512-512), cnn_small or preact_resnet18")
     p.add_argument("--width", type=int, default=8, help="for cnn_small / preact_resnet18")
@@ -91,8 +75,6 @@ def main() -> None:
     from noisylab.report.summary import format_table
 
     torch.set_num_threads(args.threads)
-    if args.dataset == "fashion-mnist":
-        _register_fashion_subset()
     out = Path(args.out) / time.strftime("%Y%m%d-%H%M%S")
     iters = -(-args.train_size // args.batch_size)
     rows = []
@@ -112,7 +94,7 @@ def main() -> None:
         print(f"{method}: done in {wall:.0f} s -> {res.run_dir}", flush=True)
     noise = json.loads((out / args.methods[0] / "summary.json").read_text())["noise"]
     print()
-    print(f"{args.dataset}, first {args.train_size} training images, noise {noise}, model {args.arch}, "
+    print(f"{args.dataset}, {args.train_size} training images (class-stratified subset), noise {noise}, model {args.arch}, "
           f"{args.epochs} epochs (ELR+: {args.epochs} epochs for each of its two networks), batch {args.batch_size}, "
           f"SGD lr {args.lr} cosine, seed {args.seed}, {args.threads} thread(s)")
     print(format_table(["method", "test best %", "test last %", "memorized %", "detect from", "flagged",
