@@ -88,3 +88,17 @@ def test_elr_plus_keys_only_with_elr_plus():
     # a dumped config (every key, defaults included) validates again
     cfg = load_config(None, [])
     assert build_config(cfg.to_dict()) == cfg
+
+
+def test_asym_flag_on_a_symmetric_config_drops_symmetric_options(tmp_path):
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    args = build_parser().parse_args(["train", "-c", str(root / "configs" / "cifar10_elr.yaml"), "--asym", "true",
+                                      "noise.options.compat=elr"])
+    cfg = load_config(args.config, alias_overrides(args) + list(args.overrides))
+    assert cfg.noise.kind == "asymmetric" and cfg.noise.options == {"compat": "elr"}
+    from noisylab.noise import make_noisy_labels
+    import numpy as np
+
+    make_noisy_labels(np.arange(50) % 10, cfg.noise.kind, cfg.noise.rate, 10, 0, **cfg.noise.options)

@@ -79,14 +79,15 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def alias_overrides(args: argparse.Namespace) -> list[str]:
-    """Turn the seed repos' flags into dotted overrides (applied after the positional ones)."""
+    """Turn the seed repos' flags into dotted overrides (applied before the positional ones)."""
     out: list[str] = []
     for attr, key in TRAIN_ALIASES.items():
         value = getattr(args, attr, None)
         if value is not None:
             out.append(f"{key}={value}")
     if args.asym is not None:
-        out.append(f"noise.kind={'asymmetric' if args.asym else 'symmetric'}")
+        # switching the kind drops the other kind's options (e.g. include_true of symmetric)
+        out += [f"noise.kind={'asymmetric' if args.asym else 'symmetric'}", "noise.options={}"]
     elif args.percent is not None and args.noise_type is None:
         out.append("noise.kind=symmetric")
     return out
@@ -96,7 +97,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .config import ConfigError, load_config
     from .engine import config_from_checkpoint, train
 
-    overrides = list(args.overrides) + alias_overrides(args)
+    overrides = alias_overrides(args) + list(args.overrides)  # explicit key=value overrides win
     if args.resume and not args.config:
         cfg = config_from_checkpoint(args.resume, overrides)
     elif args.config or not args.resume:
