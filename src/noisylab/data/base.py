@@ -82,6 +82,23 @@ class DataBundle:
         return tuple(self.train_x.shape[1:])
 
 
+def run_in_chunks(work, count: int, chunk: int, threads: int | None = None) -> None:
+    """Call ``work(lo, hi)`` over ``[0, count)`` in chunks, on up to ``threads`` threads
+    (default ``min(4, cpu_count)``; image decoding releases the GIL). Errors propagate."""
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    spans = [(lo, min(count, lo + chunk)) for lo in range(0, count, chunk)]
+    threads = threads or min(4, os.cpu_count() or 1)
+    if threads <= 1 or len(spans) <= 1:
+        for lo, hi in spans:
+            work(lo, hi)
+        return
+    with ThreadPoolExecutor(threads) as ex:
+        for f in [ex.submit(work, lo, hi) for lo, hi in spans]:
+            f.result()
+
+
 # ----------------------------------------------------------------------------- transforms
 class BatchTransform(Protocol):
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor: ...

@@ -16,13 +16,12 @@ import hashlib
 import io
 import os
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .base import DataBundle, DataError
+from .base import DataBundle, DataError, run_in_chunks
 from .constants import CIFAR10_MEAN, CIFAR10_STD, CIFAR_CROP_PADDING
 from .registry import register_dataset
 
@@ -95,16 +94,7 @@ def decode_jpegs(buf: np.ndarray, offsets: np.ndarray, count: int, source: Path,
                 raise DataError(f"{source}: {split} image {i} has shape {a.shape}, expected 32x32 RGB")
             out[i] = a
 
-    threads = threads or min(4, os.cpu_count() or 1)
-    chunk = 2048
-    spans = [(lo, min(count, lo + chunk)) for lo in range(0, count, chunk)]
-    if threads <= 1 or len(spans) <= 1:
-        for lo, hi in spans:
-            work(lo, hi)
-    else:
-        with ThreadPoolExecutor(threads) as ex:
-            for f in [ex.submit(work, lo, hi) for lo, hi in spans]:
-                f.result()
+    run_in_chunks(work, count, 2048, threads)
     return np.ascontiguousarray(out.transpose(0, 3, 1, 2))
 
 

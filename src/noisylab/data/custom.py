@@ -33,14 +33,13 @@ from __future__ import annotations
 
 import csv
 import os
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 
-from .base import DataBundle, DataError
+from .base import DataBundle, DataError, run_in_chunks
 from .constants import IMAGENET_MEAN, IMAGENET_STD
 from .files import (
     IMAGE_EXTENSIONS,
@@ -70,15 +69,7 @@ def decode_images(paths: Sequence[str], size: int, channels: int = 3, where: Seq
             a = np.asarray(img)
             out[i] = crop_array(a[:, :, None] if a.ndim == 2 else a, size)
 
-    spans = [(lo, min(len(paths), lo + 256)) for lo in range(0, len(paths), 256)]
-    threads = threads or min(4, os.cpu_count() or 1)
-    if threads <= 1 or len(spans) <= 1:
-        for lo, hi in spans:
-            work(lo, hi)
-    else:
-        with ThreadPoolExecutor(threads) as ex:
-            for f in [ex.submit(work, lo, hi) for lo, hi in spans]:
-                f.result()
+    run_in_chunks(work, len(paths), 256, threads)
     return torch.from_numpy(np.ascontiguousarray(out.transpose(0, 3, 1, 2)))
 
 
