@@ -99,3 +99,21 @@ def test_crafted_checkpoint_cannot_run_code(tmp_path):
     proc = run_cli("train", "-r", bad, cwd=tmp_path)
     assert_one_line_error(proc, "not a readable noisylab checkpoint")
     assert not marker.exists()
+
+
+def test_demo_short_version_prints_the_table_and_writes_the_plot(tmp_path):
+    proc = run_cli("demo", "--epochs", "2", "-o", tmp_path / "out", "-d", "cpu", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    for text in ("test acc best %", "memorized %", "precision %", "CE", "ELR", "clean (ceiling)", "wall time"):
+        assert text in out, text
+    demo = tmp_path / "out" / "demo-mnist1d"
+    assert (demo / "memorization.png").stat().st_size > 10_000
+    for run in ("ce_noisy", "elr_noisy", "ce_clean"):
+        assert (demo / run / "summary.json").is_file()
+    # both noisy runs trained on the very same labels
+    import numpy as np
+
+    a = np.load(demo / "ce_noisy" / "noisy_labels.npz")["noisy"]
+    b = np.load(demo / "elr_noisy" / "noisy_labels.npz")["noisy"]
+    assert np.array_equal(a, b) and (a != np.load(demo / "ce_clean" / "noisy_labels.npz")["noisy"]).mean() > 0.3

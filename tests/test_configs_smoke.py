@@ -91,6 +91,16 @@ def _fixture(name: str, root: Path) -> list[str]:
     if name in ("elr_plus_cifar100", "cifar100_elr"):
         write_cifar100(root, n_train=40, n_test=8)
         return [f"data.root={root}", "model.options.width=8", "train.batch_size=12"]
+    if name == "cifar10n_elr":
+        write_cifar10(root, n_per_batch=8)
+        from noisylab.data import load_dataset
+
+        clean = load_dataset("cifar10", str(root)).train_labels
+        worse = (clean + (np.arange(len(clean)) % 3 == 0)) % 10  # every third label wrong
+        np.savez(root / "CIFAR-10_human.npz", clean_label=clean, worse_label=worse, aggre_label=clean,
+                 random_label1=clean, random_label2=clean, random_label3=clean)
+        return [f"data.root={root}", f"noise.options.path={root / 'CIFAR-10_human.npz'}", "model.options.width=8",
+                "train.batch_size=12"]
     if name == "mnist1d_elr":
         return ["data.options.num_samples=300", "model.options.width=8"]
     if name == "elr_plus_clothing1m":
@@ -106,7 +116,7 @@ def _fixture(name: str, root: Path) -> list[str]:
     raise AssertionError(f"no smoke fixture for config {name}")
 
 
-SMOKE = ELR_PLUS + ["cifar10_elr", "cifar10_asym_elr", "cifar100_elr", "cifar10_ce", "mnist1d_elr"]
+SMOKE = ELR_PLUS + ["cifar10_elr", "cifar10_asym_elr", "cifar100_elr", "cifar10_ce", "mnist1d_elr", "cifar10n_elr"]
 
 
 @pytest.mark.parametrize("name", SMOKE)
@@ -130,6 +140,9 @@ def test_config_trains_a_tiny_smoke_version(name, tmp_path):
             assert np.array_equal(np.flatnonzero(z["pred_hist2"].sum(1) > 0), visited)
         elif cfg.method.loss.name == "elr":
             assert "targets" in z.files
+    if name == "cifar10n_elr":  # the human labels were used: a third of them differ from the clean ones
+        with np.load(res.run_dir / "noisy_labels.npz") as z:
+            assert np.mean(z["noisy"] != z["clean"]) == pytest.approx(1 / 3, abs=0.03)
     if name == "elr_plus_clothing1m":
         assert "val_top1" in row  # the clean validation list is evaluated (and selects best.pt)
     if name == "elr_plus_webvision":

@@ -184,3 +184,21 @@ def test_divergence_stops_with_a_clear_error(tmp_path):
 
     with pytest.raises(TrainingDiverged, match="lower optim.lr"):
         train(tiny_config(tmp_path, **{"optim.lr": 1e12, "method.loss.name": "ce", "train.epochs": 3}))
+
+
+SHARED = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.mark.skipif(not (SHARED / "cifar10n_labels.npz").is_file() or not (SHARED / "cifar10_jpeg.npz").is_file(),
+                    reason="needs ../shared/data (CIFAR-10 JPEG copy and CIFAR-10N labels)")
+def test_real_cifar10n_worst_labels_train_end_to_end(tmp_path):
+    """Real images + real human noise: the labels line up (40.21% wrong, README of shared/data)."""
+    cfg = tiny_config(tmp_path, **{"data": {"dataset": "cifar10-jpeg", "root": str(SHARED), "test_size": 2000},
+                                   "noise": {"kind": "human", "options": {"path": str(SHARED / "cifar10n_labels.npz"),
+                                                                          "variant": "worst"}},
+                                   "model.options.hidden": [16], "train.epochs": 1, "train.batch_size": 500,
+                                   "train.eval_batch_size": 5000})
+    res = train(cfg)
+    assert res.summary["actual_noise_rate"] == pytest.approx(0.4021, abs=5e-5)
+    assert 0.15 < res.history[0]["test_top1"] < 1.0  # it learned something from 50,000 real images
+    assert len(read_csv(res.run_dir / "label_issues.csv")) == 50000

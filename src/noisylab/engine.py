@@ -143,6 +143,9 @@ def subset_bundle(bundle: DataBundle, train_size: int | None, test_size: int | N
 def prepare_data(cfg: Config, labels_file: str | Path | None = None) -> PreparedData:
     """Load the dataset, make or load the noisy labels, split off the noisy validation set."""
     bundle = load_dataset(cfg.data.dataset, cfg.data.root, **cfg.data.options)
+    if cfg.data.train_size is not None and cfg.noise.kind == "human" and labels_file is None and cfg.noise.file is None:
+        raise ConfigError("data.train_size cannot be combined with noise.kind=human: the human labels cover the "
+                          "full training set in its original order")
     if cfg.data.train_size is not None or cfg.data.test_size is not None:
         bundle = subset_bundle(bundle, cfg.data.train_size, cfg.data.test_size, cfg.seed)
     n, c = bundle.num_train, bundle.num_classes
