@@ -126,3 +126,13 @@ def test_elr_regularizer_pulls_towards_target():
     ce_logits = torch.zeros(1, 3, requires_grad=True)
     CELoss()(ce_logits, torch.tensor([0])).backward()
     assert ce_logits.grad[0, 1] > 0
+
+
+def test_gce_gradient_stays_finite_when_the_label_probability_underflows():
+    # a logit gap of 104 makes softmax(z)[y] exactly 0 in float32; pow(0, q) would give NaN gradients
+    logits = torch.tensor([[0.0, 104.0, 0.0], [1.0, 0.0, 0.0]], requires_grad=True)
+    loss = GCELoss(0.7)(logits, torch.tensor([0, 0]))
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(logits.grad).all()
+    assert loss.item() == pytest.approx((1 / 0.7 + (1 - np_softmax(np.array([[1.0, 0, 0]]))[0, 0] ** 0.7) / 0.7) / 2,
+                                        rel=1e-5)

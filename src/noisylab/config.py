@@ -26,7 +26,9 @@ class DataConfig(_Strict):
     dataset: str = "mnist1d"
     root: str | None = None
     options: dict[str, Any] = Field(default_factory=dict, description="extra loader options")
-    val_fraction: float = Field(0.0, ge=0.0, lt=1.0, description="noisy validation split per class (ELR: 0.1)")
+    val_fraction: float = Field(0.0, ge=0.0, lt=1.0, description=(
+        "noisy validation split per class (ELR: 0.1); the noise is drawn on the whole training set "
+        "first, so an exact count is exact over train+val together (ELR draws each part separately)"))
     augment: Literal["auto", "none", "crop", "crop_flip"] = "auto"
     train_size: int | None = Field(None, ge=1, description="keep a class-stratified, seeded subset of the training set")
     test_size: int | None = Field(None, ge=1, description="keep the first test_size test examples")

@@ -1,8 +1,10 @@
 """Finding wrong labels: scores, masks, rankings, and metrics against known truth.
 
 The functional API follows cleanlab's conventions (``labels [N]`` int, ``pred_probs [N, C]``
-rows summing to 1, lower quality score = more likely mislabeled), so results can be compared
-with cleanlab directly. ``pred_probs`` may be a model's softmax outputs or ELR's per-example
+rows summing to 1, lower quality score = more likely mislabeled). ``self_confidence`` and
+``normalized_margin`` are cleanlab's scores; ``confidence_weighted_entropy`` ranks like
+cleanlab's but its values differ; the filters are described below (``low_self_confidence`` here
+is a fixed threshold, not cleanlab's estimated count). ``pred_probs`` may be a model's softmax outputs or ELR's per-example
 targets (normalised here): ELR flags example i when ``argmax(target_i) != label_i``
 (ELR README, issue #20).
 """

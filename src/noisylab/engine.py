@@ -329,6 +329,8 @@ def train(
                  _noise_line(data.labels))
 
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    if state is not None and state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])  # AMP loss scale: part of an exact resume
     truth = bundle.train_labels if data.truth_known else None
     show_top5 = bundle.num_classes > 10
     for epoch in range(start_epoch, cfg.train.epochs):
@@ -383,7 +385,7 @@ def train(
             memo_rows.append({"epoch": epoch, **memo})
             row["memorized"] = memo["noisy_memorized"]
         monitor = row.get(best["monitor"], float("nan"))
-        improved = monitor == monitor and monitor > best["value"]
+        improved = monitor == monitor and monitor >= best["value"]  # ties: the later epoch, as the official trainers
         if improved:
             best = {"monitor": best["monitor"], "value": float(monitor), "epoch": epoch}
         if "test_top1" in row:
@@ -396,7 +398,8 @@ def train(
             if memo_rows:
                 _write_csv(out / "memorization.csv", memo_rows)
             ckpt = {"epoch": epoch, "step": step, "method": method.state_dict(), "history": history,
-                    "memorization": memo_rows, "best": best, "rng": capture_rng(), "config": cfg.to_dict()}
+                    "memorization": memo_rows, "best": best, "rng": capture_rng(), "config": cfg.to_dict(),
+                    "scaler": scaler.state_dict() if amp else {}}
             save_checkpoint(ckpt, out / "checkpoints" / "last.pt")
             if improved:
                 save_checkpoint(ckpt, out / "checkpoints" / "best.pt")

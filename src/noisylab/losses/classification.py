@@ -35,5 +35,7 @@ class GCELoss(nn.Module):
         self.q = q
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
-        p_y = F.softmax(upcast(logits), dim=1).gather(1, labels[:, None]).squeeze(1)
-        return ((1.0 - p_y.pow(self.q)) / self.q).mean()
+        # p_y^q as exp(q log p_y): the same value, but a finite gradient when p_y underflows to 0
+        # (pow(0, q) has an infinite derivative, which turns the whole batch's gradient into NaN)
+        log_p_y = F.log_softmax(upcast(logits), dim=1).gather(1, labels[:, None]).squeeze(1)
+        return ((1.0 - torch.exp(self.q * log_p_y)) / self.q).mean()
