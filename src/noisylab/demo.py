@@ -20,12 +20,15 @@ from .report.summary import format_table
 
 log = logging.getLogger("noisylab")
 
-# Settings chosen so that the effect is visible on 2 CPU cores in minutes: a 1-D CNN with
-# enough capacity to memorize 4,000 MNIST-1D examples, trained long enough with a constant
-# learning rate for CE to memorize most wrong labels. ELR uses the paper's CIFAR-100 setting
-# (lambda 7, beta 0.9): with the CIFAR-10 setting (lambda 3, beta 0.7) and this constant learning
-# rate the targets follow the drifting predictions and ELR ends up memorizing too (seen: 72% of
-# wrong labels memorized after 80 epochs, against 7% with lambda 7, beta 0.9).
+# Settings chosen so that the effect is visible on 2 CPU cores in minutes (measured, see the
+# closing notes of the core issue):
+# - mnist1d: a 1-D CNN with enough capacity to memorize 4,000 MNIST-1D examples, trained long
+#   enough at a constant learning rate for CE to memorize most wrong labels. ELR uses the paper's
+#   CIFAR-100 setting (lambda 7, beta 0.9): with the CIFAR-10 one (lambda 3, beta 0.7) at this
+#   constant learning rate the targets follow the drifting predictions and ELR memorizes too
+#   (seen: 72% of wrong labels memorized after 80 epochs, against 7% with lambda 7, beta 0.9).
+# - fashion-mnist: a 512-512 MLP on a 10,000-image stratified subset with a cosine schedule; ELR
+#   with the paper's CIFAR-10 setting (lambda 3, beta 0.7).
 DEMO_SETTINGS: dict[str, dict[str, Any]] = {
     "mnist1d": {
         "data": {"dataset": "mnist1d"},
@@ -33,25 +36,26 @@ DEMO_SETTINGS: dict[str, dict[str, Any]] = {
         "optim": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4},
         "schedule": {"name": "constant"},
         "train": {"epochs": 80, "batch_size": 64},
+        "elr": {"lam": 7.0, "beta": 0.9},
     },
     "fashion-mnist": {
         "data": {"dataset": "fashion-mnist", "train_size": 10000, "test_size": 5000},
-        "model": {"arch": "cnn_small"},
+        "model": {"arch": "mlp", "options": {"hidden": [512, 512]}},
         "optim": {"name": "sgd", "lr": 0.02, "momentum": 0.9, "weight_decay": 5e-4},
-        "schedule": {"name": "constant"},
-        "train": {"epochs": 40, "batch_size": 128},
+        "schedule": {"name": "cosine"},
+        "train": {"epochs": 50, "batch_size": 128},
+        "elr": {"lam": 3.0, "beta": 0.7},
     },
 }
-ELR_LAMBDA, ELR_BETA = 7.0, 0.9
 
 
 def demo_configs(dataset: str = "mnist1d", root: str | None = None, epochs: int | None = None,
                  rate: float = 0.4, device: str = "auto", seed: int = 0) -> dict[str, Config]:
     """The three demo runs, keyed by a short slug."""
-    settings = DEMO_SETTINGS[dataset]
+    settings = {k: v for k, v in DEMO_SETTINGS[dataset].items() if k != "elr"}
     runs = {
         "ce_noisy": ({"kind": "symmetric", "rate": rate}, {"name": "ce"}),
-        "elr_noisy": ({"kind": "symmetric", "rate": rate}, {"name": "elr", "lam": ELR_LAMBDA, "beta": ELR_BETA}),
+        "elr_noisy": ({"kind": "symmetric", "rate": rate}, {"name": "elr", **DEMO_SETTINGS[dataset]["elr"]}),
         "ce_clean": ({"kind": "none", "rate": 0.0}, {"name": "ce"}),
     }
     out = {}
