@@ -1,6 +1,5 @@
 """DDP on CPU (gloo): ELR targets stay identical across ranks, and torchrun training works."""
 import os
-import socket
 import subprocess
 import sys
 
@@ -10,13 +9,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from helpers import free_port
 from noisylab.losses import ELRLoss
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _elr_worker(rank, world, port, out):

@@ -7,7 +7,6 @@ import csv
 import json
 import math
 import os
-import socket
 
 import numpy as np
 import pytest
@@ -18,6 +17,7 @@ import torch.nn as nn
 
 from noisylab.config import ConfigError, build_config
 from noisylab.engine import train
+from helpers import config_with, free_port
 from noisylab.losses.elr_plus import ELRPlusLoss, ema_decay, mix, sample_mixup, sigmoid_rampup, update_ema
 from noisylab.methods import METHODS, MethodContext, build_method
 from noisylab.methods.elr_plus import ELRPlusMethod, resolve_reweight
@@ -347,13 +347,7 @@ def run_config(tmp_path, **over):
         "schedule": {"name": "multistep", "milestones": [2], "gamma": 0.5},
         "train": {"epochs": 4, "batch_size": 40, "progress": False, "tensorboard": False},
     }
-    for key, value in over.items():
-        node = d
-        *parents, last = key.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[last] = value
-    return build_config(d)
+    return config_with(d, **over)
 
 
 def read_csv(path):
@@ -427,12 +421,6 @@ def test_resumed_run_matches_the_uninterrupted_one_and_exports_pred_hist(tmp_pat
 
 
 # ----------------------------------------------------------------------------- DDP
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _ddp_worker(rank, world, port, out):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
@@ -448,7 +436,7 @@ def _ddp_worker(rank, world, port, out):
 
 def test_pred_hist_is_shared_across_ranks():
     out = mp.Manager().dict()
-    mp.spawn(_ddp_worker, args=(2, _free_port(), out), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(2, free_port(), out), nprocs=2, join=True)
     assert torch.equal(out[0]["hist"], out[1]["hist"])
     expected = torch.zeros(8, 3)
     for r in (0, 1):

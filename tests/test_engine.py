@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from noisylab.config import build_config
 from noisylab.engine import train
+from helpers import config_with
 from noisylab.noise import NoisyLabels
 
 
@@ -22,13 +22,7 @@ def tiny_config(tmp_path, **over):
         "schedule": {"name": "multistep", "milestones": [2], "gamma": 0.5},
         "train": {"epochs": 4, "batch_size": 32, "progress": False, "tensorboard": False},
     }
-    for key, value in over.items():
-        node = d
-        *parents, last = key.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[last] = value
-    return build_config(d)
+    return config_with(d, **over)
 
 
 def read_csv(path):
