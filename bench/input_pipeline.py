@@ -41,7 +41,7 @@ def time_ours(x, y, augment: str, batch: int, device: str) -> float:
     from noisylab.data.constants import CIFAR10_MEAN, CIFAR10_STD
 
     bundle = DataBundle("bench", x, y, None, None, 10, mean=CIFAR10_MEAN, std=CIFAR10_STD, augment="crop_flip")
-    tb = make_train_batches(bundle, y, batch, device, augment=augment)
+    tb = make_train_batches(bundle, y, batch, device, views=augment)
     for _ in zip(range(2), tb.epoch(123)):  # warm-up
         pass
     if device.startswith("cuda"):
@@ -115,7 +115,7 @@ def main(argv=None) -> None:
     kinds = ["crop_flip"] + (["simclr"] if args.simclr else [])
     rows = []
     for kind in kinds:
-        ours = time_ours(x, y, "crop_flip" if kind == "crop_flip" else "simclr_pair", args.batch, args.device)
+        ours = time_ours(x, y, "crop_flip" if kind == "crop_flip" else ("simclr", "simclr"), args.batch, args.device)
         rows.append((kind, f"noisylab batched ({args.device})", "-", ours, None))
         for w in args.workers:
             tv = time_torchvision(x, y, kind, args.batch, w)

@@ -1,18 +1,13 @@
 """Small helpers shared by the test modules."""
 import socket
 
-from noisylab.config import build_config
+from noisylab.config import apply_settings, build_config
 
 
 def config_with(base: dict, **over):
-    """Validate ``base`` after setting each dotted key of ``over`` (``"train.epochs": 2``)."""
-    for key, value in over.items():
-        node = base
-        *parents, last = key.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[last] = value
-    return build_config(base)
+    """Validate ``base`` after setting each dotted key of ``over`` (``"train.epochs": 2``), as
+    command-line overrides would (a new method or loss name starts its section afresh)."""
+    return build_config(apply_settings(base, [((key.split("."), value), key) for key, value in over.items()]))
 
 
 def free_port() -> int:

@@ -16,7 +16,13 @@ def test_defaults_validate_and_overrides_are_typed():
     (["foo=1"], "unknown config key 'foo'"),
     (["noise.rate=1.0"], "config key 'noise.rate': Input should be less than 1"),
     (["noise.rate=-0.1"], "noise.rate"),
-    (["method.loss.name=mse"], "'ce', 'gce' or 'elr'"),
+    (["method.loss.name=mse"], "config key 'method.loss.name': unknown name 'mse' (valid: ce, gce, elr, sce, bootstrap)"),
+    (["method.name=elrr"], "config key 'method.name': unknown name 'elrr' (valid: standard, elr_plus, simclr,"),
+    (["method.name=repreg", "method.tau=0"], "config key 'method.tau': Input should be greater than 0"),
+    (["method.loss.name=gce", "method.loss.lam=2"], "unknown config key 'method.loss.lam' (valid keys here: name, q)"),
+    (["data.augment=weak"], "unknown augmentation 'weak' (valid: auto, none, crop, crop_flip, simclr)"),
+    (["detect.filter_by=magic"], "unknown filter 'magic' (valid: predicted_neq_given,"),
+    (["method.name=repreg", "method.ce_warmup_epochs=5", "method.reg_start_epoch=2"], "must not come before"),
     (["noise.kind=gaussian"], "unknown noise kind 'gaussian' (valid:"),
     (["train.epochs=abc"], "train.epochs"),
     (["device=gpu7"], "unknown device 'gpu7'"),
@@ -60,11 +66,14 @@ def test_seed_repo_flags_map_to_config_keys():
     args = _train_args("--lr", "0.01", "--bs", "64", "--beta", "0.9", "--lamb", "7", "--percent", "0.6",
                        "--epochs", "5", "--name", "n", "--seed", "3", "-d", "cpu")
     ov = alias_overrides(args)
-    cfg = load_config(None, ov)
+    cfg = load_config(None, ["method.loss.name=elr", *ov])
     assert (cfg.optim.lr, cfg.train.batch_size, cfg.method.loss.beta, cfg.method.loss.lam) == (0.01, 64, 0.9, 7.0)
     assert (cfg.noise.rate, cfg.noise.kind, cfg.train.epochs, cfg.name, cfg.seed, cfg.device) == \
         (0.6, "symmetric", 5, "n", 3, "cpu")
-    assert load_config(None, alias_overrides(_train_args("--lambda", "2"))).method.loss.lam == 2.0
+    assert load_config(None, ["method.loss.name=elr", *alias_overrides(_train_args("--lambda", "2"))]).method.loss.lam == 2.0
+    # ELR's flags on a config whose loss is not ELR: one line naming the key
+    with pytest.raises(ConfigError, match="unknown config key 'method.loss.lam' \\(valid keys here: name\\)"):
+        load_config(None, alias_overrides(_train_args("--lambda", "2")))
 
 
 @pytest.mark.parametrize("text, kind", [("false", "symmetric"), ("False", "symmetric"), ("0", "symmetric"),
@@ -81,13 +90,48 @@ def test_asym_rejects_non_boolean(capsys):
     assert "expected true or false" in capsys.readouterr().err
 
 
-def test_elr_plus_keys_only_with_elr_plus():
-    with pytest.raises(ConfigError, match="method.mixup_alpha applies only to method elr_plus"):
+def test_each_method_has_its_own_schema():
+    with pytest.raises(ConfigError, match="unknown config key 'method.mixup_alpha' \\(valid keys here: loss, name\\)"):
         load_config(None, ["method.mixup_alpha=2"])
     assert load_config(None, ["method.name=elr_plus", "method.mixup_alpha=2"]).method.mixup_alpha == 2
-    # a dumped config (every key, defaults included) validates again
-    cfg = load_config(None, [])
-    assert build_config(cfg.to_dict()) == cfg
+    # each method's default loss
+    assert load_config(None, ["method.name=elr_plus"]).method.loss.name == "elr"
+    assert load_config(None, []).method.loss.name == "ce"
+    # a dumped config (every key, defaults included) validates again, for every method
+    for name in ("standard", "elr_plus", "simclr", "linear_probe", "repreg"):
+        cfg = load_config(None, [f"method.name={name}"])
+        assert build_config(cfg.to_dict()) == cfg
+
+
+def test_switching_a_method_or_loss_name_starts_that_section_afresh():
+    base = {"method": {"name": "standard", "loss": {"name": "elr", "lam": 7.0, "beta": 0.9}}}
+    # ELR's lam/beta mean nothing to GCE: the loss section restarts from GCE's defaults
+    data = apply_overrides(__import__("copy").deepcopy(base), ["method.loss.q=0.5", "method.loss.name=gce"])
+    assert build_config(data).method.loss.model_dump() == {"name": "gce", "q": 0.5}
+    # the same name keeps the settings
+    data = apply_overrides(__import__("copy").deepcopy(base), ["method.loss.name=elr", "method.loss.beta=0.8"])
+    assert build_config(data).method.loss.model_dump() == {"name": "elr", "lam": 7.0, "beta": 0.8}
+    # a method switch resets the method, then its own keys apply in any order
+    data = apply_overrides(__import__("copy").deepcopy(base), ["method.reg=rkd_angle", "method.name=repreg"])
+    cfg = build_config(data)
+    assert cfg.method.name == "repreg" and cfg.method.reg == "rkd_angle" and cfg.method.loss.name == "ce"
+
+
+def test_valid_names_come_from_one_registry_each():
+    from noisylab.config import LossConfig, MethodConfig, union_members
+    from noisylab.data.augment import VIEW_RECIPES
+    from noisylab.detect import FILTERS
+    from noisylab.losses.registry import LOSSES
+    from noisylab.methods import METHODS
+
+    assert list(METHODS) == list(union_members(MethodConfig)) == ["standard", "elr_plus", "simclr", "linear_probe", "repreg"]
+    assert list(LOSSES) == list(union_members(LossConfig)) == ["ce", "gce", "elr", "sce", "bootstrap"]
+    assert all(METHODS[n].config_class is s for n, s in union_members(MethodConfig).items())
+    # the CLI offers exactly the registry's filters
+    detect = build_parser()._subparsers._group_actions[0].choices["detect"]
+    choices = {a.dest: a.choices for a in detect._actions}
+    assert list(choices["filter_by"]) == list(FILTERS)
+    assert {"none", "crop", "crop_flip", "simclr"} == set(VIEW_RECIPES)
 
 
 def test_asym_flag_on_a_symmetric_config_drops_symmetric_options(tmp_path):

@@ -166,7 +166,7 @@ def test_pipeline_views_for_the_regularizer():
     bundle = DataBundle("toy", x, np.arange(40) % 10, None, None, 10, mean=(0.5,) * 3, std=(0.25,) * 3,
                         augment="crop_flip")
     labels = (np.arange(40) + 1) % 10
-    tb = make_train_batches(bundle, labels, 16, "cpu", augment="weak_strong")
+    tb = make_train_batches(bundle, labels, 16, "cpu", views=("crop_flip", "simclr", "simclr"))
     (weak, s1, s2), y, idx = next(iter(tb.epoch(0)))
     assert weak.shape == s1.shape == s2.shape == (16, 3, 32, 32)
     assert torch.equal(y, torch.as_tensor(labels)[idx])
@@ -174,11 +174,11 @@ def test_pipeline_views_for_the_regularizer():
     grid = (weak * 0.25 + 0.5) * 255
     assert torch.allclose(grid, grid.round(), atol=1e-3)
     assert not torch.equal(s1, s2)
-    pair = next(iter(make_train_batches(bundle, labels, 16, "cpu", augment="simclr_pair").epoch(0)))[0]
+    pair = next(iter(make_train_batches(bundle, labels, 16, "cpu", views=("simclr", "simclr")).epoch(0)))[0]
     assert isinstance(pair, tuple) and len(pair) == 2
-    one = next(iter(make_train_batches(bundle, labels, 16, "cpu", augment="simclr").epoch(0)))[0]
+    one = next(iter(make_train_batches(bundle, labels, 16, "cpu", views="simclr").epoch(0)))[0]
     assert torch.is_tensor(one) and one.shape == (16, 3, 32, 32)
     # same seed -> same views
-    a = next(iter(make_train_batches(bundle, labels, 16, "cpu", augment="simclr").epoch(5)))[0]
-    b = next(iter(make_train_batches(bundle, labels, 16, "cpu", augment="simclr").epoch(5)))[0]
+    a = next(iter(make_train_batches(bundle, labels, 16, "cpu", views="simclr").epoch(5)))[0]
+    b = next(iter(make_train_batches(bundle, labels, 16, "cpu", views="simclr").epoch(5)))[0]
     assert torch.equal(a, b)

@@ -105,7 +105,7 @@ def test_train_views_are_random_crops_and_flips_of_the_resized_image(tmp_path):
         flips += cands[0]
     assert 3 <= flips <= 19
     # "none" gives the deterministic evaluation view
-    tb_none = make_train_batches(bundle, labels, 22, "cpu", augment="none", num_workers=0)
+    tb_none = make_train_batches(bundle, labels, 22, "cpu", views="none", num_workers=0)
     xn, _, idxn = _epoch(tb_none, seed=3)
     ref = torch.stack([decode_view(str(tmp_path / f"img_{int(i):03d}.png"), 8, 10) for i in idxn])
     assert torch.equal(((xn * 0.25 + 0.5) * 255).round().to(torch.uint8), ref)
@@ -164,10 +164,41 @@ def test_missing_image_is_one_clear_error(tmp_path):
         bundle.train_x[3]
 
 
-def test_file_bundles_refuse_device_side_views(tmp_path):
+def test_file_bundles_serve_several_views(tmp_path):
     bundle, labels = make_bundle(tmp_path)
-    with pytest.raises(DataError, match="not available for the file-backed dataset"):
-        make_train_batches(bundle, labels, 4, "cpu", augment="simclr")
+    keep = np.arange(1, len(labels))  # a subset, to check that the indices are honoured
+    tb = make_train_batches(bundle, labels, 5, "cpu", views=("crop_flip", "simclr", "none"), indices=keep,
+                            num_workers=0)
+    (weak, strong, plain), y, idx = _epoch_views(tb, seed=4)
+    assert weak.shape == strong.shape == plain.shape == (len(keep), 3, 8, 8)
+    assert torch.equal(y, torch.as_tensor(labels)[idx])
+    # "none" is the evaluation view; the SimCLR view starts from it on the device, so it is not on the
+    # uint8 grid (resized crops interpolate) and differs from it
+    ref = torch.stack([decode_view(bundle.train_x.path(int(i)), 8, 10) for i in idx])
+    assert torch.equal(((plain * 0.25 + 0.5) * 255).round().to(torch.uint8), ref)
+    assert not torch.allclose(strong, plain)
+    # the weak view is a crop of the resized image, not the centre crop of every image
+    assert not torch.equal(((weak * 0.25 + 0.5) * 255).round().to(torch.uint8), ref)
+    # the same seed gives the same views
+    again = _epoch_views(tb, seed=4)
+    assert all(torch.equal(a, b) for a, b in zip(again[0], (weak, strong, plain)))
+    # labels and indices only
+    x0, y0, i0 = next(iter(make_train_batches(bundle, labels, 30, "cpu", views=(), indices=keep).epoch(1)))
+    assert x0 == () and set(i0.tolist()) == set(keep.tolist()) and len(i0) == len(keep) and torch.equal(y0, torch.as_tensor(labels)[i0])
+
+
+def _epoch_views(tb, seed):
+    xs, ys, idxs = [], [], []
+    for x, y, idx in tb.epoch(seed):
+        xs.append(x)
+        ys.append(y)
+        idxs.append(idx)
+    views = tuple(torch.cat([x[k] for x in xs]) for k in range(len(xs[0])))
+    return views, torch.cat(ys), torch.cat(idxs)
+
+
+def test_file_bundles_check_labels(tmp_path):
+    bundle, labels = make_bundle(tmp_path)
     with pytest.raises(DataError, match="labels must lie in"):
         make_train_batches(bundle, labels + 3, 4, "cpu")
 

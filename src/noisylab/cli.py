@@ -112,16 +112,16 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- detect
 def add_detect_arguments(p: argparse.ArgumentParser) -> None:
+    from .detect import FILTERS, SCORES
+
     p.add_argument("run", nargs="?", help="a run folder (reads predictions.npz)")
     p.add_argument("--labels", help="given labels (.npy, .csv one per line, or a label .npz) instead of a run")
     p.add_argument("--pred-probs", dest="pred_probs", help="[N, C] probabilities (.npy) instead of a run")
     p.add_argument("--source", choices=["auto", "targets", "pred_probs"], default="auto",
                    help="for a run: ELR targets (when present) or the final model's probabilities")
-    p.add_argument("--filter-by", dest="filter_by", default="predicted_neq_given",
-                   choices=["predicted_neq_given", "confident_learning", "low_self_confidence"])
+    p.add_argument("--filter-by", dest="filter_by", default="predicted_neq_given", choices=FILTERS)
     p.add_argument("--threshold", type=float, default=0.5, help="for low_self_confidence")
-    p.add_argument("--rank-by", dest="rank_by", default="self_confidence",
-                   choices=["self_confidence", "normalized_margin", "confidence_weighted_entropy"])
+    p.add_argument("--rank-by", dest="rank_by", default="self_confidence", choices=SCORES)
     p.add_argument("--only-flagged", action="store_true", help="write only the suspected rows")
     p.add_argument("-o", "--output", help="CSV to write (default: <run>/label_issues_<source>_<filter>.csv)")
 

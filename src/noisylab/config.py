@@ -6,7 +6,7 @@ raise :class:`ConfigError` with one line naming the key and the valid choices.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -29,9 +29,20 @@ class DataConfig(_Strict):
     val_fraction: float = Field(0.0, ge=0.0, lt=1.0, description=(
         "noisy validation split per class (ELR: 0.1); the noise is drawn on the whole training set "
         "first, so an exact count is exact over train+val together (ELR draws each part separately)"))
-    augment: Literal["auto", "none", "crop", "crop_flip"] = "auto"
+    augment: str = Field("auto", description="recipe of the weak view (every method's first view); "
+                                             "auto = the dataset default")
+    strong_augment: str = Field("simclr", description="recipe of the strong views (SimCLR, the regularizer's InfoNCE)")
     train_size: int | None = Field(None, ge=1, description="keep a class-stratified, seeded subset of the training set")
     test_size: int | None = Field(None, ge=1, description="keep the first test_size test examples")
+
+    @field_validator("augment", "strong_augment")
+    @classmethod
+    def _known_view(cls, v: str) -> str:
+        from .data.augment import VIEW_RECIPES
+
+        if v != "auto" and v not in VIEW_RECIPES:
+            raise ValueError(f"unknown augmentation '{v}' (valid: auto, {', '.join(VIEW_RECIPES)})")
+        return v
 
 
 class NoiseConfig(_Strict):
@@ -54,47 +65,148 @@ class NoiseConfig(_Strict):
 
 
 class ModelConfig(_Strict):
+    """The network: a registry model (``arch``), plus a projection head for the methods that need
+    one (SimCLR, the representation regularizer), optionally initialised from an encoder checkpoint."""
+
     arch: str = "cnn1d"
     options: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the model factory")
+    encoder_checkpoint: str | None = Field(None, description=(
+        "initialise the encoder (and projection head) from `noisylab pretrain`'s encoder.pt or the "
+        "ICLR-2023 repo's SimCLR checkpoint (f.* / g.* keys)"))
+    proj_dim: int = Field(128, ge=1, description="projection head output (SimCLR: 128)")
+    proj_hidden: int | None = Field(None, ge=1, description="projection head hidden width (default: the feature width)")
 
 
-class LossConfig(_Strict):
-    """The per-batch loss of the standard method. ``lam``/``beta`` are ELR's, ``q`` is GCE's."""
+# ----------------------------------------------------------------------------- losses
+# One schema per classification loss, a union discriminated by ``name``: the names are written
+# here once; noisylab.losses.build_loss maps each schema to its module.
+class CELossConfig(_Strict):
+    """Cross-entropy."""
 
-    name: Literal["ce", "gce", "elr"] = "ce"
-    lam: float = Field(3.0, ge=0.0)
-    beta: float = Field(0.7, ge=0.0, lt=1.0)
+    name: Literal["ce"] = "ce"
+
+
+class GCELossConfig(_Strict):
+    """Generalized cross-entropy (Zhang & Sabuncu, NeurIPS 2018)."""
+
+    name: Literal["gce"] = "gce"
     q: float = Field(0.7, gt=0.0, le=1.0)
 
 
-ELR_PLUS_KEYS = frozenset({"mixup_alpha", "ema_alpha", "ema_update", "ema_step", "coef_step", "warmup_epochs", "reweight_labels"})
+class ELRLossConfig(_Strict):
+    """Early-learning regularization (Liu et al., NeurIPS 2020): CE + lam * mean log(1 - <t, p>)."""
+
+    name: Literal["elr"] = "elr"
+    lam: float = Field(3.0, ge=0.0)
+    beta: float = Field(0.7, ge=0.0, lt=1.0)
 
 
-class MethodConfig(_Strict):
-    """The training recipe. ``standard``: one network with ``loss``. ``elr_plus``: ELR+ (two
-    networks, mixup, weight-averaged targets; seed-methods.md 1.4), which uses ``loss.lam`` and
-    ``loss.beta`` and the keys below (defaults: the paper's CIFAR-10 settings)."""
+class SCELossConfig(_Strict):
+    """Symmetric cross-entropy (Wang et al., ICCV 2019): alpha * CE + beta * RCE."""
 
-    name: Literal["standard", "elr_plus"] = "standard"
-    loss: LossConfig = Field(default_factory=LossConfig)
-    mixup_alpha: float = Field(1.0, gt=0.0, description="ELR+: mixup Beta(alpha, alpha)")
-    ema_alpha: float = Field(0.997, ge=0.0, lt=1.0, description="ELR+: weight-averaging decay")
-    ema_update: bool = Field(True, description="ELR+: ramp the decay up over ema_step iterations")
-    ema_step: int = Field(40000, ge=0, description="ELR+: iterations of the EMA decay ramp")
-    coef_step: int = Field(0, ge=0, description="ELR+: iterations of the regularizer ramp (0: none)")
-    warmup_epochs: int = Field(0, ge=0, description="ELR+: epochs of plain CE first")
+    name: Literal["sce"] = "sce"
+    alpha: float = Field(6.0, ge=0.0)
+    beta: float = Field(1.0, ge=0.0)
+
+
+class BootstrapLossConfig(_Strict):
+    """Hard bootstrapping (Reed et al., ICLR-W 2015): beta * CE(y) + (1 - beta) * CE(argmax p)."""
+
+    name: Literal["bootstrap"] = "bootstrap"
+    beta: float = Field(0.8, ge=0.0, le=1.0)
+
+
+LossConfig = Annotated[
+    Union[CELossConfig, GCELossConfig, ELRLossConfig, SCELossConfig, BootstrapLossConfig],
+    Field(discriminator="name"),
+]
+
+
+# ----------------------------------------------------------------------------- methods
+# One schema per method, a union discriminated by ``name`` (noisylab.methods maps each to its class).
+class StandardConfig(_Strict):
+    """One network trained with ``loss`` (the ELR paper's basic recipe; CE/GCE baselines)."""
+
+    name: Literal["standard"] = "standard"
+    loss: LossConfig = Field(default_factory=CELossConfig)
+
+
+class ELRPlusConfig(_Strict):
+    """ELR+ (Liu et al., NeurIPS 2020, Sec. 4): two networks, mixup, weight-averaged targets.
+    Defaults: the paper's CIFAR-10 settings."""
+
+    name: Literal["elr_plus"] = "elr_plus"
+    loss: ELRLossConfig = Field(default_factory=ELRLossConfig)
+    mixup_alpha: float = Field(1.0, gt=0.0, description="mixup Beta(alpha, alpha)")
+    ema_alpha: float = Field(0.997, ge=0.0, lt=1.0, description="weight-averaging decay")
+    ema_update: bool = Field(True, description="ramp the decay up over ema_step iterations")
+    ema_step: int = Field(40000, ge=0, description="iterations of the EMA decay ramp")
+    coef_step: int = Field(0, ge=0, description="iterations of the regularizer ramp (0: none)")
+    warmup_epochs: int = Field(0, ge=0, description="epochs of plain CE first")
     reweight_labels: bool | Literal["auto"] = Field(
-        "auto", description="ELR+: weight the mixed labels by the target (auto: only for 100 classes, as the paper's code)")
+        "auto", description="weight the mixed labels by the target (auto: only for 100 classes, as the paper's code)")
+
+
+class SimCLRConfig(_Strict):
+    """SimCLR pre-training (Chen et al., ICML 2020) as in the ICLR-2023 repo's ``main.py``: NT-Xent
+    between the projections of two strong views; no labels are used for training. Monitored by a
+    weighted kNN classifier on the encoder features (Wu et al., CVPR 2018)."""
+
+    name: Literal["simclr"] = "simclr"
+    tau: float = Field(0.5, gt=0.0, description="NT-Xent temperature")
+    knn_k: int = Field(200, ge=1, description="neighbours of the kNN monitor")
+    knn_tau: float = Field(0.5, gt=0.0, description="temperature of the kNN monitor's weights")
+
+
+class LinearProbeConfig(_Strict):
+    """A linear classifier on a frozen encoder (the ICLR-2023 repo's ``CE.py --finetune_fc_only``).
+    ``faithful``: the frozen encoder (BatchNorm in eval mode) sees the augmented weak view every
+    epoch, as the official code; ``fast``: features of the un-augmented images are computed once."""
+
+    name: Literal["linear_probe"] = "linear_probe"
+    loss: LossConfig = Field(default_factory=CELossConfig)
+    mode: Literal["faithful", "fast"] = "faithful"
+
+
+class RepRegConfig(_Strict):
+    """Regularization between representations (Cheng et al., ICLR 2023):
+    ``base_weight * loss(weak) + infonce_weight * InfoNCE(strong, strong) + reg_weight * reg(weak)``.
+
+    Warm-up (the CIFAR-100 scripts): CE alone for ``ce_warmup_epochs`` epochs, then ``loss`` alone
+    until epoch ``reg_start_epoch``, then the whole objective. ``reg: none`` is the scripts'
+    ``--base`` (the base loss alone after the CE warm-up)."""
+
+    name: Literal["repreg"] = "repreg"
+    loss: LossConfig = Field(default_factory=CELossConfig)
+    reg: Literal["rkd_dis", "rkd_angle", "none"] = "rkd_dis"
+    reg_variant: Literal["official", "park"] = Field(
+        "official", description="official: squared teacher distances, teacher not detached; park: Park et al. 2019")
+    tau: float = Field(0.5, gt=0.0, description="InfoNCE temperature")
+    base_weight: float = Field(1.0, ge=0.0, description="weight of the base loss (the scripts' --alpha)")
+    infonce_weight: float = Field(1.0, ge=0.0)
+    reg_weight: float = Field(1.0, ge=0.0)
+    ce_warmup_epochs: int = Field(0, ge=0, description="epochs of plain CE first (GCE_C100.py: --warmup_base 20 = 21)")
+    reg_start_epoch: int = Field(0, ge=0, description="first epoch with InfoNCE + reg (GCE_C100.py: --warmup_reg 22 = 23)")
 
     @model_validator(mode="after")
-    def _keys_of_the_method(self) -> "MethodConfig":
-        if self.name != "elr_plus":
-            # a dumped config lists every key with its default, so only changed values are stray
-            stray = sorted(k for k in ELR_PLUS_KEYS & self.model_fields_set
-                           if getattr(self, k) != type(self).model_fields[k].default)
-            if stray:
-                raise ValueError(f"method.{stray[0]} applies only to method elr_plus (method.name is '{self.name}')")
+    def _warmups_in_order(self) -> "RepRegConfig":
+        if self.reg != "none" and self.reg_start_epoch < self.ce_warmup_epochs:
+            raise ValueError(f"method.reg_start_epoch ({self.reg_start_epoch}) must not come before the end of "
+                             f"method.ce_warmup_epochs ({self.ce_warmup_epochs})")
         return self
+
+
+MethodConfig = Annotated[
+    Union[StandardConfig, ELRPlusConfig, SimCLRConfig, LinearProbeConfig, RepRegConfig],
+    Field(discriminator="name"),
+]
+
+
+def union_members(union: Any) -> dict[str, type[BaseModel]]:
+    """``{name: schema}`` of a discriminated union above (the one list of loss / method names)."""
+    if get_origin(union) is Annotated:
+        union = get_args(union)[0]
+    return {m.model_fields["name"].default: m for m in get_args(union)}
 
 
 class OptimConfig(_Strict):
@@ -132,8 +244,17 @@ class DetectConfig(_Strict):
     """How the run flags suspected wrong labels at the end."""
 
     source: Literal["auto", "targets", "pred_probs"] = "auto"
-    filter_by: Literal["predicted_neq_given", "confident_learning", "low_self_confidence"] = "predicted_neq_given"
+    filter_by: str = "predicted_neq_given"
     threshold: float = Field(0.5, ge=0.0, le=1.0, description="for low_self_confidence")
+
+    @field_validator("filter_by")
+    @classmethod
+    def _known_filter(cls, v: str) -> str:
+        from .detect import FILTERS
+
+        if v not in FILTERS:
+            raise ValueError(f"unknown filter '{v}' (valid: {', '.join(FILTERS)})")
+        return v
 
 
 class Config(_Strict):
@@ -146,7 +267,7 @@ class Config(_Strict):
     data: DataConfig = Field(default_factory=DataConfig)
     noise: NoiseConfig = Field(default_factory=NoiseConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
-    method: MethodConfig = Field(default_factory=MethodConfig)
+    method: MethodConfig = Field(default_factory=StandardConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
@@ -172,20 +293,62 @@ class Config(_Strict):
 
 
 # ----------------------------------------------------------------------------- loading
+def _walk(model: type[BaseModel], loc: tuple) -> tuple[list[str], Any]:
+    """The config-file path of a pydantic error location (union tags dropped) and the schema
+    that holds its last key."""
+    path: list[str] = []
+    node: Any = model
+    parts = list(loc)
+    while parts:
+        part = str(parts.pop(0))
+        path.append(part)
+        field = node.model_fields.get(part) if isinstance(node, type) and issubclass(node, BaseModel) else None
+        if field is None:
+            node = None
+            continue
+        node = field.annotation
+        members = _union_schemas(node)
+        if members and parts and str(parts[0]) in members:
+            node = members[str(parts.pop(0))]  # the tag pydantic puts in the location
+    return path, node
+
+
+def _union_schemas(annotation: Any) -> dict[str, type[BaseModel]]:
+    try:
+        return union_members(annotation)
+    except (AttributeError, IndexError, KeyError, TypeError):
+        return {}
+
+
 def _format_error(err: ValidationError, model: type[BaseModel]) -> str:
     first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"])
     if first["type"] == "extra_forbidden":
-        parent: Any = model
-        for part in first["loc"][:-1]:
-            field = parent.model_fields.get(str(part)) if isinstance(parent, type) else None
-            parent = field.annotation if field is not None else None
+        path, _ = _walk(model, first["loc"])
+        _, parent = _walk(model, first["loc"][:-1]) if len(first["loc"]) > 1 else ([], model)
         valid = sorted(parent.model_fields) if isinstance(parent, type) and issubclass(parent, BaseModel) else []
-        return f"unknown config key '{loc}'" + (f" (valid keys here: {', '.join(valid)})" if valid else "")
+        return f"unknown config key '{'.'.join(path)}'" + (f" (valid keys here: {', '.join(valid)})" if valid else "")
+    path, _ = _walk(model, first["loc"])
+    loc = ".".join(path)
     msg = first["msg"].removeprefix("Value error, ")
     got = first.get("input")
+    if first["type"] == "union_tag_invalid":
+        tags = first.get("ctx", {}).get("expected_tags", "")
+        return f"config key '{loc}.name': unknown name '{first['ctx']['tag']}' (valid: {tags.replace(chr(39), '')})"
     shown = "" if isinstance(got, (dict, list)) or got is None else f" (got {got!r})"
     return f"config key '{loc}': {msg}{shown}" if loc else f"config: {msg}"
+
+
+def _fill_union_names(data: dict[str, Any]) -> dict[str, Any]:
+    """Sections of a union schema written without their ``name`` take the default kind: the
+    standard method, and the method's default loss."""
+    method = data.get("method")
+    if isinstance(method, dict):
+        method.setdefault("name", "standard")
+        schema = union_members(MethodConfig).get(method["name"])
+        loss = method.get("loss")
+        if schema is not None and isinstance(loss, dict) and "loss" in schema.model_fields:
+            loss.setdefault("name", schema.model_fields["loss"].default_factory().name)
+    return data
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -202,10 +365,30 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.split("."), value
 
 
+# Sections whose schema depends on their ``name``: switching the name starts them afresh.
+UNION_SECTIONS = (("method",), ("method", "loss"))
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Set each dotted ``key=value`` in the nested dict ``data`` (in place; returns it)."""
-    for text in overrides:
-        path, value = parse_override(text)
+    """Set each dotted ``key=value`` in the nested dict ``data`` (in place; returns it).
+
+    An override that changes the ``name`` of a method or loss section (``method.name=repreg``,
+    ``method.loss.name=gce``) replaces that section by ``{name: new}``: the old kind's settings
+    (ELR's ``lam``, say) mean nothing, or something else, to the new kind. Later overrides then
+    set the new kind's keys, whatever their order on the command line (name switches go first).
+    """
+    return apply_settings(data, [(parse_override(text), text) for text in overrides])
+
+
+def apply_settings(data: dict[str, Any], settings: list[tuple[tuple[list[str], Any], str]]) -> dict[str, Any]:
+    """:func:`apply_overrides` for parsed ``((path, value), text)`` pairs (``text`` names the setting
+    in errors)."""
+    def is_switch(item) -> bool:
+        (path, _), _ = item
+        return tuple(path[:-1]) in UNION_SECTIONS and path[-1] == "name"
+
+    switches = sorted(filter(is_switch, settings), key=lambda item: len(item[0][0]))  # method before method.loss
+    for (path, value), text in switches + [item for item in settings if not is_switch(item)]:
         node = data
         for part in path[:-1]:
             child = node.get(part)
@@ -214,6 +397,8 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             if not isinstance(child, dict):
                 raise ConfigError(f"override '{text}': '{part}' is a value, not a section")
             node = child
+        if is_switch(((path, value), text)) and node.get("name", value) != value:
+            node.clear()
         node[path[-1]] = value
     return data
 
@@ -235,7 +420,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 def build_config(data: dict[str, Any]) -> Config:
     try:
-        return Config.model_validate(data)
+        return Config.model_validate(_fill_union_names(data))
     except ValidationError as err:
         raise ConfigError(_format_error(err, Config)) from None
 

@@ -13,12 +13,15 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
-ScoreMethod = Literal["self_confidence", "normalized_margin", "confidence_weighted_entropy"]
-FilterBy = Literal["predicted_neq_given", "confident_learning", "low_self_confidence"]
+SCORES = ("self_confidence", "normalized_margin", "confidence_weighted_entropy")
+"""Label quality scores of :func:`label_quality_scores` (the one list of their names)."""
+FILTERS = ("predicted_neq_given", "confident_learning", "low_self_confidence")
+"""Filters of :func:`find_label_issues` (the one list of their names)."""
+ScoreMethod = str
+FilterBy = str
 
 
 def _check(labels: np.ndarray, pred_probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -66,7 +69,7 @@ def label_quality_scores(labels, pred_probs, method: ScoreMethod = "self_confide
         clipped = np.clip(p, 1e-12, 1.0)
         entropy = -(clipped * np.log(clipped)).sum(axis=1) / np.log(p.shape[1])
         return 1.0 / (1.0 + entropy / np.clip(p_y, 1e-12, None))
-    raise ValueError(f"unknown score method '{method}' (valid: self_confidence, normalized_margin, confidence_weighted_entropy)")
+    raise ValueError(f"unknown score method '{method}' (valid: {', '.join(SCORES)})")
 
 
 def confident_thresholds(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
@@ -116,7 +119,7 @@ def find_label_issues(
     elif filter_by == "low_self_confidence":
         mask = p[rows, labels] < threshold
     else:
-        raise ValueError(f"unknown filter_by '{filter_by}' (valid: predicted_neq_given, confident_learning, low_self_confidence)")
+        raise ValueError(f"unknown filter_by '{filter_by}' (valid: {', '.join(FILTERS)})")
     if return_indices_ranked_by is None:
         return mask
     scores = label_quality_scores(labels, p, return_indices_ranked_by)

@@ -2,26 +2,16 @@
 
 dataset -> noise -> input pipeline -> method -> **engine** -> outputs. The engine owns the
 loop, evaluation, memorization tracking, checkpoints (atomic, resumable to the same numbers),
-logging (CSV, TensorBoard when installed, a progress bar), devices, AMP and DDP under torchrun.
-A run writes into its own folder:
+logging (CSV, TensorBoard when installed, a progress bar), devices, AMP and DDP under torchrun;
+:mod:`noisylab.run_folder` lists the files a run writes.
 
-    config.yaml          the resolved config
-    noisy_labels.npz     the labels it trained on (re-usable as noise.file)
-    split.npz            training / noisy-validation indices
-    metrics.csv          one row per epoch (test_top1, noisy_val_top1, val_top1 / imagenet_top1 for
-                         the extra splits of Clothing1M / WebVision, ...)
-    memorization.csv     the five memorization fractions per epoch (when true labels are known)
-    checkpoints/last.pt, checkpoints/best.pt
-    predictions.npz      final pred_probs on the training set (+ per-example method state)
-    label_issues.csv     every training example, suspected wrong labels first
-    summary.json         final numbers
-    memorization.png     the memorization curves
+:func:`train` is four parts a caller can also drive itself (cross-validation folds do):
+:func:`setup_run` (read and check the inputs, build the method, resume, create the folder), then
+per epoch :func:`fit_epoch` + :func:`evaluate` + :func:`write_epoch`, and :func:`finish_run`.
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
-import json
 import logging
 import os
 import time
@@ -40,8 +30,19 @@ from .data import DataBundle, load_dataset, make_eval_batches, make_train_batche
 from .data.pipeline import AnyEvalBatches, eval_split_names, example_paths
 from .detect import detection_metrics, find_label_issues, label_quality_scores, normalize_rows, write_label_issues_csv
 from .methods import Method, MethodContext, build_method
+from .methods.base import Batch, EvalData
 from .noise import NoiseError, NoisyLabels, make_noisy_labels, split_per_class
 from .report.memorization import MEMO_COLUMNS, memorization_fractions
+from .run_folder import (
+    attach_file_log,
+    detach_file_log,
+    epoch_log_line,
+    new_run_dir,
+    open_tensorboard,
+    save_arrays,
+    write_csv,
+    write_json,
+)
 
 log = logging.getLogger("noisylab")
 
@@ -177,37 +178,6 @@ def prepare_data(cfg: Config, labels_file: str | Path | None = None) -> Prepared
     return PreparedData(bundle, labels, np.sort(train_idx), np.sort(val_idx), truth_known)
 
 
-# ----------------------------------------------------------------------------- run folder
-def new_run_dir(output_dir: str | Path, name: str) -> Path:
-    """``output_dir/name``, or ``name_2``, ``name_3``... so that no earlier run is overwritten."""
-    base = Path(output_dir)
-    base.mkdir(parents=True, exist_ok=True)
-    for k in range(1, 10_000):
-        cand = base / (name if k == 1 else f"{name}_{k}")
-        try:
-            cand.mkdir()
-            return cand
-        except FileExistsError:
-            continue
-    raise ConfigError(f"too many runs named '{name}' in '{base}'")
-
-
-def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    if not rows:
-        return
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0].keys()))
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
-    os.replace(tmp, path)
-
-
-def _fmt(v: Any) -> Any:
-    return round(v, 6) if isinstance(v, float) else v
-
-
 # ----------------------------------------------------------------------------- evaluation
 @torch.no_grad()
 def predict_probs(method: Method, batches: AnyEvalBatches, amp: bool) -> np.ndarray:
@@ -233,13 +203,257 @@ def _autocast(device: torch.device, amp: bool):
     return nullcontext()
 
 
-# ----------------------------------------------------------------------------- the loop
+# ----------------------------------------------------------------------------- a run
 @dataclass
 class RunResult:
     run_dir: Path | None
     history: list[dict[str, Any]] = field(default_factory=list)
     memorization: list[dict[str, Any]] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Run:
+    """Everything one training run holds between its parts (:func:`setup_run`, :func:`fit_epoch`,
+    :func:`evaluate`, :func:`write_epoch`, :func:`finish_run`)."""
+
+    cfg: Config
+    device: torch.device
+    dist: DistInfo
+    data: PreparedData
+    method: Method
+    train_batches: Any  # AnyTrainBatches, yields the method's views
+    eval_data: EvalData  # un-augmented training part + labelled evaluation sets
+    amp: bool
+    scaler: Any
+    out: Path | None = None  # the run folder (rank 0 only)
+    writer: Any = None  # TensorBoard
+    history: list[dict[str, Any]] = field(default_factory=list)
+    memorization: list[dict[str, Any]] = field(default_factory=list)
+    best: dict[str, Any] = field(default_factory=dict)
+    start_epoch: int = 0
+    step: int = 0
+    t_start: float = field(default_factory=time.time)
+
+
+def view_recipes_of(method: Method, cfg: Config) -> tuple[str, ...]:
+    """The method's view roles as recipe names: ``weak`` -> ``data.augment``, ``strong`` ->
+    ``data.strong_augment``."""
+    roles = {"weak": cfg.data.augment, "strong": cfg.data.strong_augment}
+    unknown = [v for v in method.views if v not in roles]
+    if unknown:
+        raise ConfigError(f"method {method.name} asks for view '{unknown[0]}' (valid roles: {', '.join(roles)})")
+    return tuple(roles[v] for v in method.views)
+
+
+def setup_run(cfg: Config, resume: str | Path | None = None, run_dir: str | Path | None = None,
+              train_idx: np.ndarray | None = None) -> Run:
+    """Read and check every input, build the method, restore a checkpoint, create the run folder.
+
+    Args:
+        cfg: the validated config.
+        resume: a run folder or checkpoint to continue from; the run keeps writing in its folder.
+        run_dir: write into this (new or empty) folder instead of ``output_dir/name``.
+        train_idx: train on these dataset indices instead of the configured split (the rest of
+            the training set is then the held-out part; cross-validation folds).
+    """
+    device, dinfo = setup_device(cfg.device)
+    state = None
+    if resume is not None:
+        state = load_checkpoint(resume)
+        run_dir = Path(resume) if Path(resume).is_dir() else Path(resume).parent.parent
+    seed_everything(cfg.seed)
+    data = prepare_data(cfg, Path(run_dir) / "noisy_labels.npz" if state is not None else None)
+    if train_idx is not None:
+        rest = np.setdiff1d(np.arange(data.bundle.num_train), train_idx)
+        data = dataclasses.replace(data, train_idx=np.sort(np.asarray(train_idx)), val_idx=rest)
+    bundle = data.bundle
+    amp = cfg.train.amp and device.type == "cuda"
+    ebs = cfg.train.eval_batch_size
+    feature_batches = make_eval_batches(bundle, "train", ebs, device, labels=data.given)
+    probe = MethodContext(cfg, bundle.num_classes, bundle.num_train, bundle.input_shape, device, 0, feature_batches)
+    method = build_method(probe)
+    train_batches = make_train_batches(bundle, data.given, cfg.train.batch_size, device, view_recipes_of(method, cfg),
+                                       indices=data.train_idx, drop_last=cfg.train.drop_last, rank=dinfo.rank,
+                                       world_size=dinfo.world_size)
+    probe.batches_per_epoch = len(train_batches)  # the context object the method holds
+    # every labelled evaluation set: "test", extra splits of file datasets (Clothing1M "val",
+    # WebVision "imagenet"), and the noisy validation part of the training set
+    sets: dict[str, tuple[AnyEvalBatches, np.ndarray]] = {}
+    for split in eval_split_names(bundle):
+        if split != "train":
+            batches = make_eval_batches(bundle, split, ebs, device)
+            sets[split] = (batches, np.asarray(batches.labels))
+    if len(data.val_idx):
+        sets["noisy_val"] = (make_eval_batches(bundle, "train", ebs, device, labels=data.given, indices=data.val_idx),
+                             data.given[data.val_idx])
+    eval_data = EvalData(make_eval_batches(bundle, "train", ebs, device, labels=data.given, indices=data.train_idx), sets)
+    if dinfo.enabled:
+        method.wrap_distributed(device)
+
+    if method.has_classifier:
+        monitor = next((f"{k}_top1" for k in ("noisy_val", "val", "test") if k in sets), "train_acc")
+    else:
+        monitor = method.monitor or "train_loss"
+    run = Run(cfg, device, dinfo, data, method, train_batches, eval_data, amp,
+              torch.amp.GradScaler("cuda", enabled=amp), best={"monitor": monitor, "value": None, "epoch": -1})
+    if state is not None:
+        method.load_state_dict(state["method"])
+        run.history, run.memorization, run.best = state["history"], state["memorization"], state["best"]
+        run.start_epoch, run.step = int(state["epoch"]) + 1, int(state["step"])
+        restore_rng(state["rng"])
+        if state.get("scaler"):
+            run.scaler.load_state_dict(state["scaler"])  # AMP loss scale: part of an exact resume
+
+    # ---- the run folder: created only now, after every input was read and checked
+    if dinfo.is_main:
+        if run_dir is None:
+            run.out = new_run_dir(cfg.output_dir, cfg.name)
+        else:
+            run.out = Path(run_dir)
+            run.out.mkdir(parents=True, exist_ok=True)
+        attach_file_log(run.out)
+        save_config(cfg, run.out / "config.yaml")
+        if state is None:
+            data.labels.save(run.out / "noisy_labels.npz")
+            np.savez(run.out / "split.npz", train_idx=data.train_idx, val_idx=data.val_idx)
+        run.writer = open_tensorboard(cfg, run.out)
+        log.info("run folder: %s", run.out)
+        log.info("data: %s, %d training / %d validation / %d test examples, %d classes; labels: %s; views: %s",
+                 bundle.name, len(data.train_idx), len(data.val_idx),
+                 0 if bundle.test_labels is None else len(bundle.test_labels), bundle.num_classes,
+                 noise_line(data.labels), ", ".join(view_recipes_of(method, cfg)) or "none")
+        if state is not None:
+            log.info("resumed from epoch %d of %d", run.start_epoch, cfg.train.epochs)
+    return run
+
+
+def fit_epoch(run: Run, epoch: int) -> dict[str, Any]:
+    """Train every phase of ``epoch``; returns ``lr``, ``train_loss``, ``train_<term>`` (epoch means
+    over the examples of all ranks) and, with a classifier, ``train_acc``."""
+    cfg, method, device = run.cfg, run.method, run.device
+    t0 = time.time()
+    method.train(True)
+    sums: dict[str, torch.Tensor] = {}  # loss, terms and correct predictions, weighted by batch size
+    seen = 0
+    phases = method.phases(epoch)
+    bar = _progress(cfg, run.dist, len(run.train_batches) * len(phases), epoch)
+    for p_i, phase in enumerate(phases):
+        for x, y, idx in run.train_batches.epoch(epoch_seed(cfg.seed, epoch, p_i)):
+            batch = Batch(x if isinstance(x, tuple) else (x,), y, idx)
+            with _autocast(device, run.amp):
+                out = method.batch_loss(phase, batch, run.step)
+            phase.optimizer.zero_grad(set_to_none=True)
+            run.scaler.scale(out.loss).backward()
+            run.scaler.step(phase.optimizer)
+            run.scaler.update()
+            method.after_step(phase, run.step)
+            run.step += 1
+            n = len(y)
+            for name, value in (("loss", out.loss), *((f"term_{k}", v) for k, v in out.terms.items())):
+                sums[name] = sums.get(name, torch.zeros((), device=device)) + value.detach().float() * n
+            if out.logits is not None:
+                correct = (out.logits.detach().argmax(dim=1) == y).sum().float()
+                sums["correct"] = sums.get("correct", torch.zeros((), device=device)) + correct
+            seen += n
+            if bar is not None:
+                bar.update(1)
+                if bar.n % cfg.train.log_every == 0:  # a host sync, so only every log_every steps
+                    bar.set_postfix(loss=f"{sums['loss'].item() / seen:.4f}",
+                                    ex_s=f"{seen / max(time.time() - t0, 1e-9):.0f}")
+    if bar is not None:
+        bar.close()
+    lr = method.current_lr()
+    method.end_epoch(epoch)
+    names = sorted(sums)
+    totals = torch.stack([sums[k] for k in names] + [torch.tensor(float(seen), device=device)])
+    if run.dist.enabled:  # every rank trains the same phases with the same terms
+        dist.all_reduce(totals)
+    means = {k: float(v) / float(totals[-1]) for k, v in zip(names, totals[:-1])}
+    if not np.isfinite(means["loss"]):
+        raise TrainingDiverged(f"training diverged in epoch {epoch + 1} (loss {means['loss']:g}); "
+                               f"lower optim.lr (now {lr:g}) or check the inputs' scale")
+    row: dict[str, Any] = {"epoch": epoch, "lr": lr, "train_loss": means.pop("loss")}
+    if "correct" in means:
+        row["train_acc"] = means.pop("correct")
+    row.update({f"train_{k.removeprefix('term_')}": v for k, v in means.items()})
+    row["time_s"] = time.time() - t0
+    return row
+
+
+def evaluate(run: Run, epoch: int) -> dict[str, Any]:
+    """Accuracy on every labelled evaluation set and the memorization fractions (with a
+    classifier), plus the method's own metrics."""
+    method, row = run.method, {}
+    if method.has_classifier:
+        show_top5 = run.data.bundle.num_classes > 10
+        for split, (batches, split_labels) in run.eval_data.sets.items():
+            probs = predict_probs(method, batches, run.amp)
+            row[f"{split}_top1"] = topk_accuracy(probs, split_labels, 1)
+            if show_top5 and split != "noisy_val":
+                row[f"{split}_top5"] = topk_accuracy(probs, split_labels, 5)
+        if run.cfg.train.track_memorization and run.data.truth_known:
+            tr = run.data.train_idx
+            pred = predict_probs(method, run.eval_data.train, run.amp).argmax(axis=1)
+            memo = memorization_fractions(pred, run.data.given[tr], run.data.bundle.train_labels[tr])
+            run.memorization.append({"epoch": epoch, **memo})
+            row["memorized"] = memo["noisy_memorized"]
+    method.train(False)
+    with torch.no_grad():
+        row.update(method.evaluate(run.eval_data))
+    return row
+
+
+def update_best(run: Run, row: dict[str, Any]) -> bool:
+    """Track the best epoch by the monitored metric; True when this row is (ties: the later epoch,
+    as the official trainers)."""
+    monitor = row.get(run.best["monitor"], float("nan"))
+    if run.best["monitor"] == "train_loss":
+        monitor = -monitor  # lower is better
+    improved = monitor == monitor and (run.best["value"] is None or monitor >= run.best["value"])
+    if improved:
+        run.best = {"monitor": run.best["monitor"], "value": float(monitor), "epoch": row["epoch"]}
+    if "test_top1" in row:
+        row["best_test_top1"] = max([r["test_top1"] for r in run.history] + [row["test_top1"]])
+    return improved
+
+
+def write_epoch(run: Run, row: dict[str, Any], improved: bool) -> None:
+    """Rank 0: the epoch's CSV rows, the checkpoints (last, and best when ``improved``), TensorBoard, log."""
+    if not run.dist.is_main or run.out is None:
+        return
+    out = run.out
+    write_csv(out / "metrics.csv", run.history)
+    if run.memorization:
+        write_csv(out / "memorization.csv", run.memorization)
+    ckpt = {"epoch": row["epoch"], "step": run.step, "method": run.method.state_dict(), "history": run.history,
+            "memorization": run.memorization, "best": run.best, "rng": capture_rng(), "config": run.cfg.to_dict(),
+            "scaler": run.scaler.state_dict() if run.amp else {}}
+    save_checkpoint(ckpt, out / "checkpoints" / "last.pt")
+    if improved:
+        save_checkpoint(ckpt, out / "checkpoints" / "best.pt")
+    if run.writer is not None:
+        for k, v in row.items():
+            if k != "epoch" and isinstance(v, (int, float)):
+                run.writer.add_scalar(k, v, row["epoch"])
+        run.writer.flush()
+    log.info(epoch_log_line(row, run.cfg.train.epochs))
+
+
+def finish_run(run: Run) -> RunResult:
+    """Rank 0 writes the final outputs; every rank closes the log and the process group."""
+    result = RunResult(run.out, run.history, run.memorization)
+    try:
+        if run.dist.is_main and run.out is not None:
+            result.summary = write_final_outputs(run)
+    finally:
+        if run.writer is not None:
+            run.writer.close()
+        detach_file_log()
+        if run.dist.enabled and dist.is_initialized():
+            dist.barrier()  # rank 0 has written the outputs
+            dist.destroy_process_group()
+    return result
 
 
 def train(
@@ -260,182 +474,63 @@ def train(
     Returns:
         The per-epoch history, memorization rows and summary.
     """
-    t_start = time.time()
-    device, dinfo = setup_device(cfg.device)
-    state = None
-    if resume is not None:
-        state = load_checkpoint(resume)
-        resume_dir = Path(resume) if Path(resume).is_dir() else Path(resume).parent.parent
-        run_dir = resume_dir
-    seed_everything(cfg.seed)
-    labels_file = Path(run_dir) / "noisy_labels.npz" if state is not None else None
-    data = prepare_data(cfg, labels_file)
-    bundle = data.bundle
-    amp = cfg.train.amp and device.type == "cuda"
-
-    train_batches = make_train_batches(bundle, data.given, cfg.train.batch_size, device, cfg.data.augment,
-                                       indices=data.train_idx, drop_last=cfg.train.drop_last, rank=dinfo.rank,
-                                       world_size=dinfo.world_size)
-    ebs = cfg.train.eval_batch_size
-    # every labelled evaluation set: "test", extra splits of file datasets (Clothing1M "val",
-    # WebVision "imagenet"), and the noisy validation part of the training set
-    eval_sets: dict[str, tuple[AnyEvalBatches, np.ndarray]] = {}
-    for split in eval_split_names(bundle):
-        if split != "train":
-            batches = make_eval_batches(bundle, split, ebs, device)
-            eval_sets[split] = (batches, np.asarray(batches.labels))
-    if len(data.val_idx):
-        eval_sets["noisy_val"] = (make_eval_batches(bundle, "train", ebs, device, labels=data.given,
-                                                    indices=data.val_idx), data.given[data.val_idx])
-    track_batches = make_eval_batches(bundle, "train", ebs, device, labels=data.given, indices=data.train_idx)
-
-    ctx = MethodContext(cfg, bundle.num_classes, bundle.num_train, bundle.input_shape, device, len(train_batches))
-    method = build_method(ctx)
-    if dinfo.enabled:
-        method.wrap_distributed(device)
-
-    history: list[dict[str, Any]] = []
-    memo_rows: list[dict[str, Any]] = []
-    monitor_key = next((f"{k}_top1" for k in ("noisy_val", "val", "test") if k in eval_sets), "train_acc")
-    best: dict[str, Any] = {"monitor": monitor_key, "value": -1.0, "epoch": -1}
-    start_epoch, step = 0, 0
-    if state is not None:
-        method.load_state_dict(state["method"])
-        history, memo_rows, best = state["history"], state["memorization"], state["best"]
-        start_epoch, step = int(state["epoch"]) + 1, int(state["step"])
-        restore_rng(state["rng"])
-
-    # ---- the run folder: created only now, after every input was read and checked
-    out: Path | None = None
-    writer = None
-    if dinfo.is_main:
-        if run_dir is None:
-            out = new_run_dir(cfg.output_dir, cfg.name)
-        else:
-            out = Path(run_dir)
-            out.mkdir(parents=True, exist_ok=True)
-        _attach_file_log(out)
-        if state is None:
-            save_config(cfg, out / "config.yaml")
-            data.labels.save(out / "noisy_labels.npz")
-            np.savez(out / "split.npz", train_idx=data.train_idx, val_idx=data.val_idx)
-        else:
-            save_config(cfg, out / "config.yaml")
-        writer = _tensorboard(cfg, out)
-        log.info("run folder: %s", out)
-        log.info("data: %s, %d training / %d validation / %d test examples, %d classes; labels: %s",
-                 bundle.name, len(data.train_idx), len(data.val_idx),
-                 0 if bundle.test_labels is None else len(bundle.test_labels), bundle.num_classes,
-                 _noise_line(data.labels))
-
-    scaler = torch.amp.GradScaler("cuda", enabled=amp)
-    if state is not None and state.get("scaler"):
-        scaler.load_state_dict(state["scaler"])  # AMP loss scale: part of an exact resume
-    truth = bundle.train_labels if data.truth_known else None
-    show_top5 = bundle.num_classes > 10
-    for epoch in range(start_epoch, cfg.train.epochs):
-        t0 = time.time()
-        method.train(True)
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        seen = 0
-        phases = method.phases(epoch)
-        bar = _progress(cfg, dinfo, len(train_batches) * len(phases), epoch)
-        for p_i, phase in enumerate(phases):
-            phase.model.train(True)
-            for x, y, idx in train_batches.epoch(epoch_seed(cfg.seed, epoch, p_i)):
-                with _autocast(device, amp):
-                    loss, logits = method.batch_loss(phase, x, y, idx, step)
-                phase.optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(phase.optimizer)
-                scaler.update()
-                method.after_step(phase, step)
-                step += 1
-                loss_sum += loss.detach().float() * len(y)
-                correct += (logits.detach().argmax(dim=1) == y).sum()
-                seen += len(y)
-                if bar is not None:
-                    bar.update(1)
-                    if bar.n % cfg.train.log_every == 0:  # a host sync, so only every log_every steps
-                        bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", acc=f"{correct.item() / seen:.3f}",
-                                        ex_s=f"{seen / max(time.time() - t0, 1e-9):.0f}")
-        if bar is not None:
-            bar.close()
-        lr = method.current_lr()
-        method.end_epoch(epoch)
-        totals = torch.stack([loss_sum, correct.float(), torch.tensor(float(seen), device=device)])
-        if dinfo.enabled:
-            dist.all_reduce(totals)
-        train_time = time.time() - t0
-        if not torch.isfinite(totals[0]):
-            raise TrainingDiverged(f"training diverged in epoch {epoch + 1} (loss {float(totals[0]):g}); "
-                                   f"lower optim.lr (now {lr:g}) or check the inputs' scale")
-
-        row: dict[str, Any] = {"epoch": epoch, "lr": lr, "train_loss": float(totals[0] / totals[2]),
-                               "train_acc": float(totals[1] / totals[2])}
-        for split, (batches, split_labels) in eval_sets.items():
-            probs = predict_probs(method, batches, amp)
-            row[f"{split}_top1"] = topk_accuracy(probs, split_labels, 1)
-            if show_top5 and split != "noisy_val":
-                row[f"{split}_top5"] = topk_accuracy(probs, split_labels, 5)
-        if cfg.train.track_memorization and truth is not None:
-            pred = predict_probs(method, track_batches, amp).argmax(axis=1)
-            memo = memorization_fractions(pred, data.given[data.train_idx], truth[data.train_idx])
-            memo_rows.append({"epoch": epoch, **memo})
-            row["memorized"] = memo["noisy_memorized"]
-        monitor = row.get(best["monitor"], float("nan"))
-        improved = monitor == monitor and monitor >= best["value"]  # ties: the later epoch, as the official trainers
-        if improved:
-            best = {"monitor": best["monitor"], "value": float(monitor), "epoch": epoch}
-        if "test_top1" in row:
-            row["best_test_top1"] = max([r["test_top1"] for r in history] + [row["test_top1"]])
-        row["time_s"] = train_time
-        history.append(row)
-
-        if dinfo.is_main and out is not None:
-            _write_csv(out / "metrics.csv", history)
-            if memo_rows:
-                _write_csv(out / "memorization.csv", memo_rows)
-            ckpt = {"epoch": epoch, "step": step, "method": method.state_dict(), "history": history,
-                    "memorization": memo_rows, "best": best, "rng": capture_rng(), "config": cfg.to_dict(),
-                    "scaler": scaler.state_dict() if amp else {}}
-            save_checkpoint(ckpt, out / "checkpoints" / "last.pt")
-            if improved:
-                save_checkpoint(ckpt, out / "checkpoints" / "best.pt")
-            if writer is not None:
-                for k, v in row.items():
-                    if k != "epoch" and isinstance(v, (int, float)):
-                        writer.add_scalar(k, v, epoch)
-                writer.flush()
-            log.info("epoch %d/%d  %s", epoch + 1, cfg.train.epochs,
-                     "  ".join(f"{k}={v:.4f}" for k, v in row.items() if k not in ("epoch",) and isinstance(v, float)))
+    run = setup_run(cfg, resume, run_dir)
+    for epoch in range(run.start_epoch, cfg.train.epochs):
+        row = fit_epoch(run, epoch)
+        row.update(evaluate(run, epoch))
+        improved = update_best(run, row)
+        row["time_s"] = row.pop("time_s")  # wall time last, as before
+        run.history.append(row)
+        write_epoch(run, row, improved)
         for cb in callbacks or []:
             cb(epoch, row)
-
-    result = RunResult(out, history, memo_rows)
-    if dinfo.is_main and out is not None:
-        result.summary = _finish(cfg, method, data, track_batches, out, history, memo_rows, best, amp,
-                                 time.time() - t_start)
-    if writer is not None:
-        writer.close()
-    _detach_file_log()
-    if dinfo.enabled and dist.is_initialized():
-        dist.barrier()  # rank 0 has written the outputs
-        dist.destroy_process_group()
-    return result
+    return finish_run(run)
 
 
-def _finish(cfg: Config, method: Method, data: PreparedData, track_batches: AnyEvalBatches, out: Path,
-            history: list[dict[str, Any]], memo_rows: list[dict[str, Any]], best: dict[str, Any], amp: bool,
-            wall_time: float) -> dict[str, Any]:
-    """Final predictions, suspected wrong labels, summary and plot."""
+def write_final_outputs(run: Run) -> dict[str, Any]:
+    """Final predictions, suspected wrong labels, the method's own files, summary and plot."""
+    cfg, method, data, out = run.cfg, run.method, run.data, run.out
     tr = data.train_idx
     given = data.given[tr]
-    probs = predict_probs(method, track_batches, amp)
-    sample_state = {k: v.detach().float().cpu().numpy() for k, v in method.sample_state().items()}
-    np.savez_compressed(out / "predictions.npz", index=tr, pred_probs=probs, given_label=given,
-                        **{k: v for k, v in sample_state.items()})
+    last = run.history[-1] if run.history else {}
+    summary: dict[str, Any] = {
+        "name": cfg.name, "dataset": cfg.data.dataset, "method": cfg.method.name,
+        "loss": getattr(getattr(cfg.method, "loss", None), "name", None),
+        "noise": noise_line(data.labels),
+        "actual_noise_rate": float(np.mean(data.labels.is_noisy[tr])) if data.truth_known else None,
+        "epochs": len(run.history),
+        "test_top1_last": last.get("test_top1"), "test_top1_best": last.get("best_test_top1"),
+        "selected": run.best,
+    }
+    exported = method.export(out)
+    if exported:
+        summary["files"] = [str(p.relative_to(out)) for p in exported]
+    if method.has_classifier:
+        summary["detect"] = _detect(run, given)
+    if run.memorization:
+        summary["memorization_last"] = {k: run.memorization[-1][k] for k in MEMO_COLUMNS}
+    summary["wall_time_s"] = time.time() - run.t_start
+    write_json(out / "summary.json", summary)
+    if run.memorization:
+        from .report.plots import plot_memorization
+
+        curves = {f"{cfg.name} ({summary['loss'] or cfg.method.name})":
+                  {k: np.array([r[k] for r in run.memorization]) for k in ["epoch", *MEMO_COLUMNS]}}
+        plot_memorization(curves, out / "memorization.png")
+    tested = f"test top-1 last {last['test_top1']:.4f} best {last['best_test_top1']:.4f}; " if "test_top1" in last else ""
+    found = (f"{summary['detect']['num_flagged']} suspected wrong labels -> {out / 'label_issues.csv'}"
+             if "detect" in summary else f"outputs in {out}")
+    log.info("done: %s%s", tested, found)
+    return summary
+
+
+def _detect(run: Run, given: np.ndarray) -> dict[str, Any]:
+    """predictions.npz and label_issues.csv of a method with a classifier; the detection summary."""
+    cfg, data, out = run.cfg, run.data, run.out
+    tr = data.train_idx
+    probs = predict_probs(run.method, run.eval_data.train, run.amp)
+    sample_state = {k: v.detach().float().cpu().numpy() for k, v in run.method.sample_state().items()}
+    save_arrays(out / "predictions.npz", index=tr, pred_probs=probs, given_label=given, **sample_state)
     source = cfg.detect.source
     if source == "auto":
         source = "targets" if "targets" in sample_state else "pred_probs"
@@ -449,33 +544,13 @@ def _finish(cfg: Config, method: Method, data: PreparedData, track_batches: AnyE
     write_label_issues_csv(out / "label_issues.csv", given, scores_from, flagged, quality, indices=tr,
                            true_labels=truth, class_names=data.bundle.class_names,
                            paths=None if all_paths is None else [all_paths[i] for i in tr])
-    last = history[-1] if history else {}
-    summary: dict[str, Any] = {
-        "name": cfg.name, "dataset": cfg.data.dataset, "method": cfg.method.name, "loss": cfg.method.loss.name,
-        "noise": _noise_line(data.labels), "actual_noise_rate": float(np.mean(data.labels.is_noisy[tr])) if data.truth_known else None,
-        "epochs": len(history),
-        "test_top1_last": last.get("test_top1"), "test_top1_best": last.get("best_test_top1"),
-        "selected": best, "detect": {"source": source, "filter_by": cfg.detect.filter_by,
-                                     "num_flagged": int(flagged.sum())},
-        "wall_time_s": wall_time,
-    }
-    if memo_rows:
-        summary["memorization_last"] = {k: memo_rows[-1][k] for k in MEMO_COLUMNS}
+    summary = {"source": source, "filter_by": cfg.detect.filter_by, "num_flagged": int(flagged.sum())}
     if truth is not None:
-        m = detection_metrics(flagged, given != truth, quality)
-        summary["detect"].update(m.as_dict())
-    (out / "summary.json").write_text(json.dumps({k: _fmt(v) for k, v in summary.items()}, indent=2, default=float))
-    if memo_rows:
-        from .report.plots import plot_memorization
-
-        curves = {f"{cfg.name} ({cfg.method.loss.name})": {k: np.array([r[k] for r in memo_rows]) for k in ["epoch", *MEMO_COLUMNS]}}
-        plot_memorization(curves, out / "memorization.png")
-    tested = f"test top-1 last {last['test_top1']:.4f} best {last['best_test_top1']:.4f}; " if "test_top1" in last else ""
-    log.info("done: %s%d suspected wrong labels -> %s", tested, int(flagged.sum()), out / "label_issues.csv")
+        summary.update(detection_metrics(flagged, given != truth, quality).as_dict())
     return summary
 
 
-def _noise_line(labels: NoisyLabels) -> str:
+def noise_line(labels: NoisyLabels) -> str:
     rate = "" if labels.rate is None else f" {labels.rate:g}"
     actual = f", actual {labels.actual_rate:.4f}" if labels.clean is not None else ""
     return f"{labels.kind}{rate}{actual}"
@@ -487,40 +562,6 @@ def _progress(cfg: Config, dinfo: DistInfo, total: int, epoch: int):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", leave=False, dynamic_ncols=True)
-
-
-def _tensorboard(cfg: Config, out: Path):
-    if cfg.train.tensorboard is False:
-        return None
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        if cfg.train.tensorboard is True:
-            raise ConfigError("train.tensorboard=true needs the tensorboard package: pip install 'noisylab[tb]'") from None
-        return None
-    return SummaryWriter(log_dir=str(out / "tb"))
-
-
-_FILE_HANDLER: logging.Handler | None = None
-
-
-def _attach_file_log(out: Path) -> None:
-    global _FILE_HANDLER
-    _detach_file_log()
-    _FILE_HANDLER = logging.FileHandler(out / "train.log")
-    _FILE_HANDLER.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
-    _FILE_HANDLER.setLevel(logging.INFO)
-    log.addHandler(_FILE_HANDLER)
-    if log.level == logging.NOTSET or log.level > logging.INFO:
-        log.setLevel(logging.INFO)  # the file always gets INFO; console handlers filter for themselves
-
-
-def _detach_file_log() -> None:
-    global _FILE_HANDLER
-    if _FILE_HANDLER is not None:
-        log.removeHandler(_FILE_HANDLER)
-        _FILE_HANDLER.close()
-        _FILE_HANDLER = None
 
 
 def config_from_checkpoint(path: str | Path, overrides: list[str] | None = None) -> Config:

@@ -10,7 +10,6 @@ from .base import (
     eval_transform,
     random_crop,
     random_hflip,
-    train_transform,
 )
 from .registry import list_datasets, load_dataset, register_dataset
 from .augment import (
@@ -20,8 +19,8 @@ from .augment import (
     color_jitter,
     random_grayscale,
     resized_crop,
-    simclr_pair,
-    weak_strong_strong,
+    VIEW_RECIPES,
+    view_transform,
 )
 from .cifar import RestrictedUnpickler, safe_load_pickle
 from .files import FileDataBundle, FileEvalBatches, FileImages, FileTrainBatches, is_file_backed
@@ -35,12 +34,12 @@ from . import cifar, cifar_jpeg, clothing1m, custom, idx, webvision  # noqa: E40
 
 __all__ = [
     "Batch", "DataBundle", "DataError", "EvalBatches", "Normalize", "StandardAugment", "TrainBatches",
-    "eval_transform", "train_transform", "random_crop", "random_hflip",
+    "eval_transform", "random_crop", "random_hflip",
     "list_datasets", "load_dataset", "register_dataset",
     "make_train_batches", "make_eval_batches", "build_train_transform", "eval_split_names", "example_paths",
     "FileDataBundle", "FileImages", "FileTrainBatches", "FileEvalBatches", "is_file_backed",
     "BalancedSubset", "balanced_subset",
-    "CropFlipNormalize", "SimCLRAugment", "MultiView", "simclr_pair", "weak_strong_strong", "resized_crop",
+    "CropFlipNormalize", "SimCLRAugment", "MultiView", "VIEW_RECIPES", "view_transform", "resized_crop",
     "color_jitter", "random_grayscale",
     "RestrictedUnpickler", "safe_load_pickle", "read_idx",
 ]

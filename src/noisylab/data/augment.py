@@ -24,12 +24,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 
-from .base import StandardAugment, to_float
+from .base import BatchTransform, DataBundle, DataError, Normalize, StandardAugment, to_float
 from .constants import (
     GRAY_WEIGHTS,
     SIMCLR_FLIP_P,
@@ -322,7 +322,10 @@ class SimCLRAugment:
 
 @dataclass
 class MultiView:
-    """Apply several transforms to the same batch; returns a tuple of views (same order)."""
+    """Apply several transforms to the same batch; returns a tuple of views (same order).
+
+    The transforms draw from the one generator in turn, so the views of a batch are a function of
+    the generator's seed only."""
 
     transforms: tuple
 
@@ -330,13 +333,56 @@ class MultiView:
         return tuple(t(x, generator) for t in self.transforms)
 
 
-def simclr_pair(mean, std, **kw) -> MultiView:
-    """Two independent SimCLR views ``(x_a, x_b)`` — the pre-training input."""
-    return MultiView((SimCLRAugment(mean, std, **kw), SimCLRAugment(mean, std, **kw)))
+# ----------------------------------------------------------------------------- the view recipes
+def _needs_images(bundle: DataBundle, recipe: str) -> None:
+    if bundle.train_x.dim() != 4:
+        raise DataError(f"augmentation '{recipe}' needs images [N, C, H, W]; {bundle.name} has inputs of shape "
+                        f"{tuple(bundle.train_x.shape[1:])}")
 
 
-def weak_strong_strong(mean, std, padding: int = 4, flip: bool = True, **kw) -> MultiView:
-    """``(x1, x2, x3)``: the weak crop+flip view and two SimCLR views — the input of the
-    regularization-between-representations recipe (``*_Reg.py``, §2.4 of the notes)."""
-    return MultiView((CropFlipNormalize(mean, std, padding, flip), SimCLRAugment(mean, std, **kw),
-                      SimCLRAugment(mean, std, **kw)))
+def _crop_recipe(flip: bool):
+    def build(bundle: DataBundle) -> BatchTransform:
+        if bundle.train_x.dim() != 4:
+            return Normalize(bundle.mean, bundle.std)  # vectors and signals: nothing to crop
+        if bundle.train_x.dtype == torch.uint8:
+            return CropFlipNormalize(bundle.mean, bundle.std, bundle.crop_padding, flip=flip)
+        return StandardAugment(bundle.mean, bundle.std, bundle.crop_padding, flip=flip)
+    return build
+
+
+def _simclr_recipe(bundle: DataBundle) -> BatchTransform:
+    _needs_images(bundle, "simclr")
+    return SimCLRAugment(bundle.mean, bundle.std)
+
+
+VIEW_RECIPES: dict[str, Callable[[DataBundle], BatchTransform]] = {
+    "none": lambda bundle: Normalize(bundle.mean, bundle.std),
+    "crop": _crop_recipe(flip=False),
+    "crop_flip": _crop_recipe(flip=True),
+    "simclr": _simclr_recipe,
+}
+"""Every view recipe, by the name configs use (``data.augment``, ``data.strong_augment``):
+
+* ``none``: the normalised input (the evaluation view);
+* ``crop``: random crop of the original size from the zero-padded image (``bundle.crop_padding``);
+* ``crop_flip``: the same plus a horizontal flip with p = 1/2 (the papers' CIFAR "weak" view);
+* ``simclr``: the SimCLR view of the module doc (the ICLR-2023 repo's "strong" view).
+
+Each builds a batched transform ``(uint8 [B, C, H, W], generator) -> float [B, C, H, W]`` for an
+in-memory bundle. File-backed datasets decode ``none``/``crop``/``crop_flip`` in their DataLoader
+workers (:data:`noisylab.data.files.FILE_DECODED_RECIPES`) and apply the others batched on the
+device to the decoded evaluation view.
+"""
+
+
+def resolve_recipe(bundle: DataBundle, recipe: str | None) -> str:
+    """``auto``/None -> the dataset's default training augmentation; other names are checked."""
+    name = bundle.augment if recipe in (None, "auto") else recipe
+    if name not in VIEW_RECIPES:
+        raise DataError(f"unknown augmentation '{name}' (valid: auto, {', '.join(VIEW_RECIPES)})")
+    return name
+
+
+def view_transform(bundle: DataBundle, recipe: str | None) -> BatchTransform:
+    """The batched transform of view ``recipe`` (a :data:`VIEW_RECIPES` name or auto) for ``bundle``."""
+    return VIEW_RECIPES[resolve_recipe(bundle, recipe)](bundle)

@@ -169,16 +169,6 @@ class Normalize:
         return to_float(x, self.mean, self.std)
 
 
-def train_transform(bundle: DataBundle, augment: str | None = None) -> BatchTransform:
-    """The training transform for a bundle; ``augment`` overrides the dataset default."""
-    kind = bundle.augment if augment in (None, "auto") else augment
-    if kind == "none" or bundle.train_x.dim() != 4:
-        return Normalize(bundle.mean, bundle.std)
-    if kind in ("crop_flip", "crop"):
-        return StandardAugment(bundle.mean, bundle.std, bundle.crop_padding, flip=(kind == "crop_flip"))
-    raise DataError(f"unknown augmentation '{kind}' (valid: auto, none, crop, crop_flip)")
-
-
 def eval_transform(bundle: DataBundle) -> BatchTransform:
     return Normalize(bundle.mean, bundle.std)
 
@@ -204,7 +194,7 @@ class TrainBatches:
         labels: np.ndarray | torch.Tensor,
         batch_size: int,
         device: torch.device,
-        transform: BatchTransform,
+        transform: BatchTransform | None,
         indices: np.ndarray | None = None,
         drop_last: bool = False,
         rank: int = 0,
@@ -245,7 +235,8 @@ class TrainBatches:
         for k in range(len(self)):
             pos = order[k * self.batch_size : (k + 1) * self.batch_size]
             idx = self.indices[pos]
-            yield self.transform(self.x[idx], aug_gen), self.labels[idx], idx
+            x = () if self.transform is None else self.transform(self.x[idx], aug_gen)
+            yield x, self.labels[idx], idx
 
 
 class EvalBatches:

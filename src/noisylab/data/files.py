@@ -28,11 +28,13 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from .base import Batch, DataBundle, DataError, to_float
+from .base import Batch, BatchTransform, DataBundle, DataError, to_float
 from .sampling import BalancedSubset
 
+FILE_DECODED_RECIPES = ("none", "crop", "crop_flip")
+"""View recipes that file datasets decode in their DataLoader workers (see :class:`FileTrainBatches`)."""
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
-FILE_AUGMENTS = ("crop_flip", "crop", "none")
 
 
 def default_num_workers() -> int:
@@ -220,19 +222,31 @@ class _Failure:
 
 
 class _ViewDataset(torch.utils.data.Dataset):
-    """Items are ``(index, seed)`` keys (seed < 0: evaluation view) -> ``(uint8 [C,S,S], index)``."""
+    """Items are ``(index, seed)`` keys -> ``(tuple of uint8 [C,S,S], index)``, one image per decode
+    spec: ``"center"`` (the evaluation view), ``"crop"`` or ``"crop_flip"`` (a random training
+    view; spec k draws from ``seed + k * VIEW_SEED_STEP`` so the views of an image differ)."""
 
-    def __init__(self, images: FileImages, flip: bool) -> None:
+    def __init__(self, images: FileImages, specs: Sequence[str] = ("center",)) -> None:
         self.images = images
-        self.flip = flip
+        self.specs = tuple(specs)
 
     def __len__(self) -> int:
         return len(self.images)
 
+    def _views(self, index: int, seed: int) -> tuple[torch.Tensor, ...]:
+        out, center = [], None
+        for k, spec in enumerate(self.specs):
+            if spec == "center":
+                center = self.images.load(index) if center is None else center
+                out.append(center)
+            else:
+                out.append(self.images.load(index, (seed + k * VIEW_SEED_STEP) % 2**62, spec == "crop_flip"))
+        return tuple(out)
+
     def __getitem__(self, key):
         index, seed = key
         try:
-            return self.images.load(index, None if seed < 0 else seed, self.flip), index
+            return self._views(index, seed), index
         except DataError as err:
             return _Failure(str(err))
         except Exception as err:  # anything Pillow may raise on odd files
@@ -240,12 +254,15 @@ class _ViewDataset(torch.utils.data.Dataset):
                             f"({type(err).__name__}: {err})")
 
 
+VIEW_SEED_STEP = 1_000_003
+
+
 def _collate(items):
     for it in items:
         if isinstance(it, _Failure):
             return it
-    xs, idx = zip(*items)
-    return torch.stack(xs), torch.tensor(idx, dtype=torch.long)
+    views, idx = zip(*items)
+    return tuple(torch.stack(v) for v in zip(*views)), torch.tensor(idx, dtype=torch.long)
 
 
 class _KeyBatches:
@@ -298,14 +315,19 @@ class FileTrainBatches:
     """Shuffled, augmented batches of a file-backed dataset, on ``device``.
 
     Same contract as :class:`~noisylab.data.base.TrainBatches`: ``len()`` batches per epoch,
-    ``num_examples``, ``epoch(seed)`` yields ``(x float [B, C, S, S] normalised, y int64 [B],
-    index int64 [B])`` with the order a function of ``seed`` only (the same permutation as the
-    in-memory class), disjoint equal shards for ``rank/world_size``.
+    ``num_examples``, ``epoch(seed)`` yields ``(x, y int64 [B], index int64 [B])`` with the order a
+    function of ``seed`` only (the same permutation as the in-memory class), disjoint equal shards
+    for ``rank/world_size``. ``x`` is one float ``[B, C, S, S]`` normalised view, a tuple of them
+    for several ``views``, or ``()`` for none.
 
     Args:
         images: the training images.
         labels: ``int64 [N]`` training labels (noisy).
-        augment: ``"crop_flip"`` (random crop + flip), ``"crop"`` or ``"none"`` (centre crop).
+        views: one recipe name per view: ``crop_flip`` (random crop + flip), ``crop`` and ``none``
+            (centre crop) are decoded in the workers; any other recipe (``simclr``) needs a
+            batched transform in ``device_transforms``, applied on the device to the decoded
+            centre crop (uint8).
+        device_transforms: ``{view position: transform}`` for those recipes.
         indices: subset of dataset indices to draw from (default all).
         balanced: optional :class:`BalancedSubset` — each epoch uses a class-balanced subset of
             ``indices`` by ``labels`` (ELR+ Clothing1M).
@@ -315,13 +337,20 @@ class FileTrainBatches:
 
     def __init__(
         self, images: FileImages, labels: np.ndarray | torch.Tensor, batch_size: int, device: torch.device,
-        mean: Sequence[float] | None, std: Sequence[float] | None, augment: str = "crop_flip",
+        mean: Sequence[float] | None, std: Sequence[float] | None, views: str | Sequence[str] = "crop_flip",
         indices: np.ndarray | None = None, drop_last: bool = False, rank: int = 0, world_size: int = 1,
         num_workers: int = 0, balanced: BalancedSubset | None = None, num_classes: int | None = None,
+        device_transforms: dict[int, BatchTransform] | None = None,
     ) -> None:
-        if augment not in FILE_AUGMENTS:
-            raise DataError(f"unknown augmentation '{augment}' for a file-backed dataset "
-                            f"(valid: {', '.join(FILE_AUGMENTS)})")
+        self.views = (views,) if isinstance(views, str) else tuple(views)
+        self.device_transforms = dict(device_transforms or {})
+        for k, v in enumerate(self.views):
+            if v not in FILE_DECODED_RECIPES and k not in self.device_transforms:
+                raise DataError(f"augmentation '{v}' has no batched transform for the file-backed dataset "
+                                f"(decoded in workers: {', '.join(FILE_DECODED_RECIPES)})")
+        # what the workers decode per view; device-side recipes start from the centre crop
+        self._specs = tuple(v if v in ("crop", "crop_flip") and k not in self.device_transforms else "center"
+                            for k, v in enumerate(self.views))
         self.images = images
         self.labels_np = np.asarray(labels, dtype=np.int64)
         if len(self.labels_np) != len(images):
@@ -329,7 +358,6 @@ class FileTrainBatches:
         self.device = torch.device(device)
         self.labels = torch.as_tensor(self.labels_np).to(self.device)
         self.mean, self.std = mean, std
-        self.augment = augment
         self.pool = np.arange(len(images), dtype=np.int64) if indices is None else np.asarray(indices, dtype=np.int64)
         self.batch_size, self.drop_last = int(batch_size), drop_last
         self.rank, self.world_size = rank, world_size
@@ -368,15 +396,23 @@ class FileTrainBatches:
             order = order[self.rank : total : self.world_size]
             view_seeds = view_seeds[self.rank : total : self.world_size]
         idx = self.indices[order.numpy()]
-        seeds = view_seeds.numpy() if self.augment != "none" else np.full(len(idx), -1)
-        self._sampler.set(idx, seeds, self.batch_size, len(self))
-        dataset = _ViewDataset(self.images, self.augment == "crop_flip")
-        for item in _iterate(dataset, self._sampler, self.num_workers, self.device):
+        if not self.views:  # labels and indices only
+            for k in range(len(self)):
+                index = torch.as_tensor(idx[k * self.batch_size : (k + 1) * self.batch_size]).to(self.device)
+                yield (), self.labels[index], index
+            return
+        self._sampler.set(idx, view_seeds.numpy(), self.batch_size, len(self))
+        on_device = self.device_transforms
+        gen = torch.Generator(device=self.device).manual_seed(seed + 2) if on_device else None
+        for item in _iterate(_ViewDataset(self.images, self._specs), self._sampler, self.num_workers, self.device):
             _raise_failure(item)
-            x, index = item
+            raw, index = item
             index = index.to(self.device, non_blocking=True)
-            x = to_float(x.to(self.device, non_blocking=True), self.mean, self.std)
-            yield x, self.labels[index], index
+            xs = []
+            for k, r in enumerate(raw):
+                r = r.to(self.device, non_blocking=True)
+                xs.append(on_device[k](r, gen) if k in on_device else to_float(r, self.mean, self.std))
+            yield (xs[0] if len(xs) == 1 else tuple(xs)), self.labels[index], index
 
 
 class FileEvalBatches:
@@ -406,9 +442,9 @@ class FileEvalBatches:
         return -(-self.num_examples // self.batch_size)
 
     def __iter__(self) -> Iterator[Batch]:
-        for item in _iterate(_ViewDataset(self.images, False), self._sampler, self.num_workers, self.device):
+        for item in _iterate(_ViewDataset(self.images), self._sampler, self.num_workers, self.device):
             _raise_failure(item)
-            x, index = item
+            (x,), index = item
             y = self.labels[index].to(self.device)
             yield to_float(x.to(self.device, non_blocking=True), self.mean, self.std), y, index.to(self.device)
 

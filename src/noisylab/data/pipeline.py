@@ -6,56 +6,43 @@ in-memory bundles and :class:`~noisylab.data.files.FileTrainBatches` /
 :class:`~noisylab.data.files.FileEvalBatches` (DataLoader workers) for
 :class:`~noisylab.data.files.FileDataBundle`. All four yield ``(x, y, index)`` on the device.
 
-Training augmentations (``augment``):
-
-=================  =====================================================================  ===========
-name               what ``x`` is                                                          bundles
-=================  =====================================================================  ===========
-``auto``/None      the dataset default (``bundle.augment``)                               all
-``none``           normalised inputs (file datasets: centre crop)                         all
-``crop``           random crop with ``bundle.crop_padding`` (files: random crop)          all
-``crop_flip``      random crop + horizontal flip (the papers' CIFAR / Clothing1M recipe)   all
-``simclr``         one SimCLR view (see :mod:`noisylab.data.augment`)                     in-memory
-``simclr_pair``    tuple of two SimCLR views (SimCLR pre-training)                        in-memory
-``weak_strong``    tuple ``(weak crop_flip, SimCLR, SimCLR)`` (ICLR-2023 ``*_Reg.py``)    in-memory
-=================  =====================================================================  ===========
+Training views: ``views`` names one recipe of :data:`~noisylab.data.augment.VIEW_RECIPES` per view
+(``auto`` = the dataset default). With one view ``x`` is a tensor; with several it is a tuple of
+tensors in the same order (e.g. ``("crop_flip", "simclr", "simclr")``, the weak and two strong
+views of the ICLR-2023 regularizer); with none it is ``()`` (a method that only needs the labels
+and indices, such as a linear probe on cached features).
 """
 from __future__ import annotations
 
-from typing import Union
+from typing import Sequence, Union
 
 import numpy as np
 import torch
 
-from .augment import CropFlipNormalize, SimCLRAugment, simclr_pair, weak_strong_strong
-from .base import DataBundle, DataError, EvalBatches, TrainBatches, eval_transform, train_transform
-from .files import FILE_AUGMENTS, FileDataBundle, FileEvalBatches, FileImages, FileTrainBatches, is_file_backed
+from .augment import MultiView, resolve_recipe, view_transform
+from .base import DataBundle, DataError, EvalBatches, TrainBatches, eval_transform
+from .files import FILE_DECODED_RECIPES, FileDataBundle, FileEvalBatches, FileImages, FileTrainBatches, is_file_backed
 from .sampling import BalancedSubset
-
-IN_MEMORY_AUGMENTS = ("auto", "none", "crop", "crop_flip", "simclr", "simclr_pair", "weak_strong")
 
 AnyTrainBatches = Union[TrainBatches, FileTrainBatches]
 AnyEvalBatches = Union[EvalBatches, FileEvalBatches]
 
 
-def build_train_transform(bundle: DataBundle, augment: str | None = None):
-    """The batched training transform of an in-memory bundle for ``augment`` (table above)."""
-    kind = bundle.augment if augment in (None, "auto") else augment
-    if kind in ("simclr", "simclr_pair", "weak_strong"):
-        if bundle.train_x.dim() != 4:
-            raise DataError(f"augmentation '{kind}' needs images [N, C, H, W]; {bundle.name} has inputs of shape "
-                            f"{tuple(bundle.train_x.shape[1:])}")
-        if kind == "simclr":
-            return SimCLRAugment(bundle.mean, bundle.std)
-        if kind == "simclr_pair":
-            return simclr_pair(bundle.mean, bundle.std)
-        return weak_strong_strong(bundle.mean, bundle.std, padding=bundle.crop_padding, flip=True)
-    if kind not in IN_MEMORY_AUGMENTS:
-        raise DataError(f"unknown augmentation '{kind}' (valid: {', '.join(IN_MEMORY_AUGMENTS)})")
-    if kind in ("crop", "crop_flip") and bundle.train_x.dim() == 4 and bundle.train_x.dtype == torch.uint8:
-        # same random draws and images as base.StandardAugment, fused (faster)
-        return CropFlipNormalize(bundle.mean, bundle.std, bundle.crop_padding, flip=(kind == "crop_flip"))
-    return train_transform(bundle, kind)
+def view_recipes(bundle: DataBundle, views: str | Sequence[str] | None) -> tuple[str, ...]:
+    """``views`` (one recipe name, a sequence of them, or None = ``auto``) as resolved recipe names."""
+    if views is None or isinstance(views, str):
+        views = (views,)
+    return tuple(resolve_recipe(bundle, v) for v in views)
+
+
+def build_train_transform(bundle: DataBundle, views: str | Sequence[str] | None = None):
+    """The batched training transform of an in-memory bundle: one view's transform, a
+    :class:`MultiView` for several, None for no view."""
+    recipes = view_recipes(bundle, views)
+    if not recipes:
+        return None
+    transforms = tuple(view_transform(bundle, r) for r in recipes)
+    return transforms[0] if len(transforms) == 1 else MultiView(transforms)
 
 
 class _RedrawnTrainBatches(TrainBatches):
@@ -77,7 +64,7 @@ def make_train_batches(
     labels: np.ndarray | torch.Tensor,
     batch_size: int,
     device: torch.device | str,
-    augment: str | None = None,
+    views: str | Sequence[str] | None = None,
     indices: np.ndarray | None = None,
     drop_last: bool = False,
     rank: int = 0,
@@ -92,7 +79,7 @@ def make_train_batches(
         bundle: an in-memory :class:`DataBundle` or a :class:`FileDataBundle`.
         labels: ``int64 [N]`` training labels (usually the noisy ones), N = ``bundle.num_train``.
         batch_size: per-rank batch size.
-        augment: see the module table; None / "auto" = the dataset default.
+        views: the view recipe(s), see the module doc; None / "auto" = the dataset default.
         indices: dataset indices to train on (e.g. after a validation split); default all.
         drop_last, rank, world_size: as :class:`TrainBatches`.
         num_workers: DataLoader workers for file datasets (default ``bundle.num_workers``);
@@ -115,17 +102,15 @@ def make_train_batches(
             raise DataError(f"balanced must be a BalancedSubset, None or 'auto', got '{balanced}'")
         balanced = bundle.extra.get("balanced_subset")
     if is_file_backed(bundle):
-        kind = bundle.augment if augment in (None, "auto") else augment
-        if kind not in FILE_AUGMENTS:
-            raise DataError(f"augmentation '{kind}' is not available for the file-backed dataset {bundle.name} "
-                            f"(valid: auto, {', '.join(FILE_AUGMENTS)}); SimCLR views need an in-memory dataset")
         workers = getattr(bundle, "num_workers", 0) if num_workers is None else num_workers
+        recipes = view_recipes(bundle, views)
+        on_device = {k: view_transform(bundle, r) for k, r in enumerate(recipes) if r not in FILE_DECODED_RECIPES}
         return FileTrainBatches(
-            bundle.train_x, labels_np, batch_size, device, bundle.mean, bundle.std, augment=kind,
-            indices=indices, drop_last=drop_last, rank=rank, world_size=world_size, num_workers=workers,
-            balanced=balanced, num_classes=bundle.num_classes,
+            bundle.train_x, labels_np, batch_size, device, bundle.mean, bundle.std,
+            views=recipes, device_transforms=on_device, indices=indices, drop_last=drop_last, rank=rank,
+            world_size=world_size, num_workers=workers, balanced=balanced, num_classes=bundle.num_classes,
         )
-    transform = build_train_transform(bundle, augment)
+    transform = build_train_transform(bundle, views)
     pool = np.arange(bundle.num_train, dtype=np.int64) if indices is None else np.asarray(indices, dtype=np.int64)
     if balanced is None:
         return TrainBatches(bundle.train_x, labels_np, batch_size, device, transform, indices=indices,

@@ -1,4 +1,12 @@
-"""Stateless classification losses: cross-entropy and generalized cross-entropy."""
+"""Stateless classification losses: cross-entropy, generalized cross-entropy, symmetric
+cross-entropy and hard bootstrapping (the base losses of Cheng et al., ICLR 2023).
+
+    SCE        = alpha * CE(z, y) + beta * mean_i RCE_i,
+                 RCE_i = -sum_c p_ic log(clamp(onehot(y_i)_c, 1e-4, 1)),  p = clamp(softmax(z), 1e-7, 1)
+                       = -log(1e-4) * sum_{c != y_i} p_ic
+    Bootstrap  = mean_i [ beta * CE(z_i, y_i) - (1 - beta) * log_softmax(z_i)[argmax_c z_ic] ]
+                 (the argmax is a constant: no gradient flows through the choice of class)
+"""
 from __future__ import annotations
 
 import torch
@@ -39,3 +47,76 @@ class GCELoss(nn.Module):
         # (pow(0, q) has an infinite derivative, which turns the whole batch's gradient into NaN)
         log_p_y = F.log_softmax(upcast(logits), dim=1).gather(1, labels[:, None]).squeeze(1)
         return ((1.0 - torch.exp(self.q * log_p_y)) / self.q).mean()
+
+
+class SCELoss(nn.Module):
+    """Symmetric cross-entropy of Wang et al., "Symmetric Cross Entropy for Robust Learning with
+    Noisy Labels", ICCV 2019, as in ``SCE_C100.py`` of SelfSup_NoisyLabel (Cheng et al., ICLR 2023).
+
+    ``L = alpha * CE + beta * mean_i RCE_i``; the reverse cross-entropy replaces ``log 0`` of the
+    one-hot label by ``log 1e-4`` and clamps the probabilities at 1e-7, so
+    ``RCE_i = -log(1e-4) * sum_{c != y_i} clamp(p_ic, 1e-7, 1)`` (the clamp zeroes the gradient of
+    probabilities below 1e-7). ``index`` is accepted and ignored.
+
+    Args:
+        num_classes: C, the width of the logits (>= 2).
+        alpha: weight of CE, >= 0. Default 6.0, as in the CIFAR-100 script.
+        beta: weight of RCE, >= 0. Default 1.0, as in the CIFAR-100 script (the SCE paper used
+            alpha 0.1 / beta 1 on CIFAR-10 and alpha 6 / beta 0.1 on CIFAR-100).
+
+    Shapes: ``logits [B, C]``, ``labels [B]`` (long) -> scalar.
+    """
+
+    def __init__(self, num_classes: int, alpha: float = 6.0, beta: float = 1.0) -> None:
+        super().__init__()
+        if int(num_classes) != num_classes or num_classes < 2:
+            raise ValueError(f"SCE num_classes must be an integer >= 2, got {num_classes}")
+        if not alpha >= 0:
+            raise ValueError(f"SCE alpha must be >= 0, got {alpha}")
+        if not beta >= 0:
+            raise ValueError(f"SCE beta must be >= 0, got {beta}")
+        self.num_classes, self.alpha, self.beta = int(num_classes), float(alpha), float(beta)
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        logits = upcast(logits)
+        if logits.dim() != 2 or logits.shape[1] != self.num_classes:
+            raise ValueError(f"SCE expects logits [B, {self.num_classes}], got {tuple(logits.shape)}")
+        ce = F.cross_entropy(logits, labels)
+        p = F.softmax(logits, dim=1).clamp(min=1e-7, max=1.0)
+        log_label = torch.log(F.one_hot(labels, self.num_classes).to(p.dtype).clamp(min=1e-4, max=1.0))
+        rce = -(p * log_label).sum(dim=1)
+        return self.alpha * ce + self.beta * rce.mean()
+
+    def extra_repr(self) -> str:
+        return f"num_classes={self.num_classes}, alpha={self.alpha}, beta={self.beta}"
+
+
+class BootstrapLoss(nn.Module):
+    """Hard bootstrapping of Reed et al., "Training Deep Neural Networks on Noisy Labels with
+    Bootstrapping", ICLR 2015 workshop, as in ``bootstrap_C100.py`` of SelfSup_NoisyLabel.
+
+    ``L = mean_i [beta * CE(z_i, y_i) - (1 - beta) * log softmax(z_i)[k_i]]`` with
+    ``k_i = argmax_c z_ic`` chosen without gradient: the target is the convex mix of the given
+    label and the model's own hard prediction. ``index`` is accepted and ignored.
+
+    Args:
+        beta: weight of the given label, in [0, 1] (Reed et al. and the script: 0.8).
+
+    Shapes: ``logits [B, C]``, ``labels [B]`` (long) -> scalar.
+    """
+
+    def __init__(self, beta: float = 0.8) -> None:
+        super().__init__()
+        if not 0.0 <= beta <= 1.0:
+            raise ValueError(f"Bootstrap beta must lie in [0, 1], got {beta}")
+        self.beta = float(beta)
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        log_p = F.log_softmax(upcast(logits), dim=1)
+        pred = log_p.detach().argmax(dim=1, keepdim=True)
+        nll_label = -log_p.gather(1, labels[:, None]).squeeze(1)
+        nll_pred = -log_p.gather(1, pred).squeeze(1)
+        return (self.beta * nll_label + (1.0 - self.beta) * nll_pred).mean()
+
+    def extra_repr(self) -> str:
+        return f"beta={self.beta}"

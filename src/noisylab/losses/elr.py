@@ -53,6 +53,14 @@ class ELRLoss(nn.Module):
         self.targets[index] = self.beta * self.targets[index] + (1.0 - self.beta) * probs
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        terms = self.terms(logits, labels, index)
+        return terms["ce"] + terms["elr"]
+
+    def terms(self, logits: torch.Tensor, labels: torch.Tensor, index: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``{"ce": CE, "elr": lam * mean log(1 - <t, p>)}`` (updates the targets, as ``forward``).
+
+        The ``elr`` term is negative, and goes to ``lam * log(1e-4)`` (about -9.2 lam) as the
+        predictions agree with their targets, so an ELR training loss well below zero is expected."""
         if index is None:
             raise ValueError("ELRLoss needs the dataset index of every example (its target persists across epochs)")
         logits = upcast(logits)
@@ -61,7 +69,7 @@ class ELRLoss(nn.Module):
         self.update_targets(p_hat / p_hat.sum(dim=1, keepdim=True), index)
         ce = F.cross_entropy(logits, labels)
         reg = torch.log(1.0 - (self.targets[index] * p).sum(dim=1)).mean()
-        return ce + self.lam * reg
+        return {"ce": ce, "elr": self.lam * reg}
 
     def extra_repr(self) -> str:
         return f"num_examples={self.num_examples}, num_classes={self.num_classes}, lam={self.lam}, beta={self.beta}"

@@ -4,17 +4,33 @@ A method owns its model(s), optimizer(s), schedulers and per-example state, and 
 batch costs. The engine (``noisylab.engine``) owns everything else: the loop, evaluation,
 checkpoints, logging and devices. A method trains in one or more *phases* per epoch (ELR+
 trains its two networks in turn); each phase has the model and optimizer the engine steps.
+
+The contract, in the order the engine uses it:
+
+* ``views``: the views of each training example the method needs, by role: ``"weak"`` (the recipe
+  ``data.augment``, e.g. crop + flip) and ``"strong"`` (``data.strong_augment``, SimCLR's); the
+  batch carries one tensor per entry, in order (``()`` for none: labels and indices only);
+* :meth:`phases` then, per batch, :meth:`batch_loss` -> :class:`StepOutput` (the loss to minimise,
+  its named terms for the logs, the logits for the training accuracy when there is a classifier),
+  then :meth:`after_step`; :meth:`end_epoch` after the last phase;
+* ``has_classifier``: False for methods without one (SimCLR pre-training): the engine then skips
+  test accuracy, memorization tracking and label-issue detection, and selects ``best.pt`` by
+  ``monitor`` from :meth:`evaluate`;
+* :meth:`evaluate`: extra metrics each epoch (SimCLR: a weighted kNN accuracy);
+* :meth:`predict`: logits of the final predictor; :meth:`sample_state`: per-example arrays worth
+  exporting; :meth:`export`: files of its own in the run folder at the end (an encoder checkpoint).
 """
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn as nn
 
-from ..config import Config
+from ..config import Config, ConfigError
 
 
 @dataclass
@@ -27,6 +43,44 @@ class Phase:
 
 
 @dataclass
+class Batch:
+    """One training batch on the device.
+
+    Attributes:
+        views: one float tensor ``[B, ...]`` per entry of the method's ``views``, in that order.
+        y: ``int64 [B]`` given (possibly wrong) labels.
+        index: ``int64 [B]`` dataset indices (rows of per-example state).
+    """
+
+    views: tuple[torch.Tensor, ...]
+    y: torch.Tensor
+    index: torch.Tensor
+
+    @property
+    def x(self) -> torch.Tensor:
+        """The first view (the only one of single-view methods)."""
+        return self.views[0]
+
+
+@dataclass
+class StepOutput:
+    """What one training step returns.
+
+    Attributes:
+        loss: the scalar the optimizer minimises.
+        terms: named parts of the loss (``{"ce": ..., "infonce": ..., "rkd_dis": ...}``), scalars;
+            the engine logs their epoch means as ``train_<name>`` (detached, one device sync per
+            epoch).
+        logits: ``[B, C]`` outputs on the labelled view, for the training accuracy; None without
+            a classifier.
+    """
+
+    loss: torch.Tensor
+    terms: dict[str, torch.Tensor] = field(default_factory=dict)
+    logits: torch.Tensor | None = None
+
+
+@dataclass
 class MethodContext:
     """What a method needs to know about the run to build itself."""
 
@@ -36,17 +90,37 @@ class MethodContext:
     input_shape: tuple[int, ...]
     device: torch.device
     batches_per_epoch: int
+    feature_batches: Any = None  # un-augmented batches (x, given y, index) over every training example
+
+
+@dataclass
+class EvalData:
+    """What :meth:`Method.evaluate` may look at: un-augmented batches ``(x, y, index)``.
+
+    Attributes:
+        train: the training part (the examples the method trains on) with their given labels.
+        sets: the labelled evaluation sets by name (``test``, ``noisy_val`` — the held-out part of
+            the training set with its given labels —, Clothing1M ``val``...): ``(batches, labels)``.
+    """
+
+    train: Any
+    sets: dict[str, tuple[Any, Any]]
 
 
 class Method(ABC):
     """Base class of training methods. Subclasses set ``self.models``/``self.optimizers``/
-    ``self.schedulers`` (dicts by name) and implement :meth:`phases`, :meth:`batch_loss` and
-    :meth:`predict`."""
+    ``self.schedulers`` (dicts by name) and implement :meth:`phases`, :meth:`batch_loss` and,
+    with a classifier, :meth:`predict` (module doc: the contract)."""
 
     name = "method"
+    config_class: type = type(None)  # the method's config schema (noisylab.config)
+    has_classifier = True
+    monitor: str | None = None  # the metric of evaluate() that selects best.pt (None: the engine's default)
+    find_unused_parameters = False  # DDP: some parameters get no gradient in some steps (warm-ups)
 
     def __init__(self, ctx: MethodContext) -> None:
         self.ctx = ctx
+        self.views: tuple[str, ...] = ("weak",)
         self.models: dict[str, nn.Module] = {}
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.schedulers: dict[str, Any] = {}
@@ -58,20 +132,27 @@ class Method(ABC):
         """The phases of epoch ``epoch`` in order (one for single-network methods)."""
 
     @abstractmethod
-    def batch_loss(self, phase: Phase, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor,
-                   step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return ``(loss scalar, logits [B, C])`` of one training batch (logits for the accuracy meter)."""
+    def batch_loss(self, phase: Phase, batch: Batch, step: int) -> StepOutput:
+        """The loss of one training batch (see :class:`StepOutput`)."""
 
     def after_step(self, phase: Phase, step: int) -> None:
         """Hook after each optimizer step (EMA updates)."""
 
-    @abstractmethod
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``[B, C]`` of the method's final predictor (the engine sets eval mode and no_grad)."""
+        raise ConfigError(f"method {self.name} has no classifier to predict with")
+
+    def evaluate(self, data: EvalData) -> dict[str, float]:
+        """Extra metrics of the epoch (the engine sets eval mode and no_grad); none by default."""
+        return {}
 
     def sample_state(self) -> dict[str, torch.Tensor]:
         """Per-example arrays worth exporting (``[N, C]``), e.g. ELR targets."""
         return {}
+
+    def export(self, out: Path) -> list[Path]:
+        """Write the method's own files into the run folder ``out`` at the end; returns them."""
+        return []
 
     # -- shared mechanics
     def end_epoch(self, epoch: int) -> None:
@@ -103,7 +184,8 @@ class Method(ABC):
             if any(p.requires_grad for p in m.parameters()):
                 if any(isinstance(b, nn.modules.batchnorm._BatchNorm) for b in m.modules()):
                     m = nn.SyncBatchNorm.convert_sync_batchnorm(m) if device.type == "cuda" else m
-                self.models[name] = nn.parallel.DistributedDataParallel(m, device_ids=ids)
+                self.models[name] = nn.parallel.DistributedDataParallel(
+                    m, device_ids=ids, find_unused_parameters=self.find_unused_parameters)
         # optimizers keep referencing the same parameter tensors, so they need no rebuild
 
     def state_dict(self) -> dict[str, Any]:
@@ -132,3 +214,24 @@ class Method(ABC):
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         pass
+
+
+def build_network(ctx: MethodContext, projector: bool = False) -> nn.Module:
+    """The registry model ``model.arch`` for the run, on the device: a
+    :class:`~noisylab.models.ContrastiveNet` (encoder + classifier + projection head) when
+    ``projector``, else the plain classifier. With ``model.encoder_checkpoint`` the encoder (and
+    the projection head, when there is one and it fits) start from that checkpoint."""
+    import logging
+
+    from ..models import ContrastiveNet, create_model, load_encoder_checkpoint
+
+    mc = ctx.config.model
+    backbone = create_model(mc.arch, ctx.num_classes, ctx.input_shape, **mc.options)
+    net = ContrastiveNet(backbone, mc.proj_dim, mc.proj_hidden) if projector or mc.encoder_checkpoint else backbone
+    if mc.encoder_checkpoint:
+        info = load_encoder_checkpoint(net, mc.encoder_checkpoint, mc.arch)
+        log = logging.getLogger("noisylab")
+        log.info("encoder initialised from %s (%s layout)", mc.encoder_checkpoint, info["layout"])
+        if projector and not info["projector"]:
+            log.warning("the projection head starts from random weights: %s", info.get("projector_skipped"))
+    return (net if projector else backbone).to(ctx.device)

@@ -56,12 +56,11 @@ import copy
 import torch
 import torch.nn.functional as F
 
-from ..config import ConfigError
+from ..config import ELRPlusConfig
 from ..losses.classification import upcast
 from ..losses.elr_plus import ELRPlusLoss, ema_decay, mix, sample_mixup, update_ema
-from ..models import create_model
 from ..optim import build_optimizer, build_scheduler
-from .base import Method, MethodContext, Phase
+from .base import Batch, Method, MethodContext, Phase, StepOutput, build_network
 
 NETS = ("net1", "net2")
 _OTHER_EMA = {"net1": "ema2", "net2": "ema1"}
@@ -84,20 +83,18 @@ class ELRPlusMethod(Method):
     """
 
     name = "elr_plus"
+    config_class = ELRPlusConfig
 
     def __init__(self, ctx: MethodContext) -> None:
         super().__init__(ctx)
         cfg = ctx.config
         mc = cfg.method
-        if mc.loss.name == "gce":
-            raise ConfigError("method elr_plus has its own loss (soft cross-entropy + ELR term); "
-                              "method.loss.name gce is not supported with it (use ce or elr)")
         self.mixup_alpha = float(mc.mixup_alpha)
         self.ema_alpha, self.ema_update, self.ema_step = float(mc.ema_alpha), bool(mc.ema_update), int(mc.ema_step)
         self.warmup_epochs = int(mc.warmup_epochs)
         self.reweight = resolve_reweight(mc.reweight_labels, ctx.num_classes)
         for k, net_name in enumerate(NETS, start=1):
-            net = create_model(cfg.model.arch, ctx.num_classes, ctx.input_shape, **cfg.model.options).to(ctx.device)
+            net = build_network(ctx)
             ema = copy.deepcopy(net)
             ema.requires_grad_(False)
             self.models[net_name] = net
@@ -125,9 +122,9 @@ class ELRPlusMethod(Method):
         """The current iteration counter ``t = global_step + local_step``."""
         return self.global_step + self._local_step
 
-    def batch_loss(self, phase: Phase, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor, step: int
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The loss of one step of ``phase``'s network; returns ``(loss, logits on the mixed batch)``."""
+    def batch_loss(self, phase: Phase, batch: Batch, step: int) -> StepOutput:
+        """One step of ``phase``'s network; the logits are those on the mixed batch."""
+        x, y, index = batch.x, batch.y, batch.index
         if phase.name != self._phase_name:
             self._phase_name, self._local_step = phase.name, 0
         self._local_step += 1
@@ -136,7 +133,7 @@ class ELRPlusMethod(Method):
         if self._warm:
             logits = phase.model(x)
             crit.update_targets(logits, index)
-            return F.cross_entropy(upcast(logits), y), logits
+            return StepOutput(F.cross_entropy(upcast(logits), y), logits=logits)
         t = self._t = self.iteration()
         lam, perm = sample_mixup(len(y), self.mixup_alpha, y.device)
         x_mix = mix(x, lam, perm)
@@ -145,7 +142,7 @@ class ELRPlusMethod(Method):
         with torch.no_grad():
             ema_logits = self.models[_OTHER_EMA[phase.name]](x)
         q = crit.update_targets(ema_logits, index, lam, perm)
-        return crit(logits, y_mix, q, t), logits
+        return StepOutput(crit(logits, y_mix, q, t), logits=logits)
 
     def after_step(self, phase: Phase, step: int) -> None:
         """Weight-average the network just stepped into its own EMA copy (not during warm-up)."""

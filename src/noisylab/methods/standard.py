@@ -1,45 +1,47 @@
-"""The standard method: one network trained with CE, GCE or ELR (the ELR paper's basic recipe)."""
+"""The standard method: one network trained with a classification loss (CE, GCE, SCE, bootstrap
+or ELR: the ELR paper's basic recipe and the baselines of both papers)."""
 from __future__ import annotations
 
 import torch
 
-from ..losses import CELoss, ELRLoss, GCELoss
-from ..models import create_model
+from ..config import StandardConfig
+from ..losses import ELRLoss
+from ..losses.registry import build_loss, loss_terms
 from ..optim import build_optimizer, build_scheduler
-from .base import Method, MethodContext, Phase
+from .base import Batch, Method, MethodContext, Phase, StepOutput, build_network
 
 
 class StandardMethod(Method):
-    """One model, one optimizer, one loss ``loss(logits, labels, index)``.
+    """One model, one optimizer, one loss ``loss(logits, labels, index)`` on the weak view.
 
-    Per-example state: the ELR targets ``[N, C]`` when ``method.loss.name == "elr"``.
+    Per-example state: the ELR targets ``[N, C]`` when ``method.loss.name == "elr"``. With
+    ``model.encoder_checkpoint`` the whole network is fine-tuned from a pre-trained encoder (the
+    ICLR-2023 repo's ``CE.py --simclr_pretrain`` without ``--finetune_fc_only``).
     """
 
     name = "standard"
+    config_class = StandardConfig
 
     def __init__(self, ctx: MethodContext) -> None:
         super().__init__(ctx)
         cfg = ctx.config
-        model = create_model(cfg.model.arch, ctx.num_classes, ctx.input_shape, **cfg.model.options)
-        self.models["net"] = model.to(ctx.device)
+        model = build_network(ctx)
+        self.models["net"] = model
         opt = build_optimizer(model.parameters(), cfg.optim)
         self.optimizers["net"] = opt
         self.schedulers["net"] = build_scheduler(opt, cfg.schedule, cfg.train.epochs)
-        lc = cfg.method.loss
-        if lc.name == "elr":
-            self.criterion = ELRLoss(ctx.num_train, ctx.num_classes, lam=lc.lam, beta=lc.beta).to(ctx.device)
+        self.loss_name = cfg.method.loss.name
+        self.criterion = build_loss(cfg.method.loss, ctx.num_train, ctx.num_classes).to(ctx.device)
+        if isinstance(self.criterion, ELRLoss):
             self.losses["elr"] = self.criterion
-        elif lc.name == "gce":
-            self.criterion = GCELoss(q=lc.q)
-        else:
-            self.criterion = CELoss()
 
     def phases(self, epoch: int) -> list[Phase]:
         return [Phase("net", self.models["net"], self.optimizers["net"])]
 
-    def batch_loss(self, phase, x, y, index, step):
-        logits = phase.model(x)
-        return self.criterion(logits, y, index), logits
+    def batch_loss(self, phase: Phase, batch: Batch, step: int) -> StepOutput:
+        logits = phase.model(batch.x)
+        terms = loss_terms(self.criterion, self.loss_name, logits, batch.y, batch.index)
+        return StepOutput(sum(terms.values()), terms if len(terms) > 1 else {}, logits)
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         return self.unwrap("net")(x)

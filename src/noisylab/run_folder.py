@@ -1,0 +1,120 @@
+"""The files of a run folder: creation, per-epoch records, and the final outputs.
+
+A run writes into its own folder (``output_dir/name``, or ``name_2``... so nothing is overwritten):
+
+    config.yaml          the resolved config
+    noisy_labels.npz     the labels it trained on (re-usable as noise.file)
+    split.npz            training / noisy-validation indices
+    metrics.csv          one row per epoch (lr, train loss and its named terms, test_top1, ...)
+    memorization.csv     the five memorization fractions per epoch (when true labels are known)
+    checkpoints/last.pt, checkpoints/best.pt
+    predictions.npz      final pred_probs on the training set (+ per-example method state)
+    label_issues.csv     every training example, suspected wrong labels first
+    summary.json         final numbers
+    memorization.png     the memorization curves
+    train.log, tb/       the log, TensorBoard
+
+Only rank 0 of a distributed run writes (the engine calls these functions there only).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import Config, ConfigError
+
+log = logging.getLogger("noisylab")
+
+
+def new_run_dir(output_dir: str | Path, name: str) -> Path:
+    """``output_dir/name``, or ``name_2``, ``name_3``... so that no earlier run is overwritten."""
+    base = Path(output_dir)
+    base.mkdir(parents=True, exist_ok=True)
+    for k in range(1, 10_000):
+        cand = base / (name if k == 1 else f"{name}_{k}")
+        try:
+            cand.mkdir()
+            return cand
+        except FileExistsError:
+            continue
+    raise ConfigError(f"too many runs named '{name}' in '{base}'")
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Rows as CSV (atomically); columns in order of first appearance, blank where a row lacks one
+    (loss terms that start after a warm-up)."""
+    if not rows:
+        return
+    columns: dict[str, None] = {}
+    for r in rows:
+        columns.update(dict.fromkeys(r))
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(columns), restval="")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """``data`` as indented JSON, floats rounded to 6 decimals."""
+    def fmt(v: Any) -> Any:
+        return round(v, 6) if isinstance(v, float) else v
+
+    path.write_text(json.dumps({k: fmt(v) for k, v in data.items()}, indent=2, default=float))
+
+
+# ----------------------------------------------------------------------------- logs
+_FILE_HANDLER: logging.Handler | None = None
+
+
+def attach_file_log(out: Path) -> None:
+    """Send the 'noisylab' logger's INFO messages to ``out/train.log`` too."""
+    global _FILE_HANDLER
+    detach_file_log()
+    _FILE_HANDLER = logging.FileHandler(out / "train.log")
+    _FILE_HANDLER.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    _FILE_HANDLER.setLevel(logging.INFO)
+    log.addHandler(_FILE_HANDLER)
+    if log.level == logging.NOTSET or log.level > logging.INFO:
+        log.setLevel(logging.INFO)  # the file always gets INFO; console handlers filter for themselves
+
+
+def detach_file_log() -> None:
+    global _FILE_HANDLER
+    if _FILE_HANDLER is not None:
+        log.removeHandler(_FILE_HANDLER)
+        _FILE_HANDLER.close()
+        _FILE_HANDLER = None
+
+
+def open_tensorboard(cfg: Config, out: Path):
+    """A TensorBoard writer in ``out/tb`` (None when disabled, or not installed with ``auto``)."""
+    if cfg.train.tensorboard is False:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        if cfg.train.tensorboard is True:
+            raise ConfigError("train.tensorboard=true needs the tensorboard package: pip install 'noisylab[tb]'") from None
+        return None
+    return SummaryWriter(log_dir=str(out / "tb"))
+
+
+def epoch_log_line(row: dict[str, Any], epochs: int) -> str:
+    return f"epoch {row['epoch'] + 1}/{epochs}  " + "  ".join(
+        f"{k}={v:.4f}" for k, v in row.items() if k != "epoch" and isinstance(v, float))
+
+
+def save_arrays(path: Path, **arrays: np.ndarray) -> None:
+    """A compressed ``.npz`` (no pickles), written atomically."""
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    os.replace(tmp, path)
