@@ -410,6 +410,7 @@ def _ntxent_worker(rank, world, port, out_dir):
                 dist.all_reduce(p.grad)
                 p.grad /= world
             result[key] = {"loss": loss.item(), "grads": _grads(layer)}
+        dist.barrier()  # no rank tears gloo down while the other still talks to it
     finally:
         dist.destroy_process_group()
     torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))

@@ -32,6 +32,9 @@ class DataConfig(_Strict):
     augment: str = Field("auto", description="recipe of the weak view (every method's first view); "
                                              "auto = the dataset default")
     strong_augment: str = Field("simclr", description="recipe of the strong views (SimCLR, the regularizer's InfoNCE)")
+    down_sample: bool = Field(False, description=(
+        "train on a subset balanced in the noisy labels: every noisy class keeps as many examples as the "
+        "smallest (the ICLR-2023 repo's --down_sample, for linear probes under instance noise)"))
     train_size: int | None = Field(None, ge=1, description="keep a class-stratified, seeded subset of the training set")
     test_size: int | None = Field(None, ge=1, description="keep the first test_size test examples")
 

@@ -31,7 +31,7 @@ from .data.pipeline import AnyEvalBatches, eval_split_names, example_paths
 from .detect import detection_metrics, find_label_issues, label_quality_scores, normalize_rows, write_label_issues_csv
 from .methods import Method, MethodContext, build_method
 from .methods.base import Batch, EvalData
-from .noise import NoiseError, NoisyLabels, make_noisy_labels, split_per_class
+from .noise import NoiseError, NoisyLabels, down_sample, make_noisy_labels, split_per_class
 from .report.memorization import MEMO_COLUMNS, memorization_fractions
 from .run_folder import (
     attach_file_log,
@@ -175,7 +175,10 @@ def prepare_data(cfg: Config, labels_file: str | Path | None = None) -> Prepared
         train_idx, val_idx = split_per_class(split_on, cfg.data.val_fraction, cfg.seed)
     else:
         train_idx, val_idx = np.arange(n), np.zeros(0, dtype=np.int64)
-    return PreparedData(bundle, labels, np.sort(train_idx), np.sort(val_idx), truth_known)
+    train_idx = np.sort(train_idx)
+    if cfg.data.down_sample:  # after the noise, on the training part: balanced in the given labels
+        train_idx = train_idx[down_sample(labels.noisy[train_idx], cfg.seed, c)]
+    return PreparedData(bundle, labels, train_idx, np.sort(val_idx), truth_known)
 
 
 # ----------------------------------------------------------------------------- evaluation

@@ -30,7 +30,6 @@ with a detached teacher (and plain, non-squared teacher distances).
 """
 from __future__ import annotations
 
-import warnings
 
 import torch
 import torch.distributed as dist
@@ -58,9 +57,9 @@ class NTXentLoss(nn.Module):
     of the same B examples; row ``i`` of ``z1`` and of ``z2`` form the positive pair, every other
     row of either view is a negative. Returns the mean over the 2B anchors (a scalar).
 
-    Distributed: ``z1`` and ``z2`` of every rank are gathered with the gradient-preserving
-    ``torch.distributed.nn.functional.all_gather`` (its backward sums the gradients of every
-    rank's loss into the owner of each row); each rank's loss is the mean over its own 2B
+    Distributed: ``z1`` and ``z2`` of every rank are gathered with a gradient-preserving
+    all-gather (its backward sums the gradients of every rank's loss into the owner of each
+    row, as ``torch.distributed.nn.functional.all_gather``); each rank's loss is the mean over its own 2B
     anchors against all 2WB candidates. The mean of the W local losses is the single-process loss
     on the concatenated batch of W*B, and DDP's gradient averaging then gives exactly its
     gradient. Every rank must pass the same B (and D); otherwise every rank raises ValueError.
@@ -87,8 +86,8 @@ class NTXentLoss(nn.Module):
         if self.gather_distributed and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             world, rank = dist.get_world_size(), dist.get_rank()
             _check_same_shape(u1)
-            all1 = torch.cat(_all_gather_with_grad(u1))  # [W*B, D], rank-major
-            all2 = torch.cat(_all_gather_with_grad(u2))
+            all1 = _all_gather_with_grad(u1)  # [W*B, D], rank-major
+            all2 = _all_gather_with_grad(u2)
             candidates = torch.cat([all1, all2])  # [2WB, D]
         else:
             candidates = anchors
@@ -121,12 +120,32 @@ def _check_same_shape(x: torch.Tensor) -> None:
         raise ValueError(f"NT-Xent under torch.distributed needs the same [B, D] on every rank, got {found}")
 
 
-def _all_gather_with_grad(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    from torch.distributed.nn.functional import all_gather
+class _GatherWithGrad(torch.autograd.Function):
+    """``all_gather`` whose backward hands each rank the sum, over all ranks, of the gradients
+    of its own rows (an ``all_reduce`` of the whole gradient, then the rank's slice).
 
-    with warnings.catch_warnings():  # deprecated in favour of a private functional-collectives API
-        warnings.simplefilter("ignore", FutureWarning)
-        return all_gather(x)
+    ``torch.distributed.nn.functional.all_gather`` computes the same, but its gloo backward (an
+    all-to-all) aborted about one 2-process CPU run in ten here, and it is deprecated in torch 2.14.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # [B, D] -> [W*B, D], rank-major
+        x = x.contiguous()
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, x)
+        ctx.rank, ctx.rows = dist.get_rank(), x.shape[0]
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        return grad[ctx.rank * ctx.rows : (ctx.rank + 1) * ctx.rows]
+
+
+def _all_gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """``[B, D]`` of every rank -> ``[W*B, D]`` (rank-major), gradients flowing back to each rank."""
+    return _GatherWithGrad.apply(x)
 
 
 def pairwise_distances(x: torch.Tensor, squared: bool) -> torch.Tensor:
