@@ -42,7 +42,8 @@ def build(method: str, args: argparse.Namespace, out: Path, iters_per_epoch: int
         meth = {"name": "elr_plus", "loss": {"name": "elr", "lam": 3.0, "beta": 0.7}, "mixup_alpha": 1.0,
                 "coef_step": 0, "ema_alpha": 0.997, "ema_update": True, "ema_step": ema_step}
     else:
-        meth = {"name": "standard", "loss": {"name": method, "lam": 3.0, "beta": 0.7}}
+        loss = {"name": "elr", "lam": 3.0, "beta": 0.7} if method == "elr" else {"name": method}
+        meth = {"name": "standard", "loss": loss}
     return build_config({
         "name": method, "seed": args.seed, "device": "cpu", "output_dir": str(out), "data": data,
         "noise": {"kind": "symmetric", "rate": args.rate}, "model": model, "method": meth,

@@ -88,6 +88,13 @@ def _fixture(name: str, root: Path) -> list[str]:
     if name in ("elr_plus_cifar10", "elr_plus_cifar10_asym", "cifar10_elr", "cifar10_asym_elr", "cifar10_ce"):
         write_cifar10(root, n_per_batch=8)  # 40 training, 8 test images
         return [f"data.root={root}", "model.options.width=8", "train.batch_size=12"]
+    if name in ("ce_reg_cifar10", "gce_cifar10", "gce_reg_cifar10", "simclr_cifar10", "ce_fixed_encoder_cifar10_sym",
+                "ce_fixed_encoder_cifar10_instance"):
+        write_cifar10(root, n_per_batch=8)
+        return [f"data.root={root}", "model.options.width=8", "train.batch_size=12"]
+    if name in ("gce_cifar100", "gce_reg_cifar100"):
+        write_cifar100(root, n_train=40, n_test=8)
+        return [f"data.root={root}", "model.options.width=8", "train.batch_size=12"]
     if name in ("elr_plus_cifar100", "cifar100_elr"):
         write_cifar100(root, n_train=40, n_test=8)
         return [f"data.root={root}", "model.options.width=8", "train.batch_size=12"]
@@ -116,7 +123,11 @@ def _fixture(name: str, root: Path) -> list[str]:
     raise AssertionError(f"no smoke fixture for config {name}")
 
 
-SMOKE = ELR_PLUS + ["cifar10_elr", "cifar10_asym_elr", "cifar100_elr", "cifar10_ce", "mnist1d_elr", "cifar10n_elr"]
+SMOKE = ELR_PLUS + ["cifar10_elr", "cifar10_asym_elr", "cifar100_elr", "cifar10_ce", "mnist1d_elr", "cifar10n_elr",
+                    "ce_reg_cifar10", "gce_cifar10", "gce_reg_cifar10", "gce_cifar100", "gce_reg_cifar100"]
+# the ICLR-2023 README's commands (their configs) and the fixed-encoder ones, which need an encoder
+ICLR = ["simclr_cifar10", "ce_fixed_encoder_cifar10_sym", "ce_fixed_encoder_cifar10_instance", "ce_reg_cifar10",
+        "gce_cifar10", "gce_reg_cifar10", "gce_cifar100", "gce_reg_cifar100"]
 
 
 @pytest.mark.parametrize("name", SMOKE)
@@ -148,3 +159,83 @@ def test_config_trains_a_tiny_smoke_version(name, tmp_path):
     if name == "elr_plus_webvision":
         assert "imagenet_top1" in row and "test_top5" in row
     shutil.rmtree(res.run_dir / "checkpoints")  # ~1 GB for four Inception-ResNet-v2; do not keep it in /tmp
+
+
+def test_iclr_configs_carry_the_papers_settings():
+    c = {name: load_config(CONFIGS / f"{name}.yaml") for name in ICLR}
+    pre = c["simclr_cifar10"]
+    assert (pre.method.name, pre.method.tau, pre.method.knn_k, pre.model.arch, pre.model.proj_dim) == \
+        ("simclr", 0.5, 200, "resnet34", 128)
+    assert (pre.optim.name, pre.optim.lr, pre.optim.weight_decay, pre.train.batch_size, pre.train.epochs) == \
+        ("adam", 1e-3, 1e-6, 512, 1000)
+    for name in ("ce_fixed_encoder_cifar10_sym", "ce_fixed_encoder_cifar10_instance"):
+        f = c[name]
+        assert (f.method.name, f.method.loss.name, f.optim.name, f.optim.lr, f.train.batch_size) == \
+            ("linear_probe", "ce", "adam", 1e-3, 256)
+        assert f.model.encoder_checkpoint == "runs/simclr_cifar10/encoder.pt"
+    assert c["ce_fixed_encoder_cifar10_instance"].data.down_sample
+    assert c["ce_fixed_encoder_cifar10_instance"].noise.options == {"variant": "shared"}
+    for name in ("ce_reg_cifar10", "gce_cifar10", "gce_reg_cifar10"):
+        r = c[name]
+        assert (r.optim.name, r.optim.lr, r.optim.momentum, r.optim.weight_decay) == ("sgd", 0.1, 0.0, 0.0)
+        assert (r.schedule.milestones, r.train.epochs, r.train.batch_size, r.noise.rate) == ([50], 150, 256, 0.6)
+    assert c["ce_reg_cifar10"].method.loss.name == "ce" and c["gce_reg_cifar10"].method.loss.q == 0.7
+    for name in ("ce_reg_cifar10", "gce_reg_cifar10", "gce_reg_cifar100"):
+        m = c[name].method
+        assert (m.name, m.reg, m.reg_variant, m.tau, m.base_weight, m.infonce_weight, m.reg_weight) == \
+            ("repreg", "rkd_dis", "official", 0.5, 1.0, 1.0, 1.0)
+    assert (c["gce_cifar100"].method.reg, c["gce_cifar100"].method.ce_warmup_epochs) == ("none", 21)
+    assert (c["gce_reg_cifar100"].method.ce_warmup_epochs, c["gce_reg_cifar100"].method.reg_start_epoch) == (21, 23)
+
+
+SEED_COMMANDS = [  # (the ICLR-2023 README command's flags, the config, what the flags must give)
+    ("--simclr_pretrain --finetune_fc_only --noise_type symmetric --noise_rate 0.6 --epochs 150", "gce_cifar10",
+     {"method.name": "linear_probe", "method.loss.name": "gce", "model.encoder_checkpoint": "runs/simclr_cifar10/encoder.pt",
+      "optim.name": "adam", "optim.lr": 1e-3, "noise.kind": "symmetric", "noise.rate": 0.6, "train.epochs": 150}),
+    ("--simclr_pretrain --down_sample --finetune_fc_only --noise_type instance --noise_rate 0.6", "gce_cifar10",
+     {"method.name": "linear_probe", "data.down_sample": True, "noise.kind": "instance"}),
+    ("--reg rkd_angle --noise_type symmetric --noise_rate 0.6 --epochs 150", "gce_cifar10",
+     {"method.name": "repreg", "method.reg": "rkd_angle", "method.loss.name": "gce", "method.loss.q": 0.7}),
+    ("--noise_type symmetric --noise_rate 0.8 --epochs 100 --base", "gce_reg_cifar100",
+     {"method.reg": "none", "method.ce_warmup_epochs": 21, "train.epochs": 100}),
+    ("--reg rkd_dis --warmup_base 10 --warmup_reg 12 --alpha 0.5 --batch_size 128", "gce_cifar100",
+     {"method.reg": "rkd_dis", "method.ce_warmup_epochs": 11, "method.reg_start_epoch": 13,
+      "method.base_weight": 0.5, "train.batch_size": 128}),
+]
+
+
+@pytest.mark.parametrize("flags, config, expected", SEED_COMMANDS)
+def test_seed_repo_flags_of_the_iclr_scripts(flags, config, expected):
+    from noisylab.cli import train_config
+
+    args = build_parser().parse_args(["train", "-c", str(CONFIGS / f"{config}.yaml"), *flags.split()])
+    cfg = train_config(args).to_dict()
+    for key, want in expected.items():
+        node = cfg
+        for part in key.split("."):
+            node = node[part]
+        assert node == want, key
+
+
+@pytest.fixture(scope="module")
+def pretrained_encoder(tmp_path_factory):
+    """The tiny smoke version of configs/simclr_cifar10.yaml; its encoder.pt."""
+    tmp = tmp_path_factory.mktemp("simclr")
+    overrides = _fixture("simclr_cifar10", tmp / "data") + COMMON + [f"output_dir={tmp / 'runs'}", "data.val_fraction=0.2",
+                                                                     "train.drop_last=false"]
+    res = train(load_config(CONFIGS / "simclr_cifar10.yaml", overrides))
+    assert 0.0 <= res.history[0]["knn_top1"] <= 1.0 and not (res.run_dir / "label_issues.csv").exists()
+    return res.run_dir / "encoder.pt"
+
+
+@pytest.mark.parametrize("name", ["ce_fixed_encoder_cifar10_sym", "ce_fixed_encoder_cifar10_instance"])
+def test_fixed_encoder_configs_train_on_the_pretrained_encoder(name, tmp_path, pretrained_encoder):
+    overrides = _fixture(name, tmp_path / "data") + COMMON + [f"output_dir={tmp_path / 'runs'}",
+                                                              f"model.encoder_checkpoint={pretrained_encoder}"]
+    cfg = load_config(CONFIGS / f"{name}.yaml", overrides)
+    res = train(cfg)
+    assert np.isfinite(res.history[0]["train_loss"]) and (res.run_dir / "label_issues.csv").is_file()
+    if cfg.data.down_sample:  # balanced in the noisy labels
+        split, noisy = np.load(res.run_dir / "split.npz"), np.load(res.run_dir / "noisy_labels.npz")["noisy"]
+        counts = np.bincount(noisy[split["train_idx"]], minlength=10)
+        assert counts.min() == counts.max()

@@ -56,3 +56,28 @@ def test_torchrun_two_cpu_processes(tmp_path):
     with np.load(run / "predictions.npz") as z:
         # every training example was seen by some rank, so every ELR target row was updated
         assert (z["targets"].sum(axis=1) > 0).all()
+
+
+@pytest.mark.slow
+def test_torchrun_repreg_with_warm_up_and_global_negatives(tmp_path):
+    """The three-view method under DDP: one forward per step (MultiViewNet), an unused projection
+    head in the CE warm-up epoch (find_unused_parameters), NT-Xent over the gathered batch."""
+    from test_methods_representation import image_npz
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("name: ddp\nnoise: {kind: symmetric, rate: 0.4}\n"
+                   "method: {name: repreg, loss: {name: gce}, ce_warmup_epochs: 1, reg_start_epoch: 1}\n")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
+           "-m", "noisylab.cli", "-q", "train", "-c", str(cfg), "device=cpu", "data.dataset=npz",
+           f"data.root={image_npz(tmp_path)}", "data.options={labels_are_clean: true, augment: crop_flip}",
+           "model.arch=cnn_small", "model.options.width=4", "model.proj_dim=8", "train.epochs=2",
+           "train.batch_size=16", "train.drop_last=true", "train.progress=false", "train.tensorboard=false",
+           f"output_dir={tmp_path / 'runs'}"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    import csv
+
+    rows = list(csv.DictReader(open(tmp_path / "runs" / "ddp" / "metrics.csv")))
+    assert rows[0]["train_ce"] and not rows[0]["train_infonce"]
+    assert float(rows[1]["train_infonce"]) > 0 and rows[1]["train_rkd_dis"] and rows[1]["train_gce"]

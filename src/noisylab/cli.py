@@ -12,6 +12,8 @@ from pathlib import Path
 
 from . import __version__
 
+DEFAULT_ENCODER = "runs/simclr_cifar10/encoder.pt"  # where `noisylab pretrain -c configs/simclr_cifar10.yaml` puts it
+
 # the seed repos' flags and the config keys they set
 TRAIN_ALIASES: dict[str, str] = {
     "lr": "optim.lr",
@@ -30,6 +32,8 @@ TRAIN_ALIASES: dict[str, str] = {
     "warm": "method.warmup_epochs",
     "device": "device",
     "output_dir": "output_dir",
+    "batch_size": "train.batch_size",
+    "alpha": "method.base_weight",
 }
 
 
@@ -72,14 +76,35 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ealpha", type=float, help="ELR+ weight-averaging decay (method.ema_alpha)")
     p.add_argument("--estep", type=int, help="ELR+ EMA ramp iterations (method.ema_step)")
     p.add_argument("--warm", type=int, help="ELR+ warm-up epochs of plain CE (method.warmup_epochs)")
+    p.add_argument("--simclr_pretrain", "--simclr-pretrain", nargs="?", const=DEFAULT_ENCODER, metavar="ENCODER",
+                   help=f"start from a SimCLR encoder (model.encoder_checkpoint, default {DEFAULT_ENCODER}) with "
+                        "Adam 1e-3 at a constant rate, as the ICLR-2023 scripts")
+    p.add_argument("--finetune_fc_only", "--finetune-fc-only", action="store_true",
+                   help="train only the linear classifier on the frozen encoder (method linear_probe)")
+    p.add_argument("--down_sample", "--down-sample", action="store_true",
+                   help="balance the training set in its noisy labels (data.down_sample)")
+    p.add_argument("--reg", choices=["rkd_dis", "rkd_angle"],
+                   help="add InfoNCE + this regularizer between representations (method repreg)")
+    p.add_argument("--base", action="store_true", help="repreg without the regularizer (method.reg=none)")
+    p.add_argument("--warmup_base", type=int, metavar="E",
+                   help="ICLR-2023 C100 scripts: CE while epoch <= E (method.ce_warmup_epochs=E+1)")
+    p.add_argument("--warmup_reg", type=int, metavar="E",
+                   help="ICLR-2023 C100 scripts: base loss alone while epoch <= E (method.reg_start_epoch=E+1)")
+    p.add_argument("--alpha", type=float, help="weight of the base loss with the regularizer (method.base_weight)")
+    p.add_argument("--batch_size", "--batch-size", dest="batch_size", type=int, help="train.batch_size")
     p.add_argument("--epochs", type=int, help="train.epochs")
     p.add_argument("--name", help="run name (folder under output_dir)")
     p.add_argument("--seed", type=int, help="seed of noise, split, init and order")
     p.add_argument("-o", "--output-dir", dest="output_dir", help="where run folders go (default runs/)")
 
 
-def alias_overrides(args: argparse.Namespace) -> list[str]:
-    """Turn the seed repos' flags into dotted overrides (applied before the positional ones)."""
+def alias_overrides(args: argparse.Namespace, base: dict | None = None) -> list[str]:
+    """Turn the seed repos' flags into dotted overrides (applied before the positional ones).
+
+    ``base`` is the config the flags apply to (the YAML mapping): a flag that switches the method
+    (``--finetune_fc_only``, ``--reg``) keeps that config's loss."""
+    import json
+
     out: list[str] = []
     for attr, key in TRAIN_ALIASES.items():
         value = getattr(args, attr, None)
@@ -90,23 +115,66 @@ def alias_overrides(args: argparse.Namespace) -> list[str]:
         out += [f"noise.kind={'asymmetric' if args.asym else 'symmetric'}", "noise.options={}"]
     elif args.percent is not None and args.noise_type is None:
         out.append("noise.kind=symmetric")
+    # the ICLR-2023 repo's flags
+    method = dict((base or {}).get("method") or {})
+    method.setdefault("name", "standard")
+    keep_loss = [f"method.loss={json.dumps(method['loss'])}"] if isinstance(method.get("loss"), dict) else []
+    if getattr(args, "finetune_fc_only", False) and method["name"] != "linear_probe":
+        out += ["method.name=linear_probe", *keep_loss]
+    if getattr(args, "reg", None) is not None or getattr(args, "base", False):
+        if method["name"] != "repreg":
+            out += ["method.name=repreg", *keep_loss]
+        out.append(f"method.reg={'none' if args.base else args.reg}")
+    if getattr(args, "warmup_base", None) is not None:
+        out.append(f"method.ce_warmup_epochs={args.warmup_base + 1}")
+    if getattr(args, "warmup_reg", None) is not None:
+        out.append(f"method.reg_start_epoch={args.warmup_reg + 1}")
+    if getattr(args, "down_sample", False):
+        out.append("data.down_sample=true")
+    if getattr(args, "simclr_pretrain", None) is not None:
+        out += [f"model.encoder_checkpoint={args.simclr_pretrain}", "optim.name=adam", "optim.lr=0.001",
+                "optim.weight_decay=0.0", "schedule.name=constant"]
+        if args.lr is not None:
+            out.append(f"optim.lr={args.lr}")
     return out
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from .config import ConfigError, load_config
-    from .engine import config_from_checkpoint, train
+def train_config(args: argparse.Namespace):
+    """The config of ``noisylab train`` / ``pretrain``: the file (or the resumed run's config) with
+    the seed repos' flags, then the ``key=value`` overrides (which win)."""
+    from .config import ConfigError, apply_overrides, build_config, read_yaml
+    from .engine import config_from_checkpoint
 
-    overrides = alias_overrides(args) + list(args.overrides)  # explicit key=value overrides win
     if args.resume and not args.config:
-        cfg = config_from_checkpoint(args.resume, overrides)
-    elif args.config or not args.resume:
-        if not args.config:
-            raise ConfigError("no config given: noisylab train -c configs/<name>.yaml [key=value ...]")
-        cfg = load_config(args.config, overrides)
-    result = train(cfg, resume=args.resume)
+        return config_from_checkpoint(args.resume, alias_overrides(args) + list(args.overrides))
+    if not args.config:
+        raise ConfigError(f"no config given: noisylab {args.command} -c configs/<name>.yaml [key=value ...]")
+    base = read_yaml(args.config)
+    return build_config(apply_overrides(base, alias_overrides(args, base) + list(args.overrides)))
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .engine import train
+
+    result = train(train_config(args), resume=args.resume)
     if result.run_dir is not None:
         print(f"run folder: {result.run_dir}")
+    return 0
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from .config import ConfigError
+    from .engine import train
+
+    cfg = train_config(args)
+    if cfg.method.name != "simclr":
+        raise ConfigError(f"noisylab pretrain trains an encoder with method simclr (configs/simclr_cifar10.yaml); "
+                          f"this config's method is {cfg.method.name}: run it with noisylab train")
+    result = train(cfg, resume=args.resume)
+    if result.run_dir is not None:
+        encoder = result.run_dir / "encoder.pt"
+        print(f"encoder: {encoder}\nuse it with: noisylab train -c configs/ce_fixed_encoder_cifar10_sym.yaml "
+              f"model.encoder_checkpoint={encoder}")
     return 0
 
 
@@ -266,6 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands = [
         ("train", "train a configured experiment", add_train_arguments, cmd_train),
+        ("pretrain", "pre-train an encoder with SimCLR (writes RUN/encoder.pt)", add_train_arguments, cmd_pretrain),
         ("demo", "CE vs ELR on 40%% noisy labels, offline, in minutes", add_demo_arguments, cmd_demo),
         ("noise", "make a noisy label file and report it", noise_cli.add_arguments, noise_cli.run),
         ("detect", "list suspected wrong labels from a run or from pred_probs", add_detect_arguments, cmd_detect),

@@ -279,6 +279,9 @@ def setup_run(cfg: Config, resume: str | Path | None = None, run_dir: str | Path
     train_batches = make_train_batches(bundle, data.given, cfg.train.batch_size, device, view_recipes_of(method, cfg),
                                        indices=data.train_idx, drop_last=cfg.train.drop_last, rank=dinfo.rank,
                                        world_size=dinfo.world_size)
+    if len(train_batches) == 0:
+        raise ConfigError(f"train.batch_size {cfg.train.batch_size} with train.drop_last leaves no batch of the "
+                          f"{len(data.train_idx)} training examples; lower train.batch_size")
     probe.batches_per_epoch = len(train_batches)  # the context object the method holds
     # every labelled evaluation set: "test", extra splits of file datasets (Clothing1M "val",
     # WebVision "imagenet"), and the noisy validation part of the training set
