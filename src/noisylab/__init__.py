@@ -3,10 +3,11 @@
 Public API::
 
     from noisylab import ELRLoss, GCELoss, CELoss, make_noisy_labels, find_label_issues, train
+    from noisylab.losses import NTXentLoss, RKDDistanceLoss, RKDAngleLoss, SCELoss, BootstrapLoss
 """
 __version__ = "0.1.0"
 
-from .losses import CELoss, ELRLoss, GCELoss  # noqa: E402
+from .losses import BootstrapLoss, CELoss, ELRLoss, GCELoss, SCELoss  # noqa: E402
 from .detect import detection_metrics, find_label_issues, label_quality_scores  # noqa: E402
 from .noise import NoisyLabels, make_noisy_labels  # noqa: E402
 from .config import Config, load_config  # noqa: E402
@@ -20,6 +21,6 @@ def train(cfg, resume=None, callbacks=None, run_dir=None):
 
 
 __all__ = [
-    "__version__", "CELoss", "ELRLoss", "GCELoss", "NoisyLabels", "make_noisy_labels", "find_label_issues",
+    "__version__", "CELoss", "ELRLoss", "GCELoss", "SCELoss", "BootstrapLoss", "NoisyLabels", "make_noisy_labels", "find_label_issues",
     "label_quality_scores", "detection_metrics", "Config", "load_config", "train",
 ]
