@@ -88,7 +88,7 @@ def _fixture(name: str, root: Path) -> list[str]:
     if name in ("elr_plus_cifar10", "elr_plus_cifar10_asym", "cifar10_elr", "cifar10_asym_elr", "cifar10_ce"):
         write_cifar10(root, n_per_batch=8)  # 40 training, 8 test images
         return [f"data.root={root}", "model.options.width=8", "train.batch_size=12"]
-    if name in ("ce_reg_cifar10", "gce_cifar10", "gce_reg_cifar10", "simclr_cifar10", "ce_fixed_encoder_cifar10_sym",
+    if name in ("ce_reg_cifar10", "gce_cifar10", "gce_reg_cifar10", "elr_reg_cifar10", "simclr_cifar10", "ce_fixed_encoder_cifar10_sym",
                 "ce_fixed_encoder_cifar10_instance"):
         write_cifar10(root, n_per_batch=8)
         return [f"data.root={root}", "model.options.width=8", "train.batch_size=12"]
@@ -124,7 +124,8 @@ def _fixture(name: str, root: Path) -> list[str]:
 
 
 SMOKE = ELR_PLUS + ["cifar10_elr", "cifar10_asym_elr", "cifar100_elr", "cifar10_ce", "mnist1d_elr", "cifar10n_elr",
-                    "ce_reg_cifar10", "gce_cifar10", "gce_reg_cifar10", "gce_cifar100", "gce_reg_cifar100"]
+                    "ce_reg_cifar10", "gce_cifar10", "gce_reg_cifar10", "gce_cifar100", "gce_reg_cifar100",
+                    "elr_reg_cifar10"]
 # the ICLR-2023 README's commands (their configs) and the fixed-encoder ones, which need an encoder
 ICLR = ["simclr_cifar10", "ce_fixed_encoder_cifar10_sym", "ce_fixed_encoder_cifar10_instance", "ce_reg_cifar10",
         "gce_cifar10", "gce_reg_cifar10", "gce_cifar100", "gce_reg_cifar100"]
@@ -186,6 +187,8 @@ def test_iclr_configs_carry_the_papers_settings():
             ("repreg", "rkd_dis", "official", 0.5, 1.0, 1.0, 1.0)
     assert (c["gce_cifar100"].method.reg, c["gce_cifar100"].method.ce_warmup_epochs) == ("none", 21)
     assert (c["gce_reg_cifar100"].method.ce_warmup_epochs, c["gce_reg_cifar100"].method.reg_start_epoch) == (21, 23)
+    elr = load_config(CONFIGS / "elr_reg_cifar10.yaml").method
+    assert (elr.loss.name, elr.loss.lam, elr.loss.beta, elr.reg_start_epoch, elr.ce_warmup_epochs) == ("elr", 3.0, 0.7, 31, 0)
 
 
 SEED_COMMANDS = [  # (the ICLR-2023 README command's flags, the config, what the flags must give)

@@ -249,3 +249,31 @@ def test_down_sample_balances_the_noisy_labels(tmp_path):
     noisy = np.load(res.run_dir / "noisy_labels.npz")["noisy"]
     counts = np.bincount(noisy[split["train_idx"]], minlength=3)
     assert counts.min() == counts.max() == np.bincount(noisy, minlength=3).min()
+
+
+class Interrupt(Exception):
+    pass
+
+
+@pytest.mark.parametrize("method", [
+    {"name": "repreg", "loss": {"name": "elr"}, "reg_start_epoch": 1},
+    {"name": "linear_probe", "mode": "fast"},
+])
+def test_interrupted_and_resumed_runs_end_with_identical_numbers(tmp_path, method):
+    cfg = config(tmp_path, method, **{"train.epochs": 3})
+    full = train(cfg, run_dir=tmp_path / "full")
+
+    def stop(epoch, row):
+        if epoch == 0:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train(cfg, run_dir=tmp_path / "cut", callbacks=[stop])
+    torch.manual_seed(123)
+    np.random.seed(123)
+    resumed = train(cfg, resume=tmp_path / "cut")
+    strip = [{k: v for k, v in r.items() if k != "time_s"} for r in full.history]
+    assert [{k: v for k, v in r.items() if k != "time_s"} for r in resumed.history] == strip
+    with np.load(tmp_path / "full" / "predictions.npz") as a, np.load(tmp_path / "cut" / "predictions.npz") as b:
+        for key in a.files:
+            assert np.array_equal(a[key], b[key]), key
