@@ -235,3 +235,18 @@ def build_network(ctx: MethodContext, projector: bool = False) -> nn.Module:
         if projector and not info["projector"]:
             log.warning("the projection head starts from random weights: %s", info.get("projector_skipped"))
     return (net if projector else backbone).to(ctx.device)
+
+
+def supervised_step(criterion: nn.Module, loss_name: str, logits: torch.Tensor, batch: Batch) -> StepOutput:
+    """The :class:`StepOutput` of a classification loss on ``logits`` of the batch's labels
+    (terms only when the loss has several, like ELR's ``ce`` and ``elr``)."""
+    from ..losses.registry import loss_terms
+
+    terms = loss_terms(criterion, loss_name, logits, batch.y, batch.index)
+    return StepOutput(sum(terms.values()), terms if len(terms) > 1 else {}, logits)
+
+
+def loss_state(criterion: nn.Module) -> dict[str, torch.Tensor]:
+    """``{"targets": [N, C]}`` for a loss with per-example targets (ELR), else ``{}``."""
+    targets = getattr(criterion, "targets", None)
+    return {} if targets is None else {"targets": targets}

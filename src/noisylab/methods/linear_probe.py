@@ -19,9 +19,9 @@ import torch
 import torch.nn as nn
 
 from ..config import LinearProbeConfig
-from ..losses.registry import build_loss, loss_terms
+from ..losses.registry import build_loss
 from ..optim import build_optimizer, build_scheduler
-from .base import Batch, Method, MethodContext, Phase, StepOutput, build_network
+from .base import Batch, Method, MethodContext, Phase, StepOutput, build_network, loss_state, supervised_step
 
 log = logging.getLogger("noisylab")
 
@@ -67,7 +67,7 @@ class LinearProbeMethod(Method):
         self.schedulers["net"] = build_scheduler(opt, cfg.schedule, cfg.train.epochs)
         self.loss_name = mc.loss.name
         self.criterion = build_loss(mc.loss, ctx.num_train, ctx.num_classes).to(ctx.device)
-        if hasattr(self.criterion, "targets"):
+        if loss_state(self.criterion):
             self.losses["loss"] = self.criterion
         self._features: torch.Tensor | None = None
 
@@ -93,11 +93,10 @@ class LinearProbeMethod(Method):
             logits = phase.model(features=self.cached_features()[batch.index])
         else:
             logits = phase.model(batch.x)
-        terms = loss_terms(self.criterion, self.loss_name, logits, batch.y, batch.index)
-        return StepOutput(sum(terms.values()), terms if len(terms) > 1 else {}, logits)
+        return supervised_step(self.criterion, self.loss_name, logits, batch)
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         return self.unwrap("net")(x)
 
     def sample_state(self) -> dict[str, torch.Tensor]:
-        return {"targets": self.criterion.targets} if hasattr(self.criterion, "targets") else {}
+        return loss_state(self.criterion)

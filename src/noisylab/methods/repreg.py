@@ -31,7 +31,7 @@ from ..losses import CELoss, NTXentLoss, RKDAngleLoss, RKDDistanceLoss
 from ..losses.registry import build_loss, loss_terms
 from ..models import MultiViewNet
 from ..optim import build_optimizer, build_scheduler
-from .base import Batch, Method, MethodContext, Phase, StepOutput, build_network
+from .base import Batch, Method, MethodContext, Phase, StepOutput, build_network, loss_state
 
 REGULARIZERS = {"rkd_dis": RKDDistanceLoss, "rkd_angle": RKDAngleLoss}
 
@@ -54,7 +54,7 @@ class RepRegMethod(Method):
         self.optimizers["net"] = opt
         self.schedulers["net"] = build_scheduler(opt, cfg.schedule, cfg.train.epochs)
         self.base = build_loss(mc.loss, ctx.num_train, ctx.num_classes).to(ctx.device)
-        if hasattr(self.base, "targets"):
+        if loss_state(self.base):
             self.losses["base"] = self.base
         self.ce = CELoss()
         self.infonce = NTXentLoss(tau=mc.tau)
@@ -92,4 +92,4 @@ class RepRegMethod(Method):
         return self.unwrap("net").net(x)
 
     def sample_state(self) -> dict[str, torch.Tensor]:
-        return {"targets": self.base.targets} if hasattr(self.base, "targets") else {}
+        return loss_state(self.base)

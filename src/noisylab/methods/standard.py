@@ -5,10 +5,9 @@ from __future__ import annotations
 import torch
 
 from ..config import StandardConfig
-from ..losses import ELRLoss
-from ..losses.registry import build_loss, loss_terms
+from ..losses.registry import build_loss
 from ..optim import build_optimizer, build_scheduler
-from .base import Batch, Method, MethodContext, Phase, StepOutput, build_network
+from .base import Batch, Method, MethodContext, Phase, StepOutput, build_network, loss_state, supervised_step
 
 
 class StandardMethod(Method):
@@ -32,21 +31,17 @@ class StandardMethod(Method):
         self.schedulers["net"] = build_scheduler(opt, cfg.schedule, cfg.train.epochs)
         self.loss_name = cfg.method.loss.name
         self.criterion = build_loss(cfg.method.loss, ctx.num_train, ctx.num_classes).to(ctx.device)
-        if isinstance(self.criterion, ELRLoss):
-            self.losses["elr"] = self.criterion
+        if loss_state(self.criterion):
+            self.losses["elr"] = self.criterion  # checkpointed with its per-example targets
 
     def phases(self, epoch: int) -> list[Phase]:
         return [Phase("net", self.models["net"], self.optimizers["net"])]
 
     def batch_loss(self, phase: Phase, batch: Batch, step: int) -> StepOutput:
-        logits = phase.model(batch.x)
-        terms = loss_terms(self.criterion, self.loss_name, logits, batch.y, batch.index)
-        return StepOutput(sum(terms.values()), terms if len(terms) > 1 else {}, logits)
+        return supervised_step(self.criterion, self.loss_name, phase.model(batch.x), batch)
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         return self.unwrap("net")(x)
 
     def sample_state(self) -> dict[str, torch.Tensor]:
-        if isinstance(self.criterion, ELRLoss):
-            return {"targets": self.criterion.targets}
-        return {}
+        return loss_state(self.criterion)
