@@ -80,7 +80,7 @@ def test_errors_never_touch_an_existing_run(tmp_path):
     run = tmp_path / "runs" / "t"
     before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
     proc = run_cli("train", "-r", run, "model.arch=nope", cwd=tmp_path)
-    assert_one_line_error(proc, "unknown model 'nope'")
+    assert_one_line_error(proc, "'model.arch' cannot change when resuming (the run used 'mlp', now 'nope')")
     after = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
     assert before == after
 

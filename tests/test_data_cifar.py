@@ -188,3 +188,88 @@ def test_wrong_data_shape(tmp_path):
     f.write_bytes(py2_pickle_bytes({b"data": np.zeros((4, 100), np.uint8), b"labels": [0, 1, 2, 3]}))
     with pytest.raises(DataError, match=r"data_batch_1: 'data' must be uint8 \[n, 3072\]"):
         load_dataset("cifar10", root=str(tmp_path))
+
+
+def _py3_protocol2_batch(data, labels, name, str_keys):
+    d = {"batch_label": name.encode(), "labels": labels, "data": data,
+         "filenames": [f"img_{i}.png".encode() for i in range(len(labels) - 1)] + [b""]}
+    if not str_keys:
+        d = {k.encode(): v for k, v in d.items()}
+    return pickle.dumps(d, protocol=2)
+
+
+@pytest.mark.parametrize("str_keys", [False, True], ids=["bytes_keys", "str_keys"])
+def test_cifar10_loads_python3_protocol2_reexports(tmp_path, str_keys):
+    """Python 3 writes bytes in protocol 2 as ``_codecs.encode(text, 'latin1')`` (and b'' as
+    ``bytes()``): such re-exported batch files load, with the same pixels and labels."""
+    batches = write_cifar10(tmp_path)
+    folder = tmp_path / "cifar-10-batches-py"
+    rng = np.random.default_rng(7)
+    data = rng.integers(0, 256, size=(4, 3072), dtype=np.uint8)
+    data[0, :4] = [0, 127, 128, 255]  # bytes >= 0x80 survive the latin-1 round trip
+    labels = [9, 0, 3, 3]
+    raw = _py3_protocol2_batch(data, labels, "training batch 3 of 5", str_keys)
+    assert "_codecs encode" in _globals(raw) and "__builtin__ bytes" in _globals(raw)
+    (folder / "data_batch_3").write_bytes(raw)
+    test_data, test_labels = batches["test_batch"]
+    (folder / "test_batch").write_bytes(_py3_protocol2_batch(test_data, test_labels, "testing batch", str_keys))
+    names = [n.encode() for n in ("plane", "car", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")]
+    meta = {"label_names": names, "num_vis": 3072}
+    (folder / "batches.meta").write_bytes(pickle.dumps(meta if str_keys else {k.encode(): v for k, v in meta.items()},
+                                                       protocol=2))
+    b = load_dataset("cifar10", root=str(tmp_path))
+    assert np.array_equal(b.train_x[8:12].reshape(4, -1).numpy(), data)
+    assert b.train_labels[8:12].tolist() == labels
+    assert np.array_equal(b.train_x[:4].reshape(4, -1).numpy(), batches["data_batch_1"][0])
+    assert np.array_equal(b.test_x.reshape(4, -1).numpy(), test_data) and b.test_labels.tolist() == test_labels
+    assert b.class_names[:2] == ["plane", "car"]
+    d = safe_load_pickle(folder / "data_batch_3")
+    key = (lambda k: k) if str_keys else (lambda k: k.encode())
+    assert d[key("filenames")][0] == b"img_0.png" and d[key("filenames")][-1] == b""
+
+
+class _Encode:
+    """Pickles as ``_codecs.encode(*args)`` (``codecs.encode`` is ``_codecs.encode``)."""
+
+    def __init__(self, *args):
+        self.args = args
+
+    def __reduce__(self):
+        import codecs
+
+        return (codecs.encode, self.args)
+
+
+def test_protocol2_codecs_other_than_latin1_text_and_os_system_are_refused(tmp_path):
+    write_cifar10(tmp_path)
+    marker = tmp_path / "pwned"
+    path = tmp_path / "cifar-10-batches-py" / "data_batch_2"
+    data = np.zeros((4, 3072), np.uint8)
+    # a _codecs.encode call with another encoding, followed by os.system: refused at the first
+    for args, shown in (((f"touch {marker}", "utf-8"), "encoding 'utf-8'"), (("x", "rot13"), "encoding 'rot13'"),
+                        (("x", "latin1", "strict"), "3 arguments"), ((b"x", "latin1"), "a bytes argument")):
+        raw = pickle.dumps({b"data": data, b"labels": [0, 1, 2, 3], b"x": _Encode(*args),
+                            b"y": _Evil(f"touch {marker}")}, protocol=2)
+        assert "_codecs encode" in _globals(raw)
+        path.write_bytes(raw)
+        with pytest.raises(DataError) as err:
+            load_dataset("cifar10", root=str(tmp_path))
+        msg = str(err.value)
+        assert "data_batch_2" in msg and f"refused _codecs.encode with {shown}" in msg and "latin1" in msg
+        assert "\n" not in msg and not marker.exists()
+    # os.system in a Python-3 protocol-2 re-export (whose bytes use _codecs.encode) is still refused
+    raw = pickle.dumps({b"data": data, b"labels": _Evil(f"touch {marker}")}, protocol=2)
+    assert {"_codecs encode", "posix system"} <= _globals(raw) or {"_codecs encode", "nt system"} <= _globals(raw)
+    path.write_bytes(raw)
+    with pytest.raises(DataError, match=r"data_batch_2: not a valid CIFAR batch file \(refused global '.*system'\)"):
+        load_dataset("cifar10", root=str(tmp_path))
+    assert not marker.exists()
+    # other _codecs functions and bytes() with arguments stay refused
+    import codecs
+    import io
+
+    for raw in (pickle.dumps(codecs.decode, protocol=2), pickle.dumps(codecs.lookup, protocol=2),
+                b"\x80\x02c__builtin__\nbytes\nK\x05\x85R."):
+        with pytest.raises(pickle.UnpicklingError, match="refused"):
+            RestrictedUnpickler(io.BytesIO(raw)).load()
+    assert RestrictedUnpickler(io.BytesIO(pickle.dumps([b"ab\xff", b""], protocol=2))).load() == [b"ab\xff", b""]

@@ -64,7 +64,7 @@ def test_folder_errors(tmp_path):
     with pytest.raises(DataError, match="folder not found"):
         load_dataset("folder", root=str(tmp_path / "missing"))
     (tmp_path / "a").mkdir()
-    with pytest.raises(DataError, match="hold no images"):
+    with pytest.raises(DataError, match=r"a: class folder 'a' has no images"):
         load_dataset("folder", root=str(tmp_path))
     (tmp_path / "a" / "broken.png").write_bytes(b"\x89PNG garbage")
     with pytest.raises(DataError, match=r"broken.png: cannot decode image"):
@@ -147,3 +147,132 @@ def test_npz_bad_input(tmp_path):
     p.write_bytes(b"PK\x03\x04 truncated")
     with pytest.raises(DataError, match=r"d.npz: not a readable .npz"):
         load_dataset("npz", root=str(p))
+
+
+def _one_line_error(match, *args, **kwargs) -> str:
+    with pytest.raises(DataError, match=match) as err:
+        load_dataset(*args, **kwargs)
+    msg = str(err.value)
+    assert "\n" not in msg, msg
+    return msg
+
+
+RULE = r"labels must be all integer class indices \(0, 1, 2, \.\.\.\) or all class names"
+
+
+def test_csv_integer_labels_mixed_with_non_integer_numbers_are_refused(tmp_path):
+    write_folder(tmp_path)
+    f = tmp_path / "list.csv"
+    f.write_text("cat/0.png,0\ndog/0.png,1.5\neel/0.png,2\n")
+    _one_line_error(rf"list.csv line 2: label '1.5' is a number but not an integer; {RULE}.*: correct this label",
+                    "csv", root=str(f))
+    f.write_text("cat/0.png,0\ndog/0.png,1.0\neel/0.png,2\n")
+    _one_line_error(rf"list.csv line 2: label '1.0' is a number but not an integer; {RULE}.*: write 1 instead of 1.0",
+                    "csv", root=str(f))
+    f.write_text("cat/0.png,0.0\ndog/0.png,1.0\n")  # all floats (a pandas export): refused, not 2 class names
+    _one_line_error(r"list.csv line 1: label '0.0' is a number but not an integer.*write 0 instead of 0.0",
+                    "csv", root=str(f))
+    # the bad value may sit in the test CSV: that file and line are named
+    f.write_text("cat/0.png,0\ndog/0.png,1\n")
+    t = tmp_path / "test.csv"
+    t.write_text("path,label\neel/0.png,2\neel/1.png,2.5\n")
+    _one_line_error(r"test.csv line 3: label '2.5' is a number but not an integer", "csv", root=str(f),
+                    test_csv=str(t))
+    # what worked keeps working: integer labels (with spaces around them), numbers listed as class names
+    f.write_text("cat/0.png, 0 \ndog/0.png,  2\neel/0.png,+1\n")
+    b = load_dataset("csv", root=str(f), image_size=4)
+    assert b.train_labels.tolist() == [0, 2, 1] and b.num_classes == 3
+    f.write_text("cat/0.png,1.5\ndog/0.png,0.5\n")
+    b = load_dataset("csv", root=str(f), image_size=4, class_names=["0.5", "1.5"])
+    assert b.train_labels.tolist() == [1, 0]
+
+
+def test_csv_integers_mixed_with_class_names_are_refused(tmp_path):
+    write_folder(tmp_path)
+    f = tmp_path / "list.csv"
+    f.write_text("cat/0.png,cat\ndog/0.png,1\neel/0.png,eel\n")
+    _one_line_error(rf"list.csv line 2: label '1' is an integer but other labels are class names \(e.g. 'cat' on "
+                    rf"line 1\); {RULE}.*data.class_names", "csv", root=str(f))
+    f.write_text("cat/0.png,0\ndog/0.png,dog\neel/0.png,2\n")
+    _one_line_error(r"list.csv line 2: label 'dog' is a class name but other labels are integer class indices "
+                    r"\(e.g. '0' on line 1\)", "csv", root=str(f))
+    # an unrecognised header row is data: its label is the odd one out, and the message says so
+    f.write_text("img,cls\ncat/0.png,0\ndog/0.png,1\n")
+    _one_line_error(r"list.csv line 1: label 'cls' is a class name.*if this row is a header, name its columns "
+                    r"path,label", "csv", root=str(f))
+    # with the class names given, numbers that are names are fine
+    f.write_text("cat/0.png,cat\ndog/0.png,1\n")
+    b = load_dataset("csv", root=str(f), image_size=4, class_names=["1", "cat"])
+    assert b.train_labels.tolist() == [1, 0]
+
+
+def test_csv_negative_empty_and_header_only(tmp_path):
+    write_folder(tmp_path)
+    f = tmp_path / "list.csv"
+    f.write_text("cat/0.png,0\ndog/0.png,-1\n")
+    _one_line_error(r"list.csv line 2: label '-1' is negative; integer labels are class indices 0, 1, 2, \.\.\. "
+                    r"\(0 is the first class\): correct this label", "csv", root=str(f))
+    f.write_text("cat/0.png,-2\ndog/0.png,-1\n")  # all negative: still the first bad line
+    _one_line_error(r"list.csv line 1: label '-2' is negative", "csv", root=str(f))
+    f.write_text("cat/0.png,0\ndog/0.png,7\n")
+    _one_line_error(r"list.csv line 2: label 7 is outside the class range \[0, 5\); correct the label or set "
+                    r"data.num_classes", "csv", root=str(f), num_classes=5)
+    f.write_text("cat/0.png,0\ndog/0.png,  \n")
+    _one_line_error(r"list.csv line 2: empty label in 'dog/0.png,  '; every row needs an image path and a label "
+                    r"\(an integer class index or a class name\)", "csv", root=str(f))
+    f.write_text("path,label\n")
+    _one_line_error(r"list.csv: no data rows \(only a header row\); add one line 'path,label' per image",
+                    "csv", root=str(f))
+    f.write_text("\n\n")
+    _one_line_error(r"list.csv: no data rows \(the file is empty\)", "csv", root=str(f))
+    f.write_text("\npath,label\ncat/0.png,0\n")  # a header after blank lines is still the header
+    assert load_dataset("csv", root=str(f), image_size=4).train_labels.tolist() == [0]
+
+
+def test_folder_class_without_images_is_refused(tmp_path):
+    write_folder(tmp_path)
+    (tmp_path / "fox" / ".thumbs").mkdir(parents=True)
+    _save(tmp_path / "fox" / ".thumbs" / "0.png", (1, 2, 3))  # hidden: not an image of the class
+    (tmp_path / "fox" / "readme.txt").write_text("todo")
+    (tmp_path / "fox" / "photo.heic").write_bytes(b"x")
+    msg = _one_line_error(r"fox: class folder 'fox' has no images \(accepted extensions: \.jpg \.jpeg \.png .*"
+                          r"only 2 other files such as photo.heic, readme.txt\); add images of class 'fox' to it "
+                          r"or remove the folder", "folder", root=str(tmp_path))
+    assert str(tmp_path / "fox") in msg
+    (tmp_path / "fox" / "readme.txt").unlink()
+    (tmp_path / "fox" / "photo.heic").unlink()
+    _one_line_error(r"fox: class folder 'fox' has no images \(accepted extensions: [^)]*\.pgm\); add images",
+                    "folder", root=str(tmp_path))
+    # the hidden folder at the root (write_folder's .hidden) stays ignored once fox is gone
+    (tmp_path / "fox" / ".thumbs" / "0.png").unlink()
+    (tmp_path / "fox" / ".thumbs").rmdir()
+    (tmp_path / "fox").rmdir()
+    assert load_dataset("folder", root=str(tmp_path), image_size=4).class_names == ["cat", "dog", "eel"]
+    # an empty class folder of the test split is refused too
+    write_folder(tmp_path / "split" / "train")
+    (tmp_path / "split" / "test" / "dog").mkdir(parents=True)
+    _save(tmp_path / "split" / "test" / "cat" / "t.png", COLOURS["cat"])
+    _one_line_error(r"test[/\\]dog: class folder 'dog' has no images", "folder", root=str(tmp_path / "split"))
+
+
+def test_folder_root_missing_or_without_class_folders(tmp_path):
+    _one_line_error(r"missing: folder not found; data.root must be a folder with one sub-folder of images per class",
+                    "folder", root=str(tmp_path / "missing"))
+    (tmp_path / "file.png").write_bytes(b"x")
+    _one_line_error(r"file.png: is a file, not a folder; data.root must be a folder", "folder",
+                    root=str(tmp_path / "file.png"))
+    flat = tmp_path / "flat"
+    _save(flat / "a.png", (1, 2, 3))
+    _save(flat / "b.jpg", (1, 2, 3))
+    (flat / ".git").mkdir()
+    _one_line_error(r"flat: no class sub-folders \(it holds 2 image files directly\); put the images of each class "
+                    r"in .*flat[/\\]<class name>[/\\]", "folder", root=str(flat))
+    (tmp_path / "empty").mkdir()
+    _one_line_error(r"empty: no class sub-folders; put the images of each class in", "folder",
+                    root=str(tmp_path / "empty"))
+    write_folder(tmp_path / "ok")
+    _one_line_error(r"nowhere: test folder not found; data.test_root must be a folder with one sub-folder of images "
+                    r"per class", "folder", root=str(tmp_path / "ok"), test_root=str(tmp_path / "nowhere"))
+    (tmp_path / "empty_test").mkdir()
+    _one_line_error(r"empty_test: no class sub-folders", "folder", root=str(tmp_path / "ok"),
+                    test_root=str(tmp_path / "empty_test"))

@@ -235,3 +235,27 @@ def test_balanced_epochs_fixed_or_redrawn(tmp_path):
     tbm = make_train_batches(mem, labels, 3, "cpu", balanced=BalancedSubset(3, 1, redraw_each_epoch=True))
     subs = [frozenset(_epoch(tbm, e)[2].tolist()) for e in range(4)]
     assert len(set(subs)) > 1 and all(np.bincount(labels[list(s)], minlength=3).tolist() == [3, 3, 3] for s in subs)
+
+
+def test_read_list_labels_must_be_plain_non_negative_integers(tmp_path):
+    from noisylab.data.files import read_list
+
+    f = tmp_path / "list.txt"
+    f.write_text("a.png 0\nb.png 3\n\nc.png +2\n")
+    paths, labels, lines = read_list(f, num_classes=4)
+    assert paths == ["a.png", "b.png", "c.png"] and labels.tolist() == [0, 3, 2] and lines.tolist() == [1, 2, 4]
+    for bad, line, match in (
+        ("1.5", 2, r"label '1.5' is not an integer; each line must be '<path> <label>' with an integer class "
+                   r"index 0, 1, 2, \.\.\.: correct this line"),
+        ("1.0", 2, r"label '1.0' is not an integer"),
+        ("1_0", 2, r"label '1_0' is not an integer"),  # int() would read 10
+        ("\u0663", 2, r"label .* is not an integer"),  # an Arabic-Indic 3: int() would read 3
+        ("-1", 2, r"label -1 is negative; labels are class indices 0, 1, 2, \.\.\.: correct this line"),
+    ):
+        f.write_text(f"a.png 0\nb.png {bad}\n")
+        with pytest.raises(DataError, match=rf"list.txt line {line}: {match}") as err:
+            read_list(f)
+        assert "\n" not in str(err.value)
+    f.write_text("a.png 0\nb.png 4\n")
+    with pytest.raises(DataError, match=r"list.txt line 2: label 4 is outside the class range \[0, 4\); correct"):
+        read_list(f, num_classes=4)

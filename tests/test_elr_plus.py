@@ -15,6 +15,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn as nn
 
+from noisylab.checkpoint import load_checkpoint
 from noisylab.config import ConfigError, build_config
 from noisylab.engine import train
 from helpers import config_with, free_port
@@ -406,8 +407,8 @@ def test_resumed_run_matches_the_uninterrupted_one_and_exports_pred_hist(tmp_pat
     assert {"targets", "pred_hist1", "pred_hist2", "pred_probs"} <= set(a.files)
     for key in a.files:
         assert np.array_equal(a[key], b[key]), key
-    sa = torch.load(tmp_path / "full" / "checkpoints" / "last.pt", weights_only=True)["method"]
-    sb = torch.load(tmp_path / "cut" / "checkpoints" / "last.pt", weights_only=True)["method"]
+    sa = load_checkpoint(tmp_path / "full")["method"]
+    sb = load_checkpoint(tmp_path / "cut")["method"]
     assert sa["extra"] == sb["extra"] == {"global_step": 3 * per_phase}  # 3 ELR+ epochs after 1 warm-up
     for k in ("net1", "net2", "ema1", "ema2"):
         for name, v in sa["models"][k].items():

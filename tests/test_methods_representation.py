@@ -13,6 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from helpers import config_with
+from noisylab.checkpoint import load_checkpoint
 from noisylab.engine import train
 from noisylab.losses import NTXentLoss, RKDAngleLoss, RKDDistanceLoss
 from noisylab.methods import Batch, Method, MethodContext, Phase, StepOutput, build_method
@@ -137,7 +138,7 @@ def test_a_method_without_classifier_skips_accuracy_and_detection(tmp_path, monk
     summary = json.loads((res.run_dir / "summary.json").read_text())
     assert "detect" not in summary and summary["selected"]["monitor"] == "score"
     assert summary["selected"]["epoch"] == 1  # best.pt holds the epoch with the highest score
-    assert torch.load(res.run_dir / "checkpoints" / "best.pt", weights_only=True)["epoch"] == 1
+    assert load_checkpoint(res.run_dir / "checkpoints" / "best.pt")["epoch"] == 1
 
 
 # ----------------------------------------------------------------------------- SimCLR -> probe
@@ -155,7 +156,7 @@ def test_simclr_pretrains_an_encoder_that_the_probe_loads_and_keeps_frozen(tmp_p
 
     probe = train(config(tmp_path, {"name": "linear_probe", "loss": {"name": "gce"}},
                          **{"model.encoder_checkpoint": str(encoder), "name": "probe", "train.epochs": 3}))
-    state = torch.load(probe.run_dir / "checkpoints" / "last.pt", weights_only=True)["method"]["models"]["net"]
+    state = load_checkpoint(probe.run_dir)["method"]["models"]["net"]
     for k, v in saved["encoder"].items():  # the encoder, BatchNorm statistics included, never moved
         assert torch.equal(state[f"backbone.{k}"], v), k
     fresh = create_model("cnn_small", 3, (3, 12, 12), width=4)

@@ -1,59 +1,175 @@
-"""Atomic, code-free checkpoints and exact RNG capture.
+"""Atomic, checksummed, code-free checkpoints; the resume path of a run; exact RNG capture.
 
 Checkpoints hold only tensors, numbers, strings, lists and dicts, and are read with
-``torch.load(..., weights_only=True)``, so a crafted file cannot run code.
+``torch.load(..., weights_only=True)``, so a crafted file cannot run code. A checkpoint file is
+``{"format": FORMAT, "sha256": ..., "payload": bytes}``: the payload is the serialised state and
+its SHA-256 is verified before it is read, so a damaged file is refused rather than half-used.
+
+A run folder keeps ``checkpoints/last.pt`` (the newest epoch), ``prev.pt`` (the epoch before,
+kept when ``last.pt`` is replaced) and ``best.pt``. Resuming a folder takes the newest of them that
+verifies, with a warning for a damaged one.
 """
 from __future__ import annotations
 
+import errno
+import hashlib
+import io
+import logging
 import os
 import random
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
-FORMAT = "noisylab-checkpoint-v1"
+FORMAT = "noisylab-checkpoint-v2"
+OLD_FORMATS = ("noisylab-checkpoint-v1",)  # no checksum; still read
+CHECKPOINT_NAMES = ("last.pt", "prev.pt", "best.pt")
+
+log = logging.getLogger("noisylab")
 
 
 class CheckpointError(ValueError):
-    """A resume path that does not exist or is not a noisylab checkpoint."""
+    """A resume path that does not exist or is not a (valid) noisylab checkpoint."""
+
+
+class OutputError(OSError):
+    """A run's output could not be written (disk full, file-size limit, no permission...)."""
+
+
+# ----------------------------------------------------------------------------- writing
+_FIXES = {
+    errno.ENOSPC: "the disk is full: free space or choose another output_dir",
+    errno.EDQUOT: "the disk quota is exhausted: free space or choose another output_dir",
+    errno.EFBIG: "a file-size limit was hit (ulimit -f): raise the limit or choose another output_dir",
+    errno.EACCES: "no permission to write there: choose another output_dir",
+    errno.EPERM: "no permission to write there: choose another output_dir",
+    errno.EROFS: "the file system is read-only: choose another output_dir",
+}
+
+
+def output_error(err: OSError, path: Path) -> OutputError:
+    """One line naming the folder and what to do, for an OSError while writing ``path``."""
+    fix = _FIXES.get(err.errno, err.strerror or type(err).__name__)
+    return OutputError(err.errno, f"cannot write '{path}': {fix}; finished files and the last good checkpoint "
+                                  f"are intact")
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], None], keep_old_as: Path | None = None) -> Path:
+    """Call ``write(tmp)`` then rename ``tmp`` onto ``path``: a crash, a full disk or a size
+    limit never leaves half a file at ``path`` nor a temporary file behind. OSErrors become one
+    :class:`OutputError` line. ``keep_old_as``: the file being replaced is renamed to it first
+    (only once the new one is completely written)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write(tmp)
+        if keep_old_as is not None and path.is_file():
+            os.replace(path, keep_old_as)
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise output_error(err, path) from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
-def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
-    """Write ``state`` to ``path`` atomically (temp file + rename): a crash never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"format": FORMAT, **state}, tmp)
-    os.replace(tmp, path)
+def save_checkpoint(state: dict[str, Any], path: str | Path, keep_old_as: Path | None = None) -> None:
+    """Write ``state`` to ``path`` atomically, with its SHA-256 (``keep_old_as``: see :func:`atomic_write`)."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    payload = buf.getvalue()
+
+    def write(tmp: Path) -> None:
+        torch.save({"format": FORMAT, "sha256": hashlib.sha256(payload).hexdigest(), "payload": payload}, tmp)
+
+    atomic_write(path, write, keep_old_as)
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint safely; a run folder resolves to its ``checkpoints/last.pt``."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "checkpoints" / "last.pt"
-    if not path.is_file():
-        raise CheckpointError(f"resume path '{path}' does not exist (give a run folder or its checkpoints/last.pt)")
+# ----------------------------------------------------------------------------- reading
+def _torch_load(source, where: Path) -> Any:
     try:
         with warnings.catch_warnings():  # torch warns about foreign pickle protocols; the error below says it all
             warnings.simplefilter("ignore")
-            state = torch.load(path, map_location=map_location, weights_only=True)
+            return torch.load(source, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unreadable file gets the same one-line answer
-        raise CheckpointError(f"'{path}' is not a readable noisylab checkpoint ({type(err).__name__})") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"'{where}' is not a readable noisylab checkpoint ({type(err).__name__}); "
+                              "it is damaged or not a checkpoint") from None
+
+
+def read_checkpoint_file(path: Path) -> dict[str, Any]:
+    """The state stored in one checkpoint file, its checksum verified."""
+    outer = _torch_load(path, path)
+    if not isinstance(outer, dict):
         raise CheckpointError(f"'{path}' is not a noisylab checkpoint (format tag missing)")
+    if outer.get("format") in OLD_FORMATS:
+        return outer
+    if outer.get("format") != FORMAT:
+        raise CheckpointError(f"'{path}' is not a noisylab checkpoint (format tag missing)")
+    payload = outer.get("payload")
+    if not isinstance(payload, bytes) or hashlib.sha256(payload).hexdigest() != outer.get("sha256"):
+        raise CheckpointError(f"'{path}' is damaged (checksum mismatch)")
+    state = _torch_load(io.BytesIO(payload), path)
+    if not isinstance(state, dict):
+        raise CheckpointError(f"'{path}' is not a noisylab checkpoint (no state)")
     return state
 
 
+def resolve_checkpoint(path: str | Path) -> tuple[Path, dict[str, Any]]:
+    """The checkpoint a resume path means, and its state.
+
+    A file is read as it is. A run folder resumes its newest checkpoint that verifies
+    (``last.pt``, else ``prev.pt``, else ``best.pt``, by epoch), warning about any damaged one.
+    """
+    path = Path(path)
+    if path.is_file():
+        return path, read_checkpoint_file(path)
+    if not path.is_dir():
+        raise CheckpointError(f"resume path '{path}' does not exist (give a run folder or one of its checkpoints)")
+    folder = path / "checkpoints"
+    found = [folder / n for n in CHECKPOINT_NAMES if (folder / n).is_file()]
+    if not found:
+        if (path / "config.yaml").is_file():
+            raise CheckpointError(f"run folder '{path}' has no checkpoint: it stopped before its first epoch ended; "
+                                  f"start it again with: noisylab train -c {path / 'config.yaml'}")
+        raise CheckpointError(f"'{path}' is not a noisylab run folder (no checkpoints/ and no config.yaml)")
+    good: list[tuple[int, Path, dict[str, Any]]] = []
+    for f in found:
+        try:
+            state = read_checkpoint_file(f)
+        except CheckpointError as err:
+            log.warning("skipping %s", err)
+            continue
+        good.append((int(state.get("epoch", -1)), f, state))
+    if not good:
+        raise CheckpointError(f"every checkpoint of '{path}' is damaged ({', '.join(f.name for f in found)}); "
+                              f"start again with: noisylab train -c {path / 'config.yaml'}")
+    epoch, best_file, state = max(good, key=lambda g: (g[0], -CHECKPOINT_NAMES.index(g[1].name)))
+    if best_file.name != "last.pt":
+        log.warning("resuming from %s (epoch %d)", best_file, epoch + 1)
+    return best_file, state
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint safely; a run folder resolves to its newest valid checkpoint."""
+    return resolve_checkpoint(path)[1]
+
+
+def run_folder_of(checkpoint: Path) -> Path:
+    """The run folder a checkpoint file belongs to (``RUN/checkpoints/x.pt`` -> ``RUN``)."""
+    return checkpoint.parent.parent
+
+
+# ----------------------------------------------------------------------------- RNG
 def capture_rng() -> dict[str, Any]:
     """Every RNG the training touches: python, numpy, torch CPU and CUDA."""
     np_state = np.random.get_state()

@@ -17,7 +17,7 @@ class ConfigError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class DataConfig(_Strict):
@@ -44,7 +44,8 @@ class DataConfig(_Strict):
         from .data.augment import VIEW_RECIPES
 
         if v != "auto" and v not in VIEW_RECIPES:
-            raise ValueError(f"unknown augmentation '{v}' (valid: auto, {', '.join(VIEW_RECIPES)})")
+            raise ValueError(f"unknown augmentation '{v}'{did_you_mean(v, VIEW_RECIPES)} "
+                             f"(valid: auto, {', '.join(VIEW_RECIPES)})")
         return v
 
 
@@ -63,7 +64,7 @@ class NoiseConfig(_Strict):
         from .noise import KINDS
 
         if v not in KINDS:
-            raise ValueError(f"unknown noise kind '{v}' (valid: {', '.join(KINDS)})")
+            raise ValueError(f"unknown noise kind '{v}'{did_you_mean(v, KINDS)} (valid: {', '.join(KINDS)})")
         return v
 
 
@@ -241,6 +242,8 @@ class TrainConfig(_Strict):
     progress: bool = True
     tensorboard: bool | Literal["auto"] = Field("auto", description="true, false, or auto (when installed)")
     log_every: int = Field(50, ge=1, description="progress-bar refresh in steps (each costs a device sync)")
+    skip_nonfinite: bool = Field(False, description="skip batches whose loss is NaN/inf instead of stopping "
+                                                    "(one device sync per step)")
 
 
 class DetectConfig(_Strict):
@@ -256,7 +259,7 @@ class DetectConfig(_Strict):
         from .detect import FILTERS
 
         if v not in FILTERS:
-            raise ValueError(f"unknown filter '{v}' (valid: {', '.join(FILTERS)})")
+            raise ValueError(f"unknown filter '{v}'{did_you_mean(v, FILTERS)} (valid: {', '.join(FILTERS)})")
         return v
 
 
@@ -285,10 +288,25 @@ class Config(_Strict):
             return f"cuda:{v}"
         raise ValueError(f"unknown device '{v}' (valid: auto, cpu, cuda, cuda:N, mps)")
 
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, v: str) -> str:
+        # the run folder is output_dir/name: a name must not reach outside output_dir
+        if not v or v.strip() != v or v in (".", "..") or any(c in v for c in '/\\\0:'):
+            raise ValueError(f"run name {v!r} must be a plain folder name (letters, digits, - _ .), "
+                             "not empty and without / or \\")
+        if len(v.encode()) > 100:
+            raise ValueError(f"run name is {len(v.encode())} bytes long; use at most 100")
+        return v
+
     @model_validator(mode="after")
     def _noise_rate_given(self) -> "Config":
         if self.noise.kind not in ("none", "human", "matrix") and self.noise.file is None and self.noise.rate is None:
             raise ValueError(f"noise.rate is required for noise kind '{self.noise.kind}'")
+        if self.noise.kind in RATELESS_KINDS and self.noise.rate not in (None, 0.0) and self.noise.file is None:
+            raise ValueError(f"noise.rate {self.noise.rate:g} means nothing for noise kind '{self.noise.kind}' "
+                             f"(the labels {'stay as given' if self.noise.kind == 'none' else 'come from the ' + ('matrix' if self.noise.kind == 'matrix' else 'human label file')}); "
+                             "set noise.kind (e.g. symmetric) or drop noise.rate")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -329,16 +347,42 @@ def _format_error(err: ValidationError, model: type[BaseModel]) -> str:
         path, _ = _walk(model, first["loc"])
         _, parent = _walk(model, first["loc"][:-1]) if len(first["loc"]) > 1 else ([], model)
         valid = sorted(parent.model_fields) if isinstance(parent, type) and issubclass(parent, BaseModel) else []
-        return f"unknown config key '{'.'.join(path)}'" + (f" (valid keys here: {', '.join(valid)})" if valid else "")
+        hint = did_you_mean(path[-1], valid) if valid else ""
+        return f"unknown config key '{'.'.join(path)}'{hint}" + (f" (valid keys here: {', '.join(valid)})" if valid else "")
     path, _ = _walk(model, first["loc"])
     loc = ".".join(path)
     msg = first["msg"].removeprefix("Value error, ")
     got = first.get("input")
     if first["type"] == "union_tag_invalid":
-        tags = first.get("ctx", {}).get("expected_tags", "")
-        return f"config key '{loc}.name': unknown name '{first['ctx']['tag']}' (valid: {tags.replace(chr(39), '')})"
-    shown = "" if isinstance(got, (dict, list)) or got is None else f" (got {got!r})"
+        tags = first.get("ctx", {}).get("expected_tags", "").replace("'", "")
+        tag = first["ctx"]["tag"]
+        return (f"config key '{loc}.name': unknown name '{tag}'{did_you_mean(tag, tags.split(', '))} "
+                f"(valid: {tags})")
+    as_number = _as_float(got)
+    if as_number is not None and as_number != as_number:
+        return f"config key '{loc}': not a number (nan); give a number"
+    if as_number is not None and as_number in (float("inf"), float("-inf")):
+        return f"config key '{loc}': {as_number} is not a finite number"
+    shown = "" if isinstance(got, (dict, list)) or got is None else f" (got {_short(got)})"
     return f"config key '{loc}': {msg}{shown}" if loc else f"config: {msg}"
+
+
+def _as_float(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value.strip().lstrip("."))
+        except ValueError:
+            return None
+    return None
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 5] + "...'"
 
 
 def _fill_union_names(data: dict[str, Any]) -> dict[str, Any]:
@@ -370,6 +414,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 # Sections whose schema depends on their ``name``: switching the name starts them afresh.
 UNION_SECTIONS = (("method",), ("method", "loss"))
+RATELESS_KINDS = ("none", "human", "matrix")  # noise kinds whose level is not noise.rate
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -377,8 +422,10 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
     An override that changes the ``name`` of a method or loss section (``method.name=repreg``,
     ``method.loss.name=gce``) replaces that section by ``{name: new}``: the old kind's settings
-    (ELR's ``lam``, say) mean nothing, or something else, to the new kind. Later overrides then
-    set the new kind's keys, whatever their order on the command line (name switches go first).
+    (ELR's ``lam``, say) mean nothing, or something else, to the new kind. Likewise another
+    ``noise.kind`` drops ``noise.options`` (and ``noise.rate`` for kinds without a rate). Later
+    overrides then set the new kind's keys, whatever their order on the command line (switches
+    go first).
     """
     return apply_settings(data, [(parse_override(text), text) for text in overrides])
 
@@ -388,7 +435,7 @@ def apply_settings(data: dict[str, Any], settings: list[tuple[tuple[list[str], A
     in errors)."""
     def is_switch(item) -> bool:
         (path, _), _ = item
-        return tuple(path[:-1]) in UNION_SECTIONS and path[-1] == "name"
+        return (tuple(path[:-1]) in UNION_SECTIONS and path[-1] == "name") or path == ["noise", "kind"]
 
     switches = sorted(filter(is_switch, settings), key=lambda item: len(item[0][0]))  # method before method.loss
     for (path, value), text in switches + [item for item in settings if not is_switch(item)]:
@@ -400,7 +447,12 @@ def apply_settings(data: dict[str, Any], settings: list[tuple[tuple[list[str], A
             if not isinstance(child, dict):
                 raise ConfigError(f"override '{text}': '{part}' is a value, not a section")
             node = child
-        if is_switch(((path, value), text)) and node.get("name", value) != value:
+        if path == ["noise", "kind"]:
+            if node.get("kind", value) != value:  # another kind: its options mean nothing here
+                node.pop("options", None)
+                if value in RATELESS_KINDS:
+                    node.pop("rate", None)
+        elif is_switch(((path, value), text)) and node.get("name", value) != value:
             node.clear()
         node[path[-1]] = value
     return data
@@ -411,14 +463,32 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not p.is_file():
         raise ConfigError(f"config file '{p}' not found (see configs/ for examples)")
     try:
-        data = yaml.safe_load(p.read_text()) or {}
+        text = p.read_text(encoding="utf-8")
+        data = yaml.safe_load(text)
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file '{p}' is not text (UTF-8 YAML expected)") from None
+    except OSError as err:
+        raise ConfigError(f"cannot read config file '{p}': {err.strerror}") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"config file '{p}' is not valid YAML{where}: {getattr(err, 'problem', err)}") from None
+        problem = " ".join(str(getattr(err, "problem", None) or err).split())
+        raise ConfigError(f"config file '{p}' is not valid YAML{where}: {problem}") from None
+    except RecursionError:
+        raise ConfigError(f"config file '{p}' is nested too deeply") from None
+    if data is None:
+        raise ConfigError(f"config file '{p}' is empty: give at least the dataset, e.g. start from configs/mnist1d_elr.yaml")
     if not isinstance(data, dict):
         raise ConfigError(f"config file '{p}' must contain a mapping of keys, not {type(data).__name__}")
     return data
+
+
+def did_you_mean(word: str, choices: Any) -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``choices`` to a misspelled ``word``, or ''."""
+    import difflib
+
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 def build_config(data: dict[str, Any]) -> Config:

@@ -24,9 +24,19 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from .checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint, seed_everything
+from .checkpoint import (
+    OutputError,
+    capture_rng,
+    load_checkpoint,
+    resolve_checkpoint,
+    restore_rng,
+    run_folder_of,
+    save_checkpoint,
+    seed_everything,
+)
 from .config import Config, ConfigError, build_config, save_config
 from .data import DataBundle, load_dataset, make_eval_batches, make_train_batches
+from .data.augment import resolve_recipe
 from .data.pipeline import AnyEvalBatches, eval_split_names, example_paths
 from .detect import detection_metrics, find_label_issues, label_quality_scores, normalize_rows, write_label_issues_csv
 from .methods import Method, MethodContext, build_method
@@ -51,6 +61,48 @@ EpochCallback = Callable[[int, dict[str, Any]], None]
 
 class TrainingDiverged(ValueError):
     """The loss became NaN or infinite; the message says where and what to change."""
+
+
+class TrainingStopped(Exception):
+    """A stop was requested (SIGTERM / SIGINT); the last finished epoch's checkpoint is on disk."""
+
+
+_STOP: dict[str, str | None] = {"signal": None}
+
+
+def request_stop(reason: str) -> None:
+    """Ask the running training to stop after its current step (signal handlers call this)."""
+    _STOP["signal"] = reason
+
+
+# ----------------------------------------------------------------------------- resuming
+# Config keys a resumed run may change (a prefix covers its sub-keys). Anything else — the data,
+# the noise, the model, the method, the seed — would make the checkpoint mean something else.
+RESUMABLE_KEYS = ("train.epochs", "optim.lr", "schedule", "train.progress", "train.log_every", "train.tensorboard",
+                  "train.eval_batch_size", "train.skip_nonfinite", "device", "detect")
+RESCHEDULE_KEYS = ("train.epochs", "optim.lr", "schedule")
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def config_changes(stored: dict[str, Any], cfg: Config) -> list[str]:
+    """The keys of ``cfg`` that differ from the checkpoint's config; refuses (one line) a change
+    of a key outside :data:`RESUMABLE_KEYS`."""
+    old, new = _flatten(stored), _flatten(cfg.to_dict())
+    changed = sorted(k for k in old.keys() | new.keys() if old.get(k, "<unset>") != new.get(k, "<unset>"))
+    for key in changed:
+        if not any(key == r or key.startswith(r + ".") for r in RESUMABLE_KEYS):
+            raise ConfigError(f"'{key}' cannot change when resuming (the run used {old.get(key, '<unset>')!r}, "
+                              f"now {new.get(key, '<unset>')!r}): only {', '.join(RESUMABLE_KEYS)} may; "
+                              "start a new run for anything else")
+    return changed
 
 
 # ----------------------------------------------------------------------------- devices
@@ -261,10 +313,11 @@ def setup_run(cfg: Config, resume: str | Path | None = None, run_dir: str | Path
             the training set is then the held-out part; cross-validation folds).
     """
     device, dinfo = setup_device(cfg.device)
-    state = None
+    state, changed = None, []
     if resume is not None:
-        state = load_checkpoint(resume)
-        run_dir = Path(resume) if Path(resume).is_dir() else Path(resume).parent.parent
+        ckpt_file, state = resolve_checkpoint(resume)
+        run_dir = run_folder_of(ckpt_file)
+        changed = config_changes(state["config"], cfg)
     seed_everything(cfg.seed)
     data = prepare_data(cfg, Path(run_dir) / "noisy_labels.npz" if state is not None else None)
     if train_idx is not None:
@@ -310,6 +363,14 @@ def setup_run(cfg: Config, resume: str | Path | None = None, run_dir: str | Path
         restore_rng(state["rng"])
         if state.get("scaler"):
             run.scaler.load_state_dict(state["scaler"])  # AMP loss scale: part of an exact resume
+        if any(k == r or k.startswith(r + ".") for k in changed for r in RESCHEDULE_KEYS):
+            method.reschedule(cfg.optim, cfg.schedule, cfg.train.epochs)
+        trained_on = int(state.get("world_size", 1))
+        if trained_on != dinfo.world_size and dinfo.is_main:
+            log.warning("resuming a run trained on %d process(es) with %d: train.batch_size is per process, so the "
+                        "global batch changes from %d to %d and each process sees another shard of every epoch; "
+                        "the run continues correctly but will not repeat an uninterrupted one", trained_on,
+                        dinfo.world_size, trained_on * cfg.train.batch_size, dinfo.world_size * cfg.train.batch_size)
 
     # ---- the run folder: created only now, after every input was read and checked
     if dinfo.is_main:
@@ -328,20 +389,47 @@ def setup_run(cfg: Config, resume: str | Path | None = None, run_dir: str | Path
         log.info("data: %s, %d training / %d validation / %d test examples, %d classes; labels: %s; views: %s",
                  bundle.name, len(data.train_idx), len(data.val_idx),
                  0 if bundle.test_labels is None else len(bundle.test_labels), bundle.num_classes,
-                 noise_line(data.labels), ", ".join(view_recipes_of(method, cfg)) or "none")
+                 noise_line(data.labels),
+                 ", ".join(resolve_recipe(bundle, r) for r in view_recipes_of(method, cfg)) or "none (cached features)")
         if state is not None:
-            log.info("resumed from epoch %d of %d", run.start_epoch, cfg.train.epochs)
+            log.info("resumed at epoch %d of %d from %s%s", run.start_epoch + 1, cfg.train.epochs, ckpt_file,
+                     f" with new {', '.join(changed)}" if changed else "")
+        check_free_space(run)
     return run
+
+
+def check_free_space(run: Run) -> None:
+    """Refuse to start when the run folder's disk cannot hold the checkpoints it will write
+    (last, prev and best, plus the temporary copy of one)."""
+    import shutil
+
+    state_bytes = sum(t.numel() * t.element_size() for m in run.method.models.values() for t in m.state_dict().values())
+    state_bytes += sum(t.numel() * t.element_size() for m in run.method.losses.values() for t in m.state_dict().values())
+    need = 4 * 3 * state_bytes  # model + optimizer moments (<= 2 copies), 4 files
+    free = shutil.disk_usage(run.out).free
+    if free < need:
+        raise OutputError(28, f"the disk of '{run.out}' has {free / 2**20:.0f} MiB free; its checkpoints need about "
+                              f"{need / 2**20:.0f} MiB: free space or choose another output_dir")
+
+
+# the setting to blame when a loss term blows up (the term of largest magnitude before divergence)
+TERM_SETTINGS = {"elr": "method.loss.lam", "infonce": "method.infonce_weight", "rkd_dis": "method.reg_weight",
+                 "rkd_angle": "method.reg_weight"}
 
 
 def fit_epoch(run: Run, epoch: int) -> dict[str, Any]:
     """Train every phase of ``epoch``; returns ``lr``, ``train_loss``, ``train_<term>`` (epoch means
-    over the examples of all ranks) and, with a classifier, ``train_acc``."""
+    over the examples of all ranks) and, with a classifier, ``train_acc``.
+
+    Raises :class:`TrainingStopped` after the step during which a stop was requested, and
+    :class:`TrainingDiverged` at the end of an epoch whose loss was not finite (with
+    ``train.skip_nonfinite`` such batches are skipped instead: no optimizer step)."""
     cfg, method, device = run.cfg, run.method, run.device
     t0 = time.time()
     method.train(True)
     sums: dict[str, torch.Tensor] = {}  # loss, terms and correct predictions, weighted by batch size
-    seen = 0
+    peaks: dict[str, torch.Tensor] = {}  # the largest finite |term| of the epoch, to name a culprit
+    seen = skipped = 0
     phases = method.phases(epoch)
     bar = _progress(cfg, run.dist, len(run.train_batches) * len(phases), epoch)
     for p_i, phase in enumerate(phases):
@@ -350,14 +438,20 @@ def fit_epoch(run: Run, epoch: int) -> dict[str, Any]:
             with _autocast(device, run.amp):
                 out = method.batch_loss(phase, batch, run.step)
             phase.optimizer.zero_grad(set_to_none=True)
-            run.scaler.scale(out.loss).backward()
-            run.scaler.step(phase.optimizer)
-            run.scaler.update()
-            method.after_step(phase, run.step)
+            if cfg.train.skip_nonfinite and not bool(torch.isfinite(out.loss)):  # a host sync, only when asked
+                skipped += 1
+            else:
+                run.scaler.scale(out.loss).backward()
+                run.scaler.step(phase.optimizer)
+                run.scaler.update()
+                method.after_step(phase, run.step)
             run.step += 1
             n = len(y)
             for name, value in (("loss", out.loss), *((f"term_{k}", v) for k, v in out.terms.items())):
-                sums[name] = sums.get(name, torch.zeros((), device=device)) + value.detach().float() * n
+                v = value.detach().float()
+                sums[name] = sums.get(name, torch.zeros((), device=device)) + v * n
+                peaks[name] = torch.maximum(peaks.get(name, torch.zeros((), device=device)),
+                                            v.abs().nan_to_num(0.0, posinf=0.0, neginf=0.0))
             if out.logits is not None:
                 correct = (out.logits.detach().argmax(dim=1) == y).sum().float()
                 sums["correct"] = sums.get("correct", torch.zeros((), device=device)) + correct
@@ -367,6 +461,10 @@ def fit_epoch(run: Run, epoch: int) -> dict[str, Any]:
                 if bar.n % cfg.train.log_every == 0:  # a host sync, so only every log_every steps
                     bar.set_postfix(loss=f"{sums['loss'].item() / seen:.4f}",
                                     ex_s=f"{seen / max(time.time() - t0, 1e-9):.0f}")
+            if _stop_now(run):
+                if bar is not None:
+                    bar.close()
+                raise TrainingStopped(f"stopped by {_STOP['signal']} in epoch {epoch + 1}")
     if bar is not None:
         bar.close()
     lr = method.current_lr()
@@ -376,15 +474,46 @@ def fit_epoch(run: Run, epoch: int) -> dict[str, Any]:
     if run.dist.enabled:  # every rank trains the same phases with the same terms
         dist.all_reduce(totals)
     means = {k: float(v) / float(totals[-1]) for k, v in zip(names, totals[:-1])}
-    if not np.isfinite(means["loss"]):
-        raise TrainingDiverged(f"training diverged in epoch {epoch + 1} (loss {means['loss']:g}); "
-                               f"lower optim.lr (now {lr:g}) or check the inputs' scale")
+    if skipped:
+        log.warning("epoch %d: skipped %d batch(es) whose loss was not finite (train.skip_nonfinite)", epoch + 1, skipped)
+    if not np.isfinite(means["loss"]) and not cfg.train.skip_nonfinite:
+        raise TrainingDiverged(_divergence_message(run, epoch, means["loss"], lr, peaks))
     row: dict[str, Any] = {"epoch": epoch, "lr": lr, "train_loss": means.pop("loss")}
     if "correct" in means:
         row["train_acc"] = means.pop("correct")
     row.update({f"train_{k.removeprefix('term_')}": v for k, v in means.items()})
     row["time_s"] = time.time() - t0
     return row
+
+
+def _stop_now(run: Run) -> bool:
+    """Whether to stop after this step. Under DDP the ranks agree every ``log_every`` steps (a
+    signal may reach them at different steps; stopping apart would hang the others)."""
+    if not run.dist.enabled:
+        return _STOP["signal"] is not None
+    if run.step % run.cfg.train.log_every:
+        return False
+    flag = torch.tensor([1.0 if _STOP["signal"] else 0.0], device=run.device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    if flag.item() > 0 and _STOP["signal"] is None:
+        _STOP["signal"] = "a stop request of another process"
+    return flag.item() > 0
+
+
+def _divergence_message(run: Run, epoch: int, loss: float, lr: float, peaks: dict[str, torch.Tensor]) -> str:
+    """One line: where the loss stopped being finite, the setting that most likely caused it, what to do."""
+    cfg = run.cfg
+    terms = {k.removeprefix("term_"): float(v) for k, v in peaks.items() if k.startswith("term_")}
+    culprit = max(terms, key=terms.get) if terms else None
+    setting = TERM_SETTINGS.get(culprit or "", "optim.lr")
+    values = _flatten(cfg.to_dict())
+    now = lr if setting == "optim.lr" else values.get(setting)
+    where = f"the {culprit} term reached {terms[culprit]:.3g} first; " if culprit else ""
+    last_good = run.history[-1]["epoch"] + 1 if run.history else 0
+    resume = (f"resume from the last good checkpoint (epoch {last_good}) with noisylab train -r {run.out} "
+              f"optim.lr={lr / 10:g}" if setting == "optim.lr" and run.history else "start a new run with a lower value")
+    return (f"training diverged in epoch {epoch + 1} (loss {loss:g}): {where}lower {setting} (now {now:g}), or set "
+            f"train.skip_nonfinite=true to skip such batches; {resume}")
 
 
 def evaluate(run: Run, epoch: int) -> dict[str, Any]:
@@ -434,8 +563,8 @@ def write_epoch(run: Run, row: dict[str, Any], improved: bool) -> None:
         write_csv(out / "memorization.csv", run.memorization)
     ckpt = {"epoch": row["epoch"], "step": run.step, "method": run.method.state_dict(), "history": run.history,
             "memorization": run.memorization, "best": run.best, "rng": capture_rng(), "config": run.cfg.to_dict(),
-            "scaler": run.scaler.state_dict() if run.amp else {}}
-    save_checkpoint(ckpt, out / "checkpoints" / "last.pt")
+            "scaler": run.scaler.state_dict() if run.amp else {}, "world_size": run.dist.world_size}
+    save_checkpoint(ckpt, out / "checkpoints" / "last.pt", keep_old_as=out / "checkpoints" / "prev.pt")
     if improved:
         save_checkpoint(ckpt, out / "checkpoints" / "best.pt")
     if run.writer is not None:

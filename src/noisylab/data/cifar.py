@@ -12,8 +12,11 @@ values, each a row-major 32x32 plane), ``labels`` (CIFAR-10) or ``fine_labels`` 
 ``label_names``; CIFAR-100's ``meta`` holds ``fine_label_names`` and ``coarse_label_names``.
 
 The files are read by :class:`RestrictedUnpickler`, which can only build dicts, lists, strings,
-numbers and numpy arrays: any other global named in the file (``os.system``, ``builtins.eval``, ...)
-is refused before anything is called, so a crafted file cannot run code.
+bytes, numbers and numpy arrays: any other global named in the file (``os.system``,
+``builtins.eval``, ...) is refused before anything is called, so a crafted file cannot run code.
+Files re-exported by Python 3 with pickle protocol 2 (which stores ``bytes`` as
+``_codecs.encode(text, 'latin1')``) load too: that call is carried out by noisylab's own function,
+which accepts nothing but a string and ``'latin1'``.
 """
 from __future__ import annotations
 
@@ -47,15 +50,41 @@ def _safe_dtype(*args: Any) -> np.dtype:
     return dt
 
 
+def _latin1_bytes(*args: Any) -> bytes:
+    """Stands in for ``_codecs.encode`` in protocol-2 pickles written by Python 3, which store
+    ``bytes`` as ``_codecs.encode(text, 'latin1')``: only that exact call is carried out (by this
+    function, not the codecs machinery); any other argument or encoding is refused."""
+    if len(args) != 2:
+        problem = f"{len(args)} arguments"
+    elif type(args[0]) is not str:
+        problem = f"a {type(args[0]).__name__} argument"
+    elif type(args[1]) is not str or args[1] != "latin1":
+        problem = f"encoding {repr(args[1])[:40]}"
+    else:
+        return args[0].encode("latin1")
+    raise RefusedPickle(f"refused _codecs.encode with {problem}: only (text, 'latin1') byte strings are allowed")
+
+
+def _empty_bytes(*args: Any) -> bytes:
+    """Stands in for ``bytes`` in protocol-2 pickles written by Python 3, which store ``b''`` as
+    ``bytes()``: only the call without arguments is allowed."""
+    if args:
+        raise RefusedPickle("refused bytes() with arguments: only the empty byte string bytes() is allowed")
+    return b""
+
+
 class RestrictedUnpickler(pickle.Unpickler):
     """An unpickler that can only rebuild the contents of CIFAR batch files.
 
     Plain containers and scalars (dict, list, tuple, str, bytes, int, float, bool, None) need no
-    globals and load normally. Of all globals, only the three that numpy arrays are pickled with
-    are allowed: ``numpy.core.multiarray._reconstruct`` (also spelt ``numpy._core.multiarray``),
-    ``numpy.ndarray`` and ``numpy.dtype`` (the latter refusing object dtypes). Anything else raises
-    :class:`RefusedPickle` (an :class:`pickle.UnpicklingError`) before it is looked up, so nothing
-    named in the file is called.
+    globals and load normally. Of all globals, only these are allowed: the three that numpy
+    arrays are pickled with, ``numpy.core.multiarray._reconstruct`` (also spelt
+    ``numpy._core.multiarray``), ``numpy.ndarray`` and ``numpy.dtype`` (the latter refusing object
+    dtypes); and the two that Python 3 writes for ``bytes`` in protocols 0-2, ``_codecs.encode``
+    (replaced by :func:`_latin1_bytes`, which only accepts ``(text, 'latin1')``) and
+    ``__builtin__.bytes`` (replaced by :func:`_empty_bytes`, which only accepts no arguments).
+    Anything else raises :class:`RefusedPickle` (an :class:`pickle.UnpicklingError`) before it is
+    looked up, so nothing named in the file is called.
     """
 
     _ALLOWED = {
@@ -63,6 +92,9 @@ class RestrictedUnpickler(pickle.Unpickler):
         ("numpy._core.multiarray", "_reconstruct"): _NP_RECONSTRUCT,
         ("numpy", "ndarray"): np.ndarray,
         ("numpy", "dtype"): _safe_dtype,
+        ("_codecs", "encode"): _latin1_bytes,
+        ("__builtin__", "bytes"): _empty_bytes,
+        ("builtins", "bytes"): _empty_bytes,
     }
 
     def find_class(self, module: str, name: str) -> Any:
@@ -79,6 +111,7 @@ def safe_load_pickle(path: str | os.PathLike) -> Any:
     """Load a CIFAR-style pickle with :class:`RestrictedUnpickler`.
 
     Python-2 strings are decoded as latin-1 (what the official files need for their numpy data).
+    Python-3 protocol-2 pickles (``bytes`` stored as ``_codecs.encode(text, 'latin1')``) load too.
     Raises :class:`DataError` naming the file when it is missing, truncated or contains anything
     other than plain data and numeric numpy arrays.
     """

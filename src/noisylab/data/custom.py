@@ -6,12 +6,16 @@ Datasets (``data.dataset`` / ``load_dataset(name, root, ...)``):
     ``root/<class name>/**/<image>`` — one sub-folder per class (class order = sorted folder
     names, as torchvision's ``ImageFolder``). If ``root`` has ``train/`` and ``test/`` (or
     ``val/``) sub-folders that each hold class folders, they are the two splits; otherwise
-    everything is training data, and ``test_root`` may name a separate test folder.
+    everything is training data, and ``test_root`` may name a separate test folder. Hidden files
+    and folders (``.name``) are ignored; a class folder without image files is refused.
 ``csv``
     ``root`` is a CSV file with two columns ``path,label`` (an optional header row whose fields
     are e.g. ``path,label`` / ``filename,class`` is skipped). Relative paths are relative to the
-    CSV's folder (or ``image_root``). Labels are either all integers (class indices) or class
-    names (classes = their sorted set over train and test, unless ``class_names`` is given).
+    CSV's folder (or ``image_root``). Labels are either all integers (class indices ``0..K-1``)
+    or class names (classes = their sorted set over train and test, unless ``class_names`` is
+    given); negative integers, non-integer numbers (``1.5``, ``1.0``; unless listed in
+    ``class_names``) and, without ``class_names``, integers mixed with names are refused with the
+    file and line.
     ``test_csv`` names an optional test CSV.
 ``npz``
     ``root`` is an ``.npz`` with ``x`` and ``y`` and optionally ``x_test``, ``y_test`` and
@@ -33,6 +37,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 from pathlib import Path
 from typing import Sequence
 
@@ -143,7 +148,12 @@ def _image_bundle(
 
 # ----------------------------------------------------------------------------- folder
 def _scan_class_folders(folder: Path) -> dict[str, list[str]]:
-    classes = sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+    """``{class name: image files}`` of the (non-hidden) sub-folders of ``folder``, each class's
+    files found recursively (hidden files and folders skipped) and sorted."""
+    try:
+        classes = sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+    except OSError as err:
+        raise DataError(f"{folder}: cannot read the folder ({err.strerror or err}); check its permissions") from None
     out: dict[str, list[str]] = {}
     for c in classes:
         files: list[str] = []
@@ -153,6 +163,39 @@ def _scan_class_folders(folder: Path) -> dict[str, list[str]]:
                       if not f.startswith(".") and os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS]
         out[c] = files
     return out
+
+
+def _other_files(folder: Path, limit: int = 3) -> tuple[int, list[str]]:
+    """How many non-hidden files below ``folder`` are not images, and the names of the first few."""
+    count, names = 0, []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for f in sorted(filenames):
+            if not f.startswith("."):
+                count += 1
+                if len(names) < limit:
+                    names.append(f)
+    return count, names
+
+
+def _class_folders(folder: Path) -> dict[str, list[str]]:
+    """:func:`_scan_class_folders`, refusing a folder without class sub-folders and a class
+    sub-folder without images (one :class:`DataError` line naming the folder and the fix)."""
+    found = _scan_class_folders(folder)
+    if not found:
+        loose = sum(1 for f in folder.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
+        here = f" (it holds {loose} image file{'s' if loose != 1 else ''} directly)" if loose else ""
+        raise DataError(f"{folder}: no class sub-folders{here}; put the images of each class in "
+                        f"{folder}{os.sep}<class name>{os.sep}")
+    for c, files in found.items():
+        if not files:
+            n_other, other = _other_files(folder / c)
+            holds = (f", only {n_other} other file{'s' if n_other != 1 else ''} such as {', '.join(other)}"
+                     if n_other else "")
+            raise DataError(f"{folder / c}: class folder '{c}' has no images (accepted extensions: "
+                            f"{' '.join(IMAGE_EXTENSIONS)}{holds}); add images of class '{c}' to it or "
+                            "remove the folder")
+    return found
 
 
 def _is_split_layout(root: Path) -> tuple[Path, Path] | None:
@@ -178,22 +221,21 @@ def load_folder(
         raise DataError("the folder dataset needs data.root: a folder with one sub-folder of images per class")
     base = Path(root).expanduser()
     if not base.is_dir():
-        raise DataError(f"{base}: folder not found; data.root must be a folder with one sub-folder per class")
+        problem = "is a file, not a folder" if base.exists() else "folder not found"
+        raise DataError(f"{base}: {problem}; data.root must be a folder with one sub-folder of images per class")
     split = _is_split_layout(base) if test_root is None else (base, Path(test_root).expanduser())
     train_dir, test_dir = split if split else (base, None)
     if test_dir is not None and not test_dir.is_dir():
-        raise DataError(f"{test_dir}: test folder not found")
-    train = _scan_class_folders(train_dir)
-    if not train:
-        raise DataError(f"{train_dir}: no class sub-folders; put the images of each class in <root>/<class>/")
+        problem = "is a file, not a folder" if test_dir.exists() else "test folder not found"
+        raise DataError(f"{test_dir}: {problem}; data.test_root must be a folder with one sub-folder of images "
+                        "per class (named as the training classes)")
+    train = _class_folders(train_dir)
     class_names = list(train)
-    if sum(len(v) for v in train.values()) == 0:
-        raise DataError(f"{train_dir}: the class folders hold no images ({', '.join(IMAGE_EXTENSIONS)})")
     paths = [p for c in class_names for p in train[c]]
     labels = np.asarray([k for k, c in enumerate(class_names) for _ in train[c]], dtype=np.int64)
     test_paths = test_labels = None
     if test_dir is not None:
-        test = _scan_class_folders(test_dir)
+        test = _class_folders(test_dir)
         unknown = [c for c in test if c not in train]
         if unknown:
             raise DataError(f"{test_dir / unknown[0]}: class folder '{unknown[0]}' has no training folder "
@@ -213,7 +255,7 @@ def read_path_label_csv(csv_file: Path, image_root: Path | None = None) -> tuple
     """Rows of a ``path,label`` CSV: ``(absolute paths, raw label strings, line numbers)``.
 
     Raises :class:`DataError` with file and line for a missing file, a row without exactly two
-    fields, or an empty path or label.
+    fields, an empty path or label, or a file without data rows.
     """
     try:
         with open(csv_file, "r", encoding="utf-8-sig", newline="") as f:
@@ -224,31 +266,75 @@ def read_path_label_csv(csv_file: Path, image_root: Path | None = None) -> tuple
         raise DataError(f"{csv_file}: cannot read as CSV ({err})") from None
     folder = image_root if image_root is not None else csv_file.parent
     paths, labels, lines = [], [], []
+    first, header_seen = True, False
     for n, row in enumerate(rows, start=1):
         if not row or all(not c.strip() for c in row):
             continue
         header = len(row) == 2 and row[0].strip().lower() in _HEADER_PATH and row[1].strip().lower() in _HEADER_LABEL
-        if n == 1 and header:
-            continue
+        if first:
+            first = False
+            if header:
+                header_seen = True
+                continue
         if len(row) != 2:
             raise DataError(f"{csv_file} line {n}: expected 2 fields 'path,label', got {len(row)}: {','.join(row)!r}")
         p, lab = row[0].strip(), row[1].strip()
         if not p or not lab:
-            raise DataError(f"{csv_file} line {n}: empty {'path' if not p else 'label'} in {','.join(row)!r}")
+            raise DataError(f"{csv_file} line {n}: empty {'path' if not p else 'label'} in {','.join(row)!r}; "
+                            "every row needs an image path and a label (an integer class index or a class name)")
         paths.append(p if os.path.isabs(p) else str(folder / p))
         labels.append(lab)
         lines.append(n)
     if not paths:
-        raise DataError(f"{csv_file}: no rows; expected lines 'path,label'")
+        what = "only a header row" if header_seen else "the file is empty"
+        raise DataError(f"{csv_file}: no data rows ({what}); add one line 'path,label' per image")
     return paths, labels, lines
 
 
-def _is_int(s: str) -> bool:
-    try:
-        int(s)
+_INT_LABEL = re.compile(r"[+-]?[0-9]+\Z")
+_NUMBER_LABEL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\Z")
+_LABEL_RULE = "labels must be all integer class indices (0, 1, 2, ...) or all class names (e.g. cat, dog)"
+
+
+def _label_kind(s: str) -> str:
+    """``'int'`` (ASCII digits with an optional sign), ``'number'`` (any other decimal number:
+    ``1.5``, ``1.0``, ``2e3``) or ``'name'``."""
+    if _INT_LABEL.match(s):
+        return "int"
+    if _NUMBER_LABEL.match(s):
+        return "number"
+    return "name"
+
+
+def _check_label_kinds(entries: list[tuple[Path, int, str]], class_names: Sequence[str] | None) -> bool:
+    """Whether the labels ``(file, line, label)`` are integer class indices (True) or class names
+    (False). Raises :class:`DataError` naming file, line and value for a non-integer number that is
+    not one of ``class_names``, and (without ``class_names``) for integers mixed with names."""
+    given = {str(c) for c in class_names} if class_names is not None else set()
+    kinds = [_label_kind(s) for _, _, s in entries]
+    for (f, n, s), kind in zip(entries, kinds):
+        if kind == "number" and s not in given:
+            v = float(s)
+            fix = (f"write {int(v)} instead of {s}" if v.is_integer() and 0 <= v < 1e15
+                   else "correct this label")
+            raise DataError(f"{f} line {n}: label {s!r} is a number but not an integer; {_LABEL_RULE}: {fix}")
+    if all(k == "int" for k in kinds):
         return True
-    except ValueError:
-        return False
+    if class_names is None:
+        ints = [e for e, k in zip(entries, kinds) if k == "int"]
+        names = [e for e, k in zip(entries, kinds) if k == "name"]
+        if ints:
+            odd, usual = (ints, names) if len(ints) <= len(names) else (names, ints)
+            (f, n, s), (uf, un, us) = odd[0], usual[0]
+            where = f"line {un}" if uf == f else f"{uf} line {un}"
+            if odd is ints:
+                raise DataError(f"{f} line {n}: label {s!r} is an integer but other labels are class names "
+                                f"(e.g. {us!r} on {where}); {_LABEL_RULE}: correct this label, or list every "
+                                "class name in data.class_names if numbers are class names too")
+            header = " (if this row is a header, name its columns path,label)" if n == 1 else ""
+            raise DataError(f"{f} line {n}: label {s!r} is a class name but other labels are integer class "
+                            f"indices (e.g. {us!r} on {where}); {_LABEL_RULE}: correct this label{header}")
+    return False
 
 
 @register_dataset("csv")
@@ -266,7 +352,8 @@ def load_csv(
     img_root = Path(image_root).expanduser() if image_root else None
     parsed = {split: (f, *read_path_label_csv(f, img_root)) for split, f in files}
     all_raw = [lab for _, _, raw, _ in parsed.values() for lab in raw]
-    integer = all(_is_int(s) for s in all_raw)
+    entries = [(f, n, s) for f, _, raw, lines in parsed.values() for s, n in zip(raw, lines)]
+    integer = _check_label_kinds(entries, class_names)
     if class_names is not None:
         names = [str(c) for c in class_names]
     elif integer:
@@ -276,7 +363,8 @@ def load_csv(
         names = sorted(set(all_raw))
     k = len(names) if num_classes is None else int(num_classes)
     if len(names) != k:
-        raise DataError(f"{root}: {len(names)} class names but num_classes={k}")
+        raise DataError(f"{root}: {len(names)} class names but num_classes={k}; make data.num_classes match "
+                        "the classes or leave it out")
     lookup = {n: i for i, n in enumerate(names)}
     out = {}
     for split, (f, paths, raw, lines) in parsed.items():
@@ -284,13 +372,18 @@ def load_csv(
         for i, (s, n) in enumerate(zip(raw, lines)):
             if integer:
                 v = int(s)
-                if not 0 <= v < k:
-                    raise DataError(f"{f} line {n}: label {v} is outside the class range [0, {k})")
+                if v < 0:
+                    raise DataError(f"{f} line {n}: label {s!r} is negative; integer labels are class indices "
+                                    f"0, 1, 2, ... (0 is the first class): correct this label")
+                if v >= k:
+                    raise DataError(f"{f} line {n}: label {v} is outside the class range [0, {k}); correct the "
+                                    "label or set data.num_classes (or data.class_names) to include it")
             elif s in lookup:
                 v = lookup[s]
             else:
                 raise DataError(f"{f} line {n}: unknown class {s!r} (classes: {', '.join(names[:10])}"
-                                f"{', ...' if len(names) > 10 else ''})")
+                                f"{', ...' if len(names) > 10 else ''}); correct the label or add the class "
+                                "to data.class_names")
             labels[i] = v
         for p, n in zip(paths, lines):
             if not os.path.isfile(p):

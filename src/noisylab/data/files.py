@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
@@ -450,14 +451,18 @@ class FileEvalBatches:
 
 
 # ----------------------------------------------------------------------------- list files
+_INT_TOKEN = re.compile(r"[+-]?[0-9]+\Z")
+
+
 def read_list(list_file: str | os.PathLike, with_labels: bool = True, num_classes: int | None = None,
               ) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Read a whitespace-separated list file: ``<path> <label>`` per line (or ``<path>`` alone
     with ``with_labels=False``). Blank lines are skipped.
 
     Returns ``(paths, labels int64 [n] (-1 without labels), line numbers int64 [n])``. Raises
-    :class:`DataError` naming the file and line for a missing file, a malformed line, a
-    non-integer label or (with ``num_classes``) a label outside ``[0, num_classes)``.
+    :class:`DataError` naming the file and line for a missing file, a malformed line, a label
+    that is not a plain integer (``1.5``, ``1_0``, ``one``), a negative label or (with
+    ``num_classes``) a label outside ``[0, num_classes)``.
     """
     list_file = str(list_file)
     try:
@@ -481,13 +486,16 @@ def read_list(list_file: str | os.PathLike, with_labels: bool = True, num_classe
         paths.append(parts[0])
         lines.append(n)
         if with_labels:
-            try:
-                lab = int(parts[1])
-            except ValueError:
-                raise DataError(f"{list_file} line {n}: label {parts[1]!r} is not an integer") from None
-            if lab < 0 or (num_classes is not None and lab >= num_classes):
-                raise DataError(f"{list_file} line {n}: label {lab} is outside the class range "
-                                f"[0, {num_classes if num_classes is not None else '...'})")
+            if not _INT_TOKEN.match(parts[1]):
+                raise DataError(f"{list_file} line {n}: label {parts[1]!r} is not an integer; each line must be "
+                                "'<path> <label>' with an integer class index 0, 1, 2, ...: correct this line")
+            lab = int(parts[1])
+            if lab < 0:
+                raise DataError(f"{list_file} line {n}: label {lab} is negative; labels are class indices "
+                                "0, 1, 2, ...: correct this line")
+            if num_classes is not None and lab >= num_classes:
+                raise DataError(f"{list_file} line {n}: label {lab} is outside the class range [0, {num_classes}); "
+                                "correct this line")
             labels.append(lab)
     lab_arr = np.asarray(labels, dtype=np.int64) if with_labels else np.full(len(paths), -1, dtype=np.int64)
     return paths, lab_arr, np.asarray(lines, dtype=np.int64)

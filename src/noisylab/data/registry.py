@@ -29,11 +29,16 @@ def list_datasets() -> list[str]:
 def load_dataset(name: str, root: str | None = None, **options) -> DataBundle:
     """Load dataset ``name`` from ``root`` (each loader documents its layout and defaults)."""
     if name not in _DATASETS:
-        raise DataError(f"unknown dataset '{name}' (valid: {', '.join(list_datasets())})")
+        from ..config import did_you_mean
+
+        raise DataError(f"unknown dataset '{name}'{did_you_mean(name, list_datasets())} (valid: {', '.join(list_datasets())})")
     loader = _DATASETS[name]
     params = inspect.signature(loader).parameters
     unknown = sorted(set(options) - set(params)) if not any(p.kind is p.VAR_KEYWORD for p in params.values()) else []
     if unknown:
         valid = [p for p in params if p != "root"]
-        raise DataError(f"dataset '{name}' has no option '{unknown[0]}' (valid: {', '.join(valid) or 'none'})")
+        from ..config import did_you_mean
+
+        raise DataError(f"dataset '{name}' has no option '{unknown[0]}'{did_you_mean(unknown[0], valid)} "
+                        f"(valid: {', '.join(valid) or 'none'})")
     return loader(root=root, **options)

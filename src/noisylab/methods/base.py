@@ -198,15 +198,44 @@ class Method(ABC):
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        for k in self.models:
-            self.unwrap(k).load_state_dict(state["models"][k])
-        for k, o in self.optimizers.items():
-            o.load_state_dict(state["optimizers"][k])
-        for k, s in self.schedulers.items():
-            s.load_state_dict(state["schedulers"][k])
-        for k, l in self.losses.items():
-            l.load_state_dict(state["losses"][k])
+        """Restore a checkpoint's ``method`` state; one :class:`ConfigError` line when it was made
+        by another method, architecture or number of classes."""
+        try:
+            for k in self.models:
+                self.unwrap(k).load_state_dict(state["models"][k])
+            for k, o in self.optimizers.items():
+                o.load_state_dict(state["optimizers"][k])
+            for k, s in self.schedulers.items():
+                s.load_state_dict(state["schedulers"][k])
+            for k, l in self.losses.items():
+                l.load_state_dict(state["losses"][k])
+        except KeyError as err:
+            raise ConfigError(f"the checkpoint has no '{err.args[0]}' state: it was written by another method than "
+                              f"{self.name}; resume it with its own config (omit -c)") from None
+        except (RuntimeError, ValueError) as err:
+            first = " ".join(str(err).split())[:200]
+            raise ConfigError(f"the checkpoint does not fit this {self.name} model (another architecture or number "
+                              f"of classes?): {first}") from None
         self.load_extra_state(state.get("extra", {}))
+
+    def reschedule(self, optim_cfg: Any, schedule_cfg: Any, epochs: int) -> None:
+        """Apply a new learning rate / schedule / number of epochs to a resumed run: every
+        optimizer restarts from ``optim_cfg.lr`` and its scheduler is rebuilt and advanced by the
+        steps the old one had taken, so the new schedule holds from the next epoch on."""
+        import warnings
+
+        from ..optim import build_scheduler
+
+        for name, old in list(self.schedulers.items()):
+            opt = self.optimizers[name]
+            for group in opt.param_groups:
+                group["lr"] = group["initial_lr"] = float(optim_cfg.lr)
+            new = build_scheduler(opt, schedule_cfg, epochs)
+            with warnings.catch_warnings():  # stepping before optimizer.step() is the point here
+                warnings.simplefilter("ignore")
+                for _ in range(int(old.last_epoch)):
+                    new.step()
+            self.schedulers[name] = new
 
     def extra_state(self) -> dict[str, Any]:
         """Anything else a subclass must checkpoint (counters); tensors, numbers, lists, dicts only."""

@@ -38,7 +38,9 @@ def create_model(name: str, num_classes: int, input_shape: tuple[int, ...], **kw
     """Build model ``name`` for ``num_classes`` outputs and inputs of ``input_shape`` (no batch dim)."""
     _import_all()
     if name not in _MODELS:
-        raise ModelError(f"unknown model '{name}' (valid: {', '.join(sorted(_MODELS))})")
+        from ..config import did_you_mean
+
+        raise ModelError(f"unknown model '{name}'{did_you_mean(name, _MODELS)} (valid: {', '.join(sorted(_MODELS))})")
     try:
         return _MODELS[name](num_classes=num_classes, input_shape=tuple(input_shape), **kwargs)
     except TypeError as err:

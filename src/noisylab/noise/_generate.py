@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ._labels import KINDS, NoiseError, NoisyLabels, as_label_array, round_half_up
+from ._labels import KINDS, NoiseError, NoisyLabels, as_float, as_label_array, round_half_up
 
 CIFAR10_ASYMMETRIC_MAP: dict[int, int] = {9: 1, 2: 0, 4: 7, 3: 5, 5: 3}
 """CIFAR-10 asymmetric flips (Patrini et al. 2017; ELR repo ``data_loader/cifar10.py``):
@@ -61,14 +61,14 @@ def _check_rate(kind: str, rate: Any) -> float | None:
             raise NoiseError(f"kind {kind!r} takes no rate ({what} sets the noise level); pass rate=None")
         return None
     if kind == "none":
-        if rate is not None and rate != 0:
+        if rate is not None and (not isinstance(rate, (int, float, np.integer, np.floating)) or rate != 0):
             raise NoiseError(f"kind 'none' leaves labels unchanged; its rate must be None or 0, got {rate!r}")
         return None if rate is None else 0.0
     if rate is None:
         raise NoiseError(f"kind {kind!r} needs a rate in [0, 1), e.g. rate=0.4 for 40 % noise")
     if isinstance(rate, bool) or not isinstance(rate, (int, float, np.integer, np.floating)):
         raise NoiseError(f"rate must be a number in [0, 1), got {rate!r}")
-    value = float(rate)
+    value = as_float(rate)
     if not math.isfinite(value) or not 0.0 <= value < 1.0:
         hint = " (a percentage must be divided by 100: 40 % is 0.4)" if 2.0 <= value <= 100.0 else ""
         raise NoiseError(f"rate must be in [0, 1), got {rate!r}{hint}")
@@ -482,7 +482,10 @@ def truncated_normal(rng: np.random.Generator, mean: float, std: float, n: int) 
     """
     if std == 0:
         return np.full(n, mean, dtype=np.float64)
-    accept = max(_normal_cdf((1.0 - mean) / std) - _normal_cdf(-mean / std), 1e-4)
+    accept = _normal_cdf((1.0 - mean) / std) - _normal_cdf(-mean / std)
+    if n > 0 and not accept >= 1e-4:  # rejection would (almost) never end
+        raise NoiseError(f"N({mean:g}, {std:g}^2) has only {accept:.3g} of its mass in (0, 1), too little to sample "
+                         "by rejection; use a std of at most ~1000 (Xia et al. use 0.1)")
     parts, have = [], 0
     while have < n:
         batch = int((n - have) / accept * 1.1) + 64
@@ -521,9 +524,11 @@ def _pick_other(logits: np.ndarray, y: np.ndarray, u: np.ndarray) -> np.ndarray:
     """Sample j != y[i] from softmax(logits[i]) restricted to the other classes, by inverse CDF
     with uniforms ``u`` in [0, 1). ``logits``: float [n, C]; returns int64 [n]."""
     n = len(logits)
-    logits = logits.copy()
+    big = np.finfo(np.float64).max  # x @ W may overflow for huge inputs: keep every other class finite
+    logits = np.nan_to_num(logits, nan=0.0, posinf=big, neginf=-big)
     logits[np.arange(n), y] = -np.inf
-    logits -= logits.max(axis=1, keepdims=True)
+    with np.errstate(over="ignore"):
+        logits -= logits.max(axis=1, keepdims=True)
     p = np.exp(logits)  # exactly 0 for the true class
     cum = np.cumsum(p, axis=1)
     v = u * cum[:, -1]
@@ -537,7 +542,7 @@ def _instance(clean: np.ndarray, C: int, rate: float, seed: int, opts: dict) -> 
         raise NoiseError(f"instance noise variant must be 'xia' (one projection per true class, Xia et al. 2020) "
                          f"or 'shared' (one projection, ICLR 2023 code), got {variant!r}")
     if isinstance(std, bool) or not isinstance(std, (int, float, np.integer, np.floating)) \
-            or not math.isfinite(float(std)) or float(std) < 0:
+            or not math.isfinite(as_float(std)) or float(std) < 0:
         raise NoiseError(f"std must be a finite number >= 0, got {std!r}")
     std = float(std)
     N = len(clean)

@@ -460,6 +460,14 @@ def plot_transition_matrix(noisy_labels: NoisyLabels, path: str | Path, *, title
     return path
 
 
+def as_float(value: Any) -> float:
+    """``float(value)``, with integers beyond the float range mapped to +-inf instead of OverflowError."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
+
+
 def round_half_up(x: float) -> int:
     """Round a non-negative float to the nearest integer, halves up (not banker's rounding)."""
     return int(math.floor(x + 0.5))

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ._labels import NoiseError, NoisyLabels, as_label_array, round_half_up
+from ._labels import NoiseError, NoisyLabels, as_float, as_label_array, round_half_up
 
 
 def _rng(seed: Any) -> np.random.Generator:
@@ -37,7 +37,7 @@ def split_per_class(labels: Any, fraction: float = 0.1, seed: int = 0) -> tuple[
     if y.size and y.min() < 0:
         raise NoiseError("labels must be non-negative class indices")
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float, np.integer, np.floating)) \
-            or not math.isfinite(float(fraction)) or not 0.0 <= float(fraction) < 1.0:
+            or not math.isfinite(as_float(fraction)) or not 0.0 <= float(fraction) < 1.0:
         raise NoiseError(f"fraction must be in [0, 1), got {fraction!r} (e.g. 0.1 holds out 10 % of each class)")
     rng = _rng(seed)
     val_parts = []
@@ -73,11 +73,16 @@ def down_sample(noisy_labels: NoisyLabels | Any, seed: int = 0, num_classes: int
         num_classes = noisy_labels.num_classes if num_classes is None else num_classes
     else:
         y = as_label_array(noisy_labels, "noisy labels")
+    if num_classes is not None:
+        if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
+            raise NoiseError(f"num_classes must be a positive integer, got {num_classes!r}")
+        num_classes = int(num_classes)
     if y.size == 0:
         raise NoiseError("no labels to down-sample")
     if y.min() < 0:
         raise NoiseError("labels must be non-negative class indices")
-    classes = np.unique(y) if num_classes is None else np.arange(int(num_classes))
+    # classes past max(y) + 1 are all empty: the first of them is enough to refuse (no huge arange)
+    classes = np.unique(y) if num_classes is None else np.arange(min(num_classes, int(y.max()) + 2))
     if num_classes is not None and y.max() >= num_classes:
         raise NoiseError(f"label {int(y.max())} is outside [0, {num_classes})")
     counts = np.bincount(y, minlength=len(classes) if num_classes is not None else 0)
