@@ -46,15 +46,25 @@ def _bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got '{text}'")
 
 
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got '{text}'") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text}")
+    return value
+
+
 def _user_errors() -> tuple[type[BaseException], ...]:
-    from .checkpoint import CheckpointError
+    from .checkpoint import CheckpointError, OutputError
     from .config import ConfigError
     from .data import DataError
     from .engine import TrainingDiverged
     from .models.registry import ModelError
     from .noise import NoiseError
 
-    return (ConfigError, DataError, ModelError, NoiseError, CheckpointError, TrainingDiverged, FileNotFoundError,
+    return (ConfigError, DataError, ModelError, NoiseError, CheckpointError, TrainingDiverged, OutputError, FileNotFoundError,
             IsADirectoryError, PermissionError)
 
 
@@ -62,7 +72,9 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-c", "--config", help="YAML experiment config (see configs/)")
     p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="dotted config overrides")
-    p.add_argument("-r", "--resume", metavar="PATH", help="continue the run in this folder or checkpoint")
+    p.add_argument("-r", "--resume", metavar="PATH",
+                   help="continue the run in this folder or checkpoint; 'auto': the config's output_dir/name "
+                        "if it has a checkpoint, else start it there")
     p.add_argument("-d", "--device", help="cpu, cuda, cuda:N or N (GPU index), auto")
     p.add_argument("--lr", type=float, help="learning rate (optim.lr)")
     p.add_argument("--bs", type=int, help="batch size (train.batch_size)")
@@ -105,16 +117,24 @@ def alias_overrides(args: argparse.Namespace, base: dict | None = None) -> list[
     (``--finetune_fc_only``, ``--reg``) keeps that config's loss."""
     import json
 
+    from .config import ConfigError
+
     out: list[str] = []
     for attr, key in TRAIN_ALIASES.items():
         value = getattr(args, attr, None)
         if value is not None:
             out.append(f"{key}={value}")
     if args.asym is not None:
+        kind = "asymmetric" if args.asym else "symmetric"
+        if args.noise_type is not None and args.noise_type != kind:
+            raise ConfigError(f"--asym {str(args.asym).lower()} means noise kind {kind} but --noise_type says "
+                              f"{args.noise_type}; give one of them")
         # switching the kind drops the other kind's options (e.g. include_true of symmetric)
-        out += [f"noise.kind={'asymmetric' if args.asym else 'symmetric'}", "noise.options={}"]
+        out += [f"noise.kind={kind}", "noise.options={}"]
     elif args.percent is not None and args.noise_type is None:
         out.append("noise.kind=symmetric")
+    if args.percent is not None and args.noise_rate is not None and args.percent != args.noise_rate:
+        raise ConfigError(f"--percent {args.percent:g} and --noise_rate {args.noise_rate:g} disagree; give one of them")
     # the ICLR-2023 repo's flags
     method = dict((base or {}).get("method") or {})
     method.setdefault("name", "standard")
@@ -150,13 +170,61 @@ def train_config(args: argparse.Namespace):
     if not args.config:
         raise ConfigError(f"no config given: noisylab {args.command} -c configs/<name>.yaml [key=value ...]")
     base = read_yaml(args.config)
-    return build_config(apply_overrides(base, alias_overrides(args, base) + list(args.overrides)))
+    flags = alias_overrides(args, base)
+    check_flags_agree(flags, list(args.overrides))
+    return build_config(apply_overrides(base, flags + list(args.overrides)))
+
+
+def check_flags_agree(flags: list[str], overrides: list[str]) -> None:
+    """A flag and a ``key=value`` override that set one key to two values: one line, not a silent winner."""
+    from .config import ConfigError, parse_override
+
+    by_flag = {".".join(k): (v, text) for text in flags for k, v in [parse_override(text)]}
+    for text in overrides:
+        key, value = parse_override(text)
+        hit = by_flag.get(".".join(key))
+        if hit is not None and hit[0] != value:
+            raise ConfigError(f"a flag sets {hit[1]} but the override says {text}; give one of them")
+
+
+def resolve_auto_resume(cfg) -> tuple[str | None, Path | None]:
+    """``-r auto``: resume ``output_dir/name`` when it has a checkpoint, else start the run there
+    (a scheduler can re-submit the same command until the run is done). Returns (resume, run_dir)."""
+    folder = Path(cfg.output_dir) / cfg.name
+    if any((folder / "checkpoints" / n).is_file() for n in ("last.pt", "prev.pt", "best.pt")):
+        return str(folder), None
+    return None, folder
+
+
+def run_training(args: argparse.Namespace):
+    """Train the config of ``args`` (``noisylab train`` / ``pretrain``); SIGTERM and SIGINT stop
+    it after the current step, the last finished epoch's checkpoint on disk."""
+    import signal
+
+    from .config import ConfigError
+    from .engine import request_stop, train
+
+    if args.resume == "auto" and not args.config:
+        raise ConfigError("-r auto needs the config (-c): it resumes that config's output_dir/name")
+    cfg = train_config(args)
+    resume, run_dir = resolve_auto_resume(cfg) if args.resume == "auto" else (args.resume, None)
+
+    def stop(signum, frame):
+        if signum == signal.SIGINT and getattr(stop, "asked", False):
+            raise KeyboardInterrupt  # a second Ctrl-C: now
+        stop.asked = True
+        request_stop(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        return train(cfg, resume=resume, run_dir=run_dir)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .engine import train
-
-    result = train(train_config(args), resume=args.resume)
+    result = run_training(args)
     if result.run_dir is not None:
         print(f"run folder: {result.run_dir}")
     return 0
@@ -164,13 +232,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
     from .config import ConfigError
-    from .engine import train
 
     cfg = train_config(args)
     if cfg.method.name != "simclr":
         raise ConfigError(f"noisylab pretrain trains an encoder with method simclr (configs/simclr_cifar10.yaml); "
                           f"this config's method is {cfg.method.name}: run it with noisylab train")
-    result = train(cfg, resume=args.resume)
+    result = run_training(args)
     if result.run_dir is not None:
         encoder = result.run_dir / "encoder.pt"
         print(f"encoder: {encoder}\nuse it with: noisylab train -c configs/ce_fixed_encoder_cifar10_sym.yaml "
@@ -188,7 +255,7 @@ def add_detect_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source", choices=["auto", "targets", "pred_probs"], default="auto",
                    help="for a run: ELR targets (when present) or the final model's probabilities")
     p.add_argument("--filter-by", dest="filter_by", default="predicted_neq_given", choices=FILTERS)
-    p.add_argument("--threshold", type=float, default=0.5, help="for low_self_confidence")
+    p.add_argument("--threshold", type=_probability, default=0.5, help="for low_self_confidence (0 to 1)")
     p.add_argument("--rank-by", dest="rank_by", default="self_confidence", choices=SCORES)
     p.add_argument("--only-flagged", action="store_true", help="write only the suspected rows")
     p.add_argument("-o", "--output", help="CSV to write (default: <run>/label_issues_<source>_<filter>.csv)")
@@ -214,6 +281,29 @@ def _load_array(path: str, what: str):
         raise ConfigError(f"cannot read {what} file '{p}': {err}") from None
 
 
+def read_predictions(path: Path):
+    """``(index, given_label, pred_probs, targets or None)`` of a run's predictions.npz; one line
+    when the file is damaged or incomplete."""
+    import zipfile
+
+    import numpy as np
+
+    from .config import ConfigError
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            idx, given, probs = z["index"], z["given_label"], z["pred_probs"]
+            targets = z["targets"] if "targets" in z.files else None
+    except KeyError as err:
+        raise ConfigError(f"'{path}' lacks the array {err.args[0]}; it was not written by a noisylab run") from None
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as err:
+        raise ConfigError(f"'{path}' is damaged ({type(err).__name__}); train the run again or restore the file") from None
+    if probs.ndim != 2 or len(idx) != len(given) or len(idx) != len(probs) or \
+            (targets is not None and (len(targets) <= (idx.max() if len(idx) else -1))):
+        raise ConfigError(f"'{path}' is damaged (its arrays do not fit together); train the run again")
+    return idx, given, probs, None if targets is None else targets[idx]
+
+
 def cmd_detect(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -226,9 +316,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
         pred_file = run / "predictions.npz"
         if not pred_file.is_file():
             raise ConfigError(f"'{run}' has no predictions.npz (is it a finished noisylab run folder?)")
-        with np.load(pred_file, allow_pickle=False) as z:
-            idx, given, probs = z["index"], z["given_label"], z["pred_probs"]
-            targets = z["targets"][idx] if "targets" in z.files else None
+        idx, given, probs, targets = read_predictions(pred_file)
         source = args.source
         if source == "auto":
             source = "targets" if targets is not None else "pred_probs"
@@ -277,10 +365,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from .report.summary import report_table
     from .report.plots import plot_memorization, read_memorization_csv
 
-    for r in args.runs:
-        if not (Path(r) / "summary.json").is_file():
-            raise ConfigError(f"'{r}' has no summary.json (is it a finished noisylab run folder?)")
-    print(report_table([Path(r) for r in args.runs]))
+    print(report_table([Path(r) for r in args.runs]))  # refuses a missing or damaged summary.json first
     if args.output:
         curves = {Path(r).name: read_memorization_csv(Path(r) / "memorization.csv")
                   for r in args.runs if (Path(r) / "memorization.csv").is_file()}
@@ -348,15 +433,36 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import signal
+
+    from .checkpoint import OutputError
+    from .engine import TrainingStopped
+
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # key=value overrides may also come after flags: `-c a.yaml k=v --lr 0.1 name=x`
+        stray = [e for e in extra if "=" not in e or e.startswith("-") or args.command not in ("train", "pretrain")]
+        if stray:
+            parser.error(f"unrecognized arguments: {' '.join(stray)}")
+        args.overrides = list(args.overrides) + extra
     setup_console_log(logging.WARNING if args.quiet else logging.INFO)
+    if hasattr(signal, "SIGXFSZ"):
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a file-size limit fails the write (EFBIG), not the process
     try:
         return int(args.func(args) or 0)
     except _user_errors() as err:
-        msg = str(err) if not isinstance(err, OSError) or not err.filename else f"{err.strerror}: '{err.filename}'"
+        if isinstance(err, OutputError):
+            msg = err.strerror
+        elif isinstance(err, OSError) and err.filename:
+            msg = f"{err.strerror}: '{err.filename}'"
+        else:
+            msg = str(err)
         print(f"noisylab {args.command}: error: {msg}", file=sys.stderr)
         return 2
+    except TrainingStopped as err:
+        print(f"noisylab {args.command}: {err}; the last finished epoch is saved: resume with "
+              f"noisylab {args.command} -r RUN_FOLDER", file=sys.stderr)
+        return 143 if "SIGTERM" in str(err) else 130
     except KeyboardInterrupt:
         print("interrupted; the last finished epoch is saved (resume with -r RUN_FOLDER)", file=sys.stderr)
         return 130

@@ -175,6 +175,9 @@ def subset_bundle(bundle: DataBundle, train_size: int | None, test_size: int | N
         raise ConfigError(f"data.train_size/test_size need an in-memory dataset; {bundle.name} reads files")
     changes: dict[str, Any] = {}
     n = bundle.num_train
+    if train_size is not None and train_size < bundle.num_classes:
+        raise ConfigError(f"data.train_size {train_size} is smaller than the {bundle.num_classes} classes of "
+                          f"{bundle.name}: every class needs at least one example; use at least {bundle.num_classes}")
     if train_size is not None and train_size < n:
         rng = np.random.default_rng([seed, 7])
         keep = []
@@ -312,6 +315,7 @@ def setup_run(cfg: Config, resume: str | Path | None = None, run_dir: str | Path
         train_idx: train on these dataset indices instead of the configured split (the rest of
             the training set is then the held-out part; cross-validation folds).
     """
+    _STOP["signal"] = None
     device, dinfo = setup_device(cfg.device)
     state, changed = None, []
     if resume is not None:

@@ -63,16 +63,37 @@ class ELRLoss(nn.Module):
         predictions agree with their targets, so an ELR training loss well below zero is expected."""
         if index is None:
             raise ValueError("ELRLoss needs the dataset index of every example (its target persists across epochs)")
-        logits = upcast(logits)
-        p = F.softmax(logits, dim=1).clamp(CLAMP, 1.0 - CLAMP)
-        p_hat = p.detach()
-        self.update_targets(p_hat / p_hat.sum(dim=1, keepdim=True), index)
-        ce = F.cross_entropy(logits, labels)
-        reg = torch.log(1.0 - (self.targets[index] * p).sum(dim=1)).mean()
+        try:
+            logits = upcast(logits)
+            p = F.softmax(logits, dim=1).clamp(CLAMP, 1.0 - CLAMP)
+            p_hat = p.detach()
+            self.update_targets(p_hat / p_hat.sum(dim=1, keepdim=True), index)
+            ce = F.cross_entropy(logits, labels)
+            reg = torch.log(1.0 - (self.targets[index] * p).sum(dim=1)).mean()
+        except (IndexError, RuntimeError):
+            # the checks cost device syncs, so they run only to explain a failure
+            check_batch(logits, labels, index, self.num_examples, self.num_classes, "ELRLoss")
+            raise
         return {"ce": ce, "elr": self.lam * reg}
 
     def extra_repr(self) -> str:
         return f"num_examples={self.num_examples}, num_classes={self.num_classes}, lam={self.lam}, beta={self.beta}"
+
+
+def check_batch(logits: torch.Tensor, labels: torch.Tensor, index: torch.Tensor, num_examples: int,
+                num_classes: int, who: str) -> None:
+    """One clear ValueError for a batch that does not fit the loss's per-example state (instead
+    of an index error deep in torch)."""
+    if logits.dim() != 2 or logits.shape[1] != num_classes:
+        raise ValueError(f"{who}: logits must be [B, {num_classes}], got {tuple(logits.shape)}")
+    if labels.shape != (logits.shape[0],) or index.shape != (logits.shape[0],):
+        raise ValueError(f"{who}: labels and index must be [B] with B = {logits.shape[0]}, got "
+                         f"{tuple(labels.shape)} and {tuple(index.shape)}")
+    if len(index) and (int(index.min()) < 0 or int(index.max()) >= num_examples):
+        raise ValueError(f"{who}: index values must lie in [0, {num_examples}) (num_examples), found "
+                         f"{int(index.min())}..{int(index.max())}")
+    if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        raise ValueError(f"{who}: labels must lie in [0, {num_classes}), found {int(labels.min())}..{int(labels.max())}")
 
 
 def _gather_across_ranks(values: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -54,6 +54,7 @@ from __future__ import annotations
 import copy
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 
 from ..config import ELRPlusConfig
@@ -119,8 +120,13 @@ class ELRPlusMethod(Method):
         return [Phase(n, self.models[n], self.optimizers[n]) for n in NETS]
 
     def iteration(self) -> int:
-        """The current iteration counter ``t = global_step + local_step``."""
-        return self.global_step + self._local_step
+        """The ramps' iteration counter ``t = (global_step + local_step) * W``.
+
+        Under DDP each of the W processes takes 1/W of an epoch's iterations, so its own count is
+        multiplied by W: ``coef_step`` / ``ema_step`` then mean the iterations of one process with
+        the same per-process batch, and the ramps cover the same epochs whatever W is."""
+        world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        return (self.global_step + self._local_step) * world
 
     def batch_loss(self, phase: Phase, batch: Batch, step: int) -> StepOutput:
         """One step of ``phase``'s network; the logits are those on the mixed batch."""

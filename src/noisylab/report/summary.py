@@ -16,12 +16,28 @@ def format_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join([line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)])
 
 
+def read_summary(run: Path) -> dict[str, Any]:
+    """A run's ``summary.json``; one ConfigError line when it is missing or damaged."""
+    from ..config import ConfigError
+
+    path = Path(run) / "summary.json"
+    if not path.is_file():
+        raise ConfigError(f"'{run}' has no summary.json (is it a finished noisylab run folder?)")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ConfigError(f"'{path}' is damaged ({type(err).__name__}); run the training again or restore the file") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"'{path}' is damaged (not a JSON object); run the training again or restore the file")
+    return data
+
+
 def report_table(run_dirs: list[Path]) -> str:
     """One row per run: labels, test accuracy best/last, memorized fraction, detection quality."""
     header = ["run", "loss", "noise", "test best %", "test last %", "memorized %", "flagged", "precision %", "recall %"]
     rows = []
     for d in run_dirs:
-        s = json.loads((Path(d) / "summary.json").read_text())
+        s = read_summary(Path(d))
         det = s.get("detect", {})
         memo = s.get("memorization_last") or {}
         rows.append([Path(d).name, str(s.get("loss")), str(s.get("noise")), _pct(s.get("test_top1_best")),
