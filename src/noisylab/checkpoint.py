@@ -63,7 +63,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], None], keep_old_as: P
     :class:`OutputError` line. ``keep_old_as``: the file being replaced is renamed to it first
     (only once the new one is completely written)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")  # the suffix stays: writers pick formats by it
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         write(tmp)

@@ -46,6 +46,14 @@ def _bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got '{text}'")
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """Command-line mistakes get one line (``noisylab train: error: ...``) and exit status 2,
+    like every other bad input; ``--help`` shows the usage."""
+
+    def error(self, message: str):  # noqa: D102
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
 def _probability(text: str) -> float:
     try:
         value = float(text)
@@ -413,7 +421,7 @@ def setup_console_log(level: int) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from . import noise_cli
 
-    parser = argparse.ArgumentParser(prog="noisylab", description=__doc__.splitlines()[0])
+    parser = OneLineErrorParser(prog="noisylab", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"noisylab {__version__}")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and results")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -446,6 +454,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(stray)}")
         args.overrides = list(args.overrides) + extra
     setup_console_log(logging.WARNING if args.quiet else logging.INFO)
+    logging.raiseExceptions = False  # a log line that cannot be written (disk full) must not print a traceback
     if hasattr(signal, "SIGXFSZ"):
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a file-size limit fails the write (EFBIG), not the process
     try:

@@ -505,4 +505,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    from .checkpoint import atomic_write
+
+    text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+    atomic_write(path, lambda tmp: tmp.write_text(text))

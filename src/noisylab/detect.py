@@ -205,23 +205,27 @@ def write_label_issues_csv(
         header += ["true_label", "is_noisy"]
     if paths is not None:
         header += ["path"]
-    rows = 0
-    path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(header)
-        for i in order:
-            if only_flagged and not flagged[i]:
-                continue
-            row = [int(idx[i]), int(labels[i]), int(suggested[i]), f"{quality[i]:.6f}", int(bool(flagged[i]))]
-            if class_names:
-                row += [class_names[labels[i]], class_names[suggested[i]]]
-            if true_labels is not None:
-                row += [int(true_labels[i]), int(true_labels[i] != labels[i])]
-            if paths is not None:
-                row += [paths[i]]
-            w.writerow(row)
-            rows += 1
-    tmp.replace(path)
+    written = [0]
+
+    def write(tmp: Path) -> None:
+        with tmp.open("w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(header)
+            for i in order:
+                if only_flagged and not flagged[i]:
+                    continue
+                row = [int(idx[i]), int(labels[i]), int(suggested[i]), f"{quality[i]:.6f}", int(bool(flagged[i]))]
+                if class_names:
+                    row += [class_names[labels[i]], class_names[suggested[i]]]
+                if true_labels is not None:
+                    row += [int(true_labels[i]), int(true_labels[i] != labels[i])]
+                if paths is not None:
+                    row += [paths[i]]
+                w.writerow(row)
+                written[0] += 1
+
+    from .checkpoint import atomic_write
+
+    atomic_write(path, write)
+    rows = written[0]
     return rows

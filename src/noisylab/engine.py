@@ -26,6 +26,7 @@ import torch.distributed as dist
 
 from .checkpoint import (
     OutputError,
+    atomic_write,
     capture_rng,
     load_checkpoint,
     resolve_checkpoint,
@@ -386,8 +387,8 @@ def setup_run(cfg: Config, resume: str | Path | None = None, run_dir: str | Path
         attach_file_log(run.out)
         save_config(cfg, run.out / "config.yaml")
         if state is None:
-            data.labels.save(run.out / "noisy_labels.npz")
-            np.savez(run.out / "split.npz", train_idx=data.train_idx, val_idx=data.val_idx)
+            atomic_write(run.out / "noisy_labels.npz", data.labels.save)
+            save_arrays(run.out / "split.npz", train_idx=data.train_idx, val_idx=data.val_idx)
         run.writer = open_tensorboard(cfg, run.out)
         log.info("run folder: %s", run.out)
         log.info("data: %s, %d training / %d validation / %d test examples, %d classes; labels: %s; views: %s",

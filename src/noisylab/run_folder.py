@@ -21,12 +21,12 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .checkpoint import atomic_write, output_error
 from .config import Config, ConfigError
 
 log = logging.getLogger("noisylab")
@@ -35,14 +35,21 @@ log = logging.getLogger("noisylab")
 def new_run_dir(output_dir: str | Path, name: str) -> Path:
     """``output_dir/name``, or ``name_2``, ``name_3``... so that no earlier run is overwritten."""
     base = Path(output_dir)
-    base.mkdir(parents=True, exist_ok=True)
-    for k in range(1, 10_000):
-        cand = base / (name if k == 1 else f"{name}_{k}")
-        try:
-            cand.mkdir()
-            return cand
-        except FileExistsError:
-            continue
+    if base.exists() and not base.is_dir():
+        raise ConfigError(f"output_dir '{base}' is a file, not a folder; choose another output_dir")
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+        for k in range(1, 10_000):
+            cand = base / (name if k == 1 else f"{name}_{k}")
+            try:
+                cand.mkdir()
+                return cand
+            except FileExistsError:
+                continue
+    except (NotADirectoryError, FileExistsError):
+        raise ConfigError(f"output_dir '{base}' lies under a file, not a folder; choose another output_dir") from None
+    except OSError as err:
+        raise output_error(err, base) from None
     raise ConfigError(f"too many runs named '{name}' in '{base}'")
 
 
@@ -54,13 +61,15 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     columns: dict[str, None] = {}
     for r in rows:
         columns.update(dict.fromkeys(r))
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(columns), restval="")
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
-    os.replace(tmp, path)
+
+    def write(tmp: Path) -> None:
+        with tmp.open("w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=list(columns), restval="")
+            w.writeheader()
+            for r in rows:
+                w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+
+    atomic_write(path, write)
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
@@ -68,7 +77,8 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     def fmt(v: Any) -> Any:
         return round(v, 6) if isinstance(v, float) else v
 
-    path.write_text(json.dumps({k: fmt(v) for k, v in data.items()}, indent=2, default=float))
+    text = json.dumps({k: fmt(v) for k, v in data.items()}, indent=2, default=float)
+    atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 # ----------------------------------------------------------------------------- logs
@@ -115,6 +125,8 @@ def epoch_log_line(row: dict[str, Any], epochs: int) -> str:
 
 def save_arrays(path: Path, **arrays: np.ndarray) -> None:
     """A compressed ``.npz`` (no pickles), written atomically."""
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, path)
+    def write(tmp: Path) -> None:
+        with tmp.open("wb") as fh:  # a file object: numpy would append .npz to a name
+            np.savez_compressed(fh, **arrays)
+
+    atomic_write(path, write)

@@ -56,6 +56,8 @@ def plot_memorization(curves: dict[str, dict[str, np.ndarray]], path: str | Path
         fig.suptitle(title)
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=110)
+    from ..checkpoint import atomic_write
+
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110))
     plt.close(fig)
     return path
