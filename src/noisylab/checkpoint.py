@@ -143,16 +143,19 @@ def resolve_checkpoint(path: str | Path) -> tuple[Path, dict[str, Any]]:
                                   f"start it again with: noisylab train -c {path / 'config.yaml'}")
         raise CheckpointError(f"'{path}' is not a noisylab run folder (no checkpoints/ and no config.yaml)")
     good: list[tuple[int, Path, dict[str, Any]]] = []
+    damaged: list[str] = []
     for f in found:
         try:
             state = read_checkpoint_file(f)
         except CheckpointError as err:
-            log.warning("skipping %s", err)
+            damaged.append(str(err))
             continue
         good.append((int(state.get("epoch", -1)), f, state))
     if not good:
         raise CheckpointError(f"every checkpoint of '{path}' is damaged ({', '.join(f.name for f in found)}); "
                               f"start again with: noisylab train -c {path / 'config.yaml'}")
+    for message in damaged:
+        log.warning("skipping %s", message)
     epoch, best_file, state = max(good, key=lambda g: (g[0], -CHECKPOINT_NAMES.index(g[1].name)))
     if best_file.name != "last.pt":
         log.warning("resuming from %s (epoch %d)", best_file, epoch + 1)

@@ -285,8 +285,8 @@ def _load_array(path: str, what: str):
                 key = "noisy" if "noisy" in z else ("pred_probs" if "pred_probs" in z else z.files[0])
                 return z[key]
         return np.loadtxt(p, delimiter=",", ndmin=1 if what == "labels" else 2)
-    except (ValueError, OSError) as err:
-        raise ConfigError(f"cannot read {what} file '{p}': {err}") from None
+    except (ValueError, OSError, EOFError) as err:
+        raise ConfigError(f"cannot read {what} file '{p}': {' '.join(str(err).split()) or type(err).__name__}") from None
 
 
 def read_predictions(path: Path):

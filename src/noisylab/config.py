@@ -430,6 +430,16 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return apply_settings(data, [(parse_override(text), text) for text in overrides])
 
 
+def _default_name(data: dict[str, Any], section: list[str]) -> str:
+    """The kind a union section without a ``name`` has: the standard method, the method's default loss."""
+    if section == ["method"]:
+        return "standard"
+    method = data.get("method") if isinstance(data.get("method"), dict) else {}
+    schema = union_members(MethodConfig).get(method.get("name", "standard"))
+    loss = schema.model_fields.get("loss") if schema is not None else None
+    return loss.default_factory().name if loss is not None else ""
+
+
 def apply_settings(data: dict[str, Any], settings: list[tuple[tuple[list[str], Any], str]]) -> dict[str, Any]:
     """:func:`apply_overrides` for parsed ``((path, value), text)`` pairs (``text`` names the setting
     in errors)."""
@@ -452,7 +462,7 @@ def apply_settings(data: dict[str, Any], settings: list[tuple[tuple[list[str], A
                 node.pop("options", None)
                 if value in RATELESS_KINDS:
                     node.pop("rate", None)
-        elif is_switch(((path, value), text)) and node.get("name", value) != value:
+        elif is_switch(((path, value), text)) and node.get("name", _default_name(data, path[:-1])) != value:
             node.clear()
         node[path[-1]] = value
     return data

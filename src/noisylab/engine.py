@@ -97,7 +97,8 @@ def config_changes(stored: dict[str, Any], cfg: Config) -> list[str]:
     """The keys of ``cfg`` that differ from the checkpoint's config; refuses (one line) a change
     of a key outside :data:`RESUMABLE_KEYS`."""
     old, new = _flatten(stored), _flatten(cfg.to_dict())
-    changed = sorted(k for k in old.keys() | new.keys() if old.get(k, "<unset>") != new.get(k, "<unset>"))
+    changed = sorted(k for k in old.keys() | new.keys() if old.get(k, "<unset>") != new.get(k, "<unset>")
+                     and k not in ("name", "output_dir"))  # the run folder is given: these only name it
     for key in changed:
         if not any(key == r or key.startswith(r + ".") for r in RESUMABLE_KEYS):
             raise ConfigError(f"'{key}' cannot change when resuming (the run used {old.get(key, '<unset>')!r}, "
@@ -323,6 +324,8 @@ def setup_run(cfg: Config, resume: str | Path | None = None, run_dir: str | Path
         ckpt_file, state = resolve_checkpoint(resume)
         run_dir = run_folder_of(ckpt_file)
         changed = config_changes(state["config"], cfg)
+        # the run keeps the name and folder it has (config.yaml records what the run used)
+        cfg = cfg.model_copy(update={k: state["config"].get(k, getattr(cfg, k)) for k in ("name", "output_dir")})
     seed_everything(cfg.seed)
     data = prepare_data(cfg, Path(run_dir) / "noisy_labels.npz" if state is not None else None)
     if train_idx is not None:
