@@ -88,11 +88,10 @@ def save_checkpoint(state: dict[str, Any], path: str | Path, keep_old_as: Path |
     buf = io.BytesIO()
     torch.save(state, buf)
     payload = buf.getvalue()
-
-    def write(tmp: Path) -> None:
-        torch.save({"format": FORMAT, "sha256": hashlib.sha256(payload).hexdigest(), "payload": payload}, tmp)
-
-    atomic_write(path, write, keep_old_as)
+    outer = io.BytesIO()
+    torch.save({"format": FORMAT, "sha256": hashlib.sha256(payload).hexdigest(), "payload": payload}, outer)
+    # written by Python, not torch's zip writer, so a full disk or a size limit is an OSError
+    atomic_write(path, lambda tmp: tmp.write_bytes(outer.getvalue()), keep_old_as)
 
 
 # ----------------------------------------------------------------------------- reading
