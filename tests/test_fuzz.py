@@ -14,9 +14,8 @@ flip pattern, determinism, ``regenerate``, npz / csv round trips) or raises a on
 :class:`NoiseError`. ``down_sample`` and ``split_per_class`` return valid index sets or raise
 NoiseError.
 
-Known config bugs are kept out of the main properties' input domain (see ``_known_config_bug``)
-and pinned by the strict xfails of ``test_known_config_bugs``: when one is fixed, its xfail
-passes, pytest reports it, and the exclusion and the marker can go.
+The config bugs the fuzzing found are fixed and pinned as regression cases in
+``test_known_config_bugs``; the main properties cover their input domain too.
 
 Every ``@given`` test is derandomized (no example database): CI sees the same examples each run.
 """
@@ -404,45 +403,6 @@ def _model_is_plain(model: BaseModel) -> bool:
     return True
 
 
-def _known_config_bug(content: bytes | None, overrides: list[str]) -> bool:
-    """Inputs that hit a known config.py bug (pinned by test_known_config_bugs), kept out of the
-    main properties so that they guard everything else."""
-    parsed = []
-    for text in overrides:
-        if "\n" in text or "\r" in text:  # BUG multiline-message
-            return True
-        if "=" in text:
-            key, raw = text.split("=", 1)
-            try:
-                value = yaml.safe_load(raw) if raw else ""
-            except yaml.YAMLError:
-                value = raw
-            except (RecursionError, ValueError):  # BUG deep-override, BUG huge-decimal
-                return True
-            parsed.append((key.split("."), value))
-    if content is not None:
-        try:
-            data = yaml.safe_load(content.decode("utf-8-sig"))
-        except (UnicodeDecodeError, yaml.YAMLError, RecursionError):
-            data = None
-        except ValueError:  # BUG huge-decimal: PyYAML's int() beyond Python's 4300-digit limit
-            return True
-        parsed.append(([], data))
-    for path, value in parsed:
-        if any("\n" in p or "\r" in p for p in path) or _has_line_break(value):  # BUG multiline-message
-            return True
-        if any(isinstance(v, int) and not isinstance(v, bool) and abs(v) > 10**300
-               for _, v in _walk_values(value)):  # BUG huge-hex: an int beyond float range in an error message
-            return True
-    data = parsed[-1][1] if content is not None and isinstance(parsed[-1][1], dict) else {}
-    try:
-        apply_overrides(data, overrides)
-    except Exception:
-        pass
-    method = data.get("method")
-    return isinstance(method, dict) and isinstance(method.get("name"), (list, dict))  # BUG method-name-unhashable
-
-
 def load_outcome(path: Path | None, overrides: list[str]) -> Config | None:
     """``load_config``: the Config, or None after checking the ConfigError is one line. Any other
     exception propagates and fails the test."""
@@ -482,7 +442,6 @@ def _write(tmp_path: Path, content: bytes | str | None) -> Path | None:
 @fuzz(400)
 @given(overrides=st.lists(override_texts(), max_size=6))
 def test_overrides_give_a_config_or_a_one_line_config_error(tmp_path, overrides):
-    assume(not _known_config_bug(None, overrides))
     cfg = load_outcome(None, overrides)
     if cfg is not None:
         assert_round_trips(cfg, tmp_path)
@@ -491,7 +450,6 @@ def test_overrides_give_a_config_or_a_one_line_config_error(tmp_path, overrides)
 @fuzz(400)
 @given(overrides=st.lists(plausible_override_texts(), max_size=5))
 def test_well_typed_overrides_give_a_config_that_round_trips_or_a_config_error(tmp_path, overrides):
-    assume(not _known_config_bug(None, overrides))
     cfg = load_outcome(None, overrides)
     if cfg is not None:
         assert_round_trips(cfg, tmp_path)
@@ -500,7 +458,6 @@ def test_well_typed_overrides_give_a_config_that_round_trips_or_a_config_error(t
 @fuzz(400)
 @given(content=yaml_file_bytes(), overrides=st.lists(override_texts(), max_size=3))
 def test_config_files_give_a_config_or_a_one_line_config_error(tmp_path, content, overrides):
-    assume(not _known_config_bug(content, overrides))
     cfg = load_outcome(_write(tmp_path, content), overrides)
     if cfg is not None:
         assert_round_trips(cfg, tmp_path)
@@ -509,7 +466,6 @@ def test_config_files_give_a_config_or_a_one_line_config_error(tmp_path, content
 @fuzz(150)
 @given(content=yaml_file_bytes())
 def test_read_yaml_gives_a_mapping_or_a_one_line_config_error(tmp_path, content):
-    assume(not _known_config_bug(content, []))
     try:
         data = read_yaml(_write(tmp_path, content))
     except ConfigError as err:
@@ -521,7 +477,6 @@ def test_read_yaml_gives_a_mapping_or_a_one_line_config_error(tmp_path, content)
 @fuzz(300)
 @given(text=st.text(_NO_BREAKS, max_size=40) | override_texts())
 def test_parse_override_splits_key_and_value(text):
-    assume(not _known_config_bug(None, [text]))
     try:
         parts, _ = parse_override(text)
     except ConfigError as err:
@@ -589,11 +544,9 @@ def test_infinity_is_refused_for_every_float_field(tmp_path, key, context):
         load_config(_nan_file(tmp_path, context, key, float("inf")))
 
 
-# ------------------------------------------------------------------------------- known config.py bugs
+# ------------------------------------------------------------------------------- config.py bugs the fuzzing found (fixed)
 def _bug(id_: str, content: str | None, overrides: list[str], bug: tuple[str, Any]):
-    reason, raises = bug
-    return pytest.param(content, overrides, id=id_,
-                        marks=pytest.mark.xfail(strict=True, raises=raises, reason=reason))
+    return pytest.param(content, overrides, id=id_)  # fixed: each now validates or gives one ConfigError line
 
 
 # (reason, what the test currently fails with): a fix that raises something else still fails

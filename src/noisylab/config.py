@@ -9,15 +9,44 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class ConfigError(ValueError):
-    """A config file, key or value is wrong. The message is one line naming it and the fix."""
+    """A config file, key or value is wrong. The message is one line naming it and the fix
+    (line breaks of quoted user input are folded into spaces)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(" ".join(str(message).split()))
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
+def _plain_data(value: Any, where: str, depth: int = 0) -> Any:
+    """``value`` when it is what YAML and JSON both keep as it is (str keys; str, bool, None,
+    finite numbers, lists, mappings), else ValueError naming the offending part."""
+    if depth > 20:
+        raise ValueError(f"{where} is nested too deeply")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise ValueError(f"{where} has the key {k!r}: keys must be text")
+            _plain_data(v, f"{where}.{k}", depth + 1)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _plain_data(v, f"{where}[{i}]", depth + 1)
+    elif isinstance(value, float) and not (value == value and abs(value) != float("inf")):
+        raise ValueError(f"{where} is {value}: give a finite number")
+    elif not (value is None or isinstance(value, (str, bool, int, float))):
+        raise ValueError(f"{where} is a {type(value).__name__}: give text, a number, true/false, a list or a mapping")
+    return value
+
+
+PlainOptions = Annotated[dict[str, Any], AfterValidator(lambda v: _plain_data(v, "options"))]
+
+Seed = Annotated[int, Field(ge=0, lt=2**63, description="0 <= seed < 2**63")]
 
 
 class DataConfig(_Strict):
@@ -25,7 +54,7 @@ class DataConfig(_Strict):
 
     dataset: str = "mnist1d"
     root: str | None = None
-    options: dict[str, Any] = Field(default_factory=dict, description="extra loader options")
+    options: PlainOptions = Field(default_factory=dict, description="extra loader options")
     val_fraction: float = Field(0.0, ge=0.0, lt=1.0, description=(
         "noisy validation split per class (ELR: 0.1); the noise is drawn on the whole training set "
         "first, so an exact count is exact over train+val together (ELR draws each part separately)"))
@@ -54,9 +83,9 @@ class NoiseConfig(_Strict):
 
     kind: str = "none"
     rate: float | None = Field(0.0, ge=0.0, lt=1.0, description="ignored for kinds none, matrix and human")
-    seed: int | None = Field(None, description="noise seed; default: the run seed")
+    seed: Seed | None = Field(None, description="noise seed; default: the run seed")
     file: str | None = Field(None, description="a label file written by `noisylab noise` or a run")
-    options: dict[str, Any] = Field(default_factory=dict)
+    options: PlainOptions = Field(default_factory=dict)
 
     @field_validator("kind")
     @classmethod
@@ -73,7 +102,7 @@ class ModelConfig(_Strict):
     one (SimCLR, the representation regularizer), optionally initialised from an encoder checkpoint."""
 
     arch: str = "cnn1d"
-    options: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the model factory")
+    options: PlainOptions = Field(default_factory=dict, description="keyword arguments of the model factory")
     encoder_checkpoint: str | None = Field(None, description=(
         "initialise the encoder (and projection head) from `noisylab pretrain`'s encoder.pt or the "
         "ICLR-2023 repo's SimCLR checkpoint (f.* / g.* keys)"))
@@ -267,7 +296,7 @@ class Config(_Strict):
     """A whole experiment."""
 
     name: str = "run"
-    seed: int = 0
+    seed: Seed = 0
     device: str = "auto"
     output_dir: str = "runs"
     data: DataConfig = Field(default_factory=DataConfig)
@@ -370,18 +399,21 @@ def _format_error(err: ValidationError, model: type[BaseModel]) -> str:
 def _as_float(value: Any) -> float | None:
     if isinstance(value, bool):
         return None
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
-        try:
+    try:
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
             return float(value.strip().lstrip("."))
-        except ValueError:
-            return None
+    except (ValueError, OverflowError):
+        return None
     return None
 
 
 def _short(value: Any, limit: int = 60) -> str:
-    text = repr(value)
+    try:
+        text = repr(value)
+    except ValueError:  # an int beyond Python's digit limit for str()
+        return f"<a {type(value).__name__} too long to show>"
     return text if len(text) <= limit else text[: limit - 5] + "...'"
 
 
@@ -391,6 +423,8 @@ def _fill_union_names(data: dict[str, Any]) -> dict[str, Any]:
     method = data.get("method")
     if isinstance(method, dict):
         method.setdefault("name", "standard")
+        if not isinstance(method["name"], str):
+            raise ConfigError(f"config key 'method.name' must be a method name, not {type(method['name']).__name__}")
         schema = union_members(MethodConfig).get(method["name"])
         loss = method.get("loss")
         if schema is not None and isinstance(loss, dict) and "loss" in schema.model_fields:
@@ -409,6 +443,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw) if raw != "" else ""
     except yaml.YAMLError:
         value = raw
+    except (ValueError, RecursionError):  # an int beyond Python's digit limit; nesting beyond the stack
+        raise ConfigError(f"override '{_short(text)}': the value is too long or nested too deeply") from None
     return key.split("."), value
 
 
@@ -484,8 +520,8 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         where = f" at line {mark.line + 1}" if mark is not None else ""
         problem = " ".join(str(getattr(err, "problem", None) or err).split())
         raise ConfigError(f"config file '{p}' is not valid YAML{where}: {problem}") from None
-    except RecursionError:
-        raise ConfigError(f"config file '{p}' is nested too deeply") from None
+    except (RecursionError, ValueError):  # ValueError: an int beyond Python's digit limit
+        raise ConfigError(f"config file '{p}' is nested too deeply or holds a number too long to read") from None
     if data is None:
         raise ConfigError(f"config file '{p}' is empty: give at least the dataset, e.g. start from configs/mnist1d_elr.yaml")
     if not isinstance(data, dict):

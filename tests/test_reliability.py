@@ -1,0 +1,161 @@
+"""Settings that must mean what they say: overrides on resume, flags and overrides in any order,
+divergence that names its cause, skipped non-finite batches, the ELR+ ramps under DDP, stop
+requests, checkpoint checksums and the fallback to prev.pt."""
+from __future__ import annotations
+
+import csv
+
+import pytest
+import torch
+
+from helpers import config_with
+from noisylab.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
+from noisylab.cli import build_parser, main, train_config
+from noisylab.config import ConfigError
+from noisylab.engine import TrainingDiverged, TrainingStopped, request_stop, train
+
+
+def tiny(tmp_path, **over):
+    d = {"name": "r", "seed": 2, "device": "cpu", "output_dir": str(tmp_path / "runs"),
+         "data": {"dataset": "mnist1d", "options": {"num_samples": 300}},
+         "noise": {"kind": "symmetric", "rate": 0.4}, "model": {"arch": "mlp", "options": {"hidden": [16]}},
+         "method": {"name": "standard", "loss": {"name": "elr", "lam": 3.0, "beta": 0.7}},
+         "optim": {"name": "sgd", "lr": 0.05, "momentum": 0.9},
+         "schedule": {"name": "multistep", "milestones": [3], "gamma": 0.1},
+         "train": {"epochs": 2, "batch_size": 60, "progress": False, "tensorboard": False}}
+    return config_with(d, **over)
+
+
+def rows(run):
+    with open(run / "metrics.csv") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_resume_applies_a_new_learning_rate_and_more_epochs_from_the_next_epoch(tmp_path):
+    first = train(tiny(tmp_path))
+    assert main(["-q", "train", "-r", str(first.run_dir), "optim.lr=0.2", "train.epochs=5"]) == 0
+    lrs = [float(r["lr"]) for r in rows(first.run_dir)]
+    # epochs 1-2 at 0.05; then 0.2, and the schedule's x0.1 at epoch 3 applies to the new rate
+    assert lrs == pytest.approx([0.05, 0.05, 0.2, 0.02, 0.02])
+    recorded = (first.run_dir / "config.yaml").read_text()
+    assert "lr: 0.2" in recorded and "epochs: 5" in recorded  # the config the run now uses, and only that
+    assert load_checkpoint(first.run_dir)["config"]["optim"]["lr"] == 0.2
+
+
+def test_overrides_may_come_before_and_after_flags(tmp_path):
+    cfg = tmp_path / "a.yaml"
+    cfg.write_text("noise: {kind: symmetric, rate: 0.4}\n")
+    args, extra = build_parser().parse_known_args(["train", "-c", str(cfg), "train.epochs=3", "--lr", "0.1", "name=x",
+                                                   "seed=7"])
+    args.overrides = list(args.overrides) + extra
+    c = train_config(args)
+    assert (c.train.epochs, c.optim.lr, c.name, c.seed) == (3, 0.1, "x", 7)
+
+
+def test_divergence_names_the_setting_that_caused_it(tmp_path):
+    with pytest.raises(TrainingDiverged) as err:
+        train(tiny(tmp_path, **{"method.loss.lam": 1e30, "optim.lr": 0.5}))
+    msg = str(err.value)
+    assert "the elr term reached" in msg and "lower method.loss.lam (now 1e+30)" in msg and "\n" not in msg
+    with pytest.raises(TrainingDiverged) as err:
+        train(tiny(tmp_path, **{"method.loss.name": "ce", "optim.lr": 1e12}))
+    assert "lower optim.lr (now 1e+12)" in str(err.value)
+
+
+def test_skip_nonfinite_skips_such_batches_instead(tmp_path, monkeypatch):
+    from noisylab.methods.standard import StandardMethod
+
+    original = StandardMethod.batch_loss
+    calls = {"n": 0}
+
+    def sometimes_nan(self, phase, batch, step):
+        out = original(self, phase, batch, step)
+        calls["n"] += 1
+        if calls["n"] == 2:
+            out.loss = out.loss * float("nan")
+        return out
+
+    monkeypatch.setattr(StandardMethod, "batch_loss", sometimes_nan)
+    with pytest.raises(TrainingDiverged):
+        train(tiny(tmp_path, **{"train.epochs": 1}))
+    calls["n"] = 0
+    res = train(tiny(tmp_path, **{"train.epochs": 1, "train.skip_nonfinite": True}))
+    weights = load_checkpoint(res.run_dir)["method"]["models"]["net"]
+    assert all(torch.isfinite(v).all() for v in weights.values())  # the NaN batch never reached the weights
+
+
+def test_elr_plus_ramps_count_global_steps_under_ddp(monkeypatch):
+    from noisylab.methods import MethodContext, build_method
+    from noisylab.methods.elr_plus import dist
+
+    cfg = config_with({"device": "cpu", "model": {"arch": "mlp", "options": {"hidden": [8]}},
+                       "method": {"name": "elr_plus"}})
+    m = build_method(MethodContext(cfg, 3, 10, (5,), torch.device("cpu"), 2))
+    m.phases(0)
+    m._local_step = 7
+    assert m.iteration() == 7
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_world_size", lambda: 4)
+    assert m.iteration() == 28  # 4 processes each took 7 of the single-process run's 28 iterations
+
+
+def test_a_stop_request_ends_training_after_the_current_step(tmp_path, monkeypatch):
+    from noisylab.methods.standard import StandardMethod
+
+    original = StandardMethod.batch_loss
+    steps = []
+
+    def stop_in_epoch_2(self, phase, batch, step):
+        steps.append(step)
+        if len(steps) == 7:  # 5 steps an epoch: the second step of epoch 2
+            request_stop("SIGTERM")
+        return original(self, phase, batch, step)
+
+    monkeypatch.setattr(StandardMethod, "batch_loss", stop_in_epoch_2)
+    with pytest.raises(TrainingStopped, match="stopped by SIGTERM in epoch 2"):
+        train(tiny(tmp_path, **{"train.epochs": 3}))
+    assert len(steps) == 7
+    run = tmp_path / "runs" / "r"
+    assert load_checkpoint(run)["epoch"] == 0 and len(rows(run)) == 1  # the last finished epoch is on disk
+    monkeypatch.setattr(StandardMethod, "batch_loss", original)
+    assert len(train(tiny(tmp_path, **{"train.epochs": 3}), resume=run).history) == 3  # a new run is not stopped
+
+
+def test_a_damaged_last_checkpoint_falls_back_to_prev(tmp_path, caplog):
+    res = train(tiny(tmp_path, **{"train.epochs": 3}))
+    ckpt = res.run_dir / "checkpoints"
+    assert load_checkpoint(ckpt / "prev.pt")["epoch"] == 1 and load_checkpoint(ckpt / "last.pt")["epoch"] == 2
+    data = bytearray((ckpt / "last.pt").read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte
+    (ckpt / "last.pt").write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="damaged|not a readable"):
+        load_checkpoint(ckpt / "last.pt")
+    path, state = resolve_checkpoint(res.run_dir)
+    assert path.name == "prev.pt" and state["epoch"] == 1
+    assert "skipping" in caplog.text
+    resumed = train(tiny(tmp_path, **{"train.epochs": 3}), resume=res.run_dir)
+    assert [r["train_loss"] for r in resumed.history] == [r["train_loss"] for r in res.history]
+
+
+def test_resume_auto_starts_or_continues_the_same_run(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("name: auto\nnoise: {kind: symmetric, rate: 0.4}\n")
+    common = ["-q", "train", "-c", str(cfg), "-r", "auto", "device=cpu", "data.options.num_samples=300",
+              "model.arch=mlp", "model.options.hidden=[16]", "train.progress=false", "train.tensorboard=false",
+              f"output_dir={tmp_path / 'runs'}"]
+    assert main([*common, "train.epochs=1"]) == 0
+    assert main([*common, "train.epochs=2"]) == 0  # the same folder, one more epoch
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["auto"]
+    assert len(rows(tmp_path / "runs" / "auto")) == 2
+
+
+def test_world_size_of_a_checkpoint_is_recorded(tmp_path):
+    res = train(tiny(tmp_path, **{"train.epochs": 1}))
+    assert load_checkpoint(res.run_dir)["world_size"] == 1
+
+
+def test_nan_values_and_misspellings_in_the_api_are_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="not a number"):
+        tiny(tmp_path, **{"optim.lr": float("nan")})
+    with pytest.raises(ConfigError, match="did you mean 'symmetric'"):
+        tiny(tmp_path, **{"noise.kind": "symetric"})
