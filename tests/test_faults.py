@@ -170,6 +170,11 @@ def test_two_process_gloo_run_killed_and_resumed(tmp_path):
     resumed = run_driver(tmp_path, text, "cut", nproc=2)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert_same(outputs(run), outputs(tmp_path / "full" / "k"))
+    # the finished 2-process run continues on one process, and says what that changes
+    more = run_driver(tmp_path, text.replace("epochs: 4", "epochs: 5"), "cut")
+    assert more.returncode == 0, more.stderr[-2000:]
+    assert "resuming a run trained on 2 process(es) with 1: train.batch_size is per process" in more.stderr
+    assert len(outputs(run)["metrics"]) == 5
 
 
 @pytest.mark.slow

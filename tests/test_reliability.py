@@ -159,3 +159,50 @@ def test_nan_values_and_misspellings_in_the_api_are_config_errors(tmp_path):
         tiny(tmp_path, **{"optim.lr": float("nan")})
     with pytest.raises(ConfigError, match="did you mean 'symmetric'"):
         tiny(tmp_path, **{"noise.kind": "symetric"})
+
+
+def test_elr_loss_explains_a_batch_that_does_not_fit():
+    from noisylab.losses import ELRLoss
+
+    crit = ELRLoss(10, 3)
+    with pytest.raises(ValueError, match=r"index values must lie in \[0, 10\)"):
+        crit(torch.randn(2, 3), torch.tensor([0, 1]), torch.tensor([0, 10]))
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\)"):
+        crit(torch.randn(2, 3), torch.tensor([0, 3]), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match=r"logits must be \[B, 3\]"):
+        crit(torch.randn(2, 4), torch.tensor([0, 1]), torch.tensor([0, 1]))
+
+
+def test_a_checkpoint_of_another_architecture_or_method_is_one_line(tmp_path):
+    from noisylab.methods import MethodContext, build_method
+
+    res = train(tiny(tmp_path, **{"train.epochs": 1}))
+    state = load_checkpoint(res.run_dir)["method"]
+    other = build_method(MethodContext(tiny(tmp_path, **{"model.options.hidden": [32]}), 10, 300, (40,),
+                                       torch.device("cpu"), 5))
+    with pytest.raises(ConfigError, match="does not fit this standard model"):
+        other.load_state_dict(state)
+    plus = build_method(MethodContext(tiny(tmp_path, **{"method.name": "elr_plus"}), 10, 300, (40,),
+                                      torch.device("cpu"), 5))
+    with pytest.raises(ConfigError, match="no 'net1' state: it was written by another method"):
+        plus.load_state_dict(state)
+
+
+@pytest.mark.parametrize("errno_, fix", [(13, "no permission"), (28, "the disk is full"), (27, "file-size limit"),
+                                         (30, "read-only")])
+def test_write_failures_name_the_file_and_the_fix_and_leave_nothing(tmp_path, errno_, fix):
+    from noisylab.checkpoint import OutputError, atomic_write
+
+    target = tmp_path / "out" / "metrics.csv"
+    target.parent.mkdir()
+    target.write_text("the old, complete file\n")
+
+    def failing(tmp):
+        tmp.write_text("half a fi")
+        raise OSError(errno_, "simulated")
+
+    with pytest.raises(OutputError) as err:
+        atomic_write(target, failing)
+    assert fix in err.value.strerror and str(target) in err.value.strerror
+    assert target.read_text() == "the old, complete file\n"
+    assert [p.name for p in target.parent.iterdir()] == ["metrics.csv"]  # no temporary file left
