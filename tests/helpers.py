@@ -15,3 +15,34 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+class Interrupt(Exception):
+    """Raised from an epoch callback to cut a run short (its checkpoint is already written)."""
+
+
+def full_and_resumed(cfg, tmp_path, stop_after_epoch: int):
+    """Train ``cfg`` once uninterrupted (``tmp_path/full``) and once cut after ``stop_after_epoch``
+    then resumed with every global RNG disturbed (``tmp_path/cut``); returns both results."""
+    import numpy as np
+    import pytest
+    import torch
+
+    from noisylab.engine import train
+
+    full = train(cfg, run_dir=tmp_path / "full")
+
+    def stop(epoch, row):
+        if epoch == stop_after_epoch:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train(cfg, run_dir=tmp_path / "cut", callbacks=[stop])
+    torch.manual_seed(999)
+    np.random.seed(999)
+    return full, train(cfg, resume=tmp_path / "cut")
+
+
+def without_time(rows):
+    """Metric rows without the wall-clock column, which differs between any two runs."""
+    return [{k: v for k, v in r.items() if k != "time_s"} for r in rows]

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from noisylab.engine import train
-from helpers import config_with
+from helpers import config_with, full_and_resumed
 from noisylab.noise import NoisyLabels
 
 
@@ -77,27 +77,11 @@ def test_same_seed_same_numbers_and_no_overwrite(tmp_path):
     assert numbers(a.history) == numbers(b.history)
 
 
-class Interrupt(Exception):
-    pass
-
-
 @pytest.mark.parametrize("loss", ["elr", "gce"])
 def test_interrupted_and_resumed_run_ends_with_identical_metrics(tmp_path, loss):
     cfg = tiny_config(tmp_path, **{"method.loss.name": loss, "model.options.dropout": 0.2,
                                    "train.epochs": 5, "data.val_fraction": 0.1})
-    full = train(cfg, run_dir=tmp_path / "full")
-
-    def stop_after_two(epoch, row):
-        if epoch == 1:
-            raise Interrupt
-
-    with pytest.raises(Interrupt):
-        train(cfg, run_dir=tmp_path / "cut", callbacks=[stop_after_two])
-    assert len(read_csv(tmp_path / "cut" / "metrics.csv")) == 2
-    # disturb every global RNG: the checkpoint must restore them
-    torch.manual_seed(999)
-    np.random.seed(999)
-    resumed = train(cfg, resume=tmp_path / "cut")
+    full, resumed = full_and_resumed(cfg, tmp_path, stop_after_epoch=1)
     assert resumed.run_dir == tmp_path / "cut"
     assert numbers(resumed.history) == numbers(full.history)
     assert numbers(read_csv(tmp_path / "cut" / "metrics.csv")) == numbers(read_csv(tmp_path / "full" / "metrics.csv"))

@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from helpers import config_with
+from helpers import config_with, full_and_resumed, without_time
 from noisylab.checkpoint import load_checkpoint
 from noisylab.engine import train
 from noisylab.losses import NTXentLoss, RKDAngleLoss, RKDDistanceLoss
@@ -252,29 +252,13 @@ def test_down_sample_balances_the_noisy_labels(tmp_path):
     assert counts.min() == counts.max() == np.bincount(noisy, minlength=3).min()
 
 
-class Interrupt(Exception):
-    pass
-
-
 @pytest.mark.parametrize("method", [
     {"name": "repreg", "loss": {"name": "elr"}, "reg_start_epoch": 1},
     {"name": "linear_probe", "mode": "fast"},
 ])
 def test_interrupted_and_resumed_runs_end_with_identical_numbers(tmp_path, method):
-    cfg = config(tmp_path, method, **{"train.epochs": 3})
-    full = train(cfg, run_dir=tmp_path / "full")
-
-    def stop(epoch, row):
-        if epoch == 0:
-            raise Interrupt
-
-    with pytest.raises(Interrupt):
-        train(cfg, run_dir=tmp_path / "cut", callbacks=[stop])
-    torch.manual_seed(123)
-    np.random.seed(123)
-    resumed = train(cfg, resume=tmp_path / "cut")
-    strip = [{k: v for k, v in r.items() if k != "time_s"} for r in full.history]
-    assert [{k: v for k, v in r.items() if k != "time_s"} for r in resumed.history] == strip
+    full, resumed = full_and_resumed(config(tmp_path, method, **{"train.epochs": 3}), tmp_path, stop_after_epoch=0)
+    assert without_time(resumed.history) == without_time(full.history)
     with np.load(tmp_path / "full" / "predictions.npz") as a, np.load(tmp_path / "cut" / "predictions.npz") as b:
         for key in a.files:
             assert np.array_equal(a[key], b[key]), key
