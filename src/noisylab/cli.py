@@ -421,9 +421,9 @@ def setup_console_log(level: int) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from . import noise_cli
 
-    parser = OneLineErrorParser(prog="noisylab", description=__doc__.splitlines()[0])
+    parser = OneLineErrorParser(prog="noisylab", description="Train classifiers on noisy labels and find the wrong labels.")
     parser.add_argument("--version", action="version", version=f"noisylab {__version__}")
-    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and results")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and results (no progress bars)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands = [
         ("train", "train a configured experiment", add_train_arguments, cmd_train),
@@ -434,7 +434,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("report", "summarise finished runs in a table", add_report_arguments, cmd_report),
     ]
     for name, help_text, add, fn in commands:
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        # help= is %-formatted by argparse, description= is not: one text for both
+        p = sub.add_parser(name, help=help_text, description=help_text.replace("%%", "%"))
         add(p)
         p.set_defaults(func=fn)
     return parser
@@ -454,6 +455,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(stray)}")
         args.overrides = list(args.overrides) + extra
     setup_console_log(logging.WARNING if args.quiet else logging.INFO)
+    if args.quiet and args.command in ("train", "pretrain"):
+        args.overrides = list(args.overrides) + ["train.progress=false"]
     logging.raiseExceptions = False  # a log line that cannot be written (disk full) must not print a traceback
     if hasattr(signal, "SIGXFSZ"):
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a file-size limit fails the write (EFBIG), not the process
