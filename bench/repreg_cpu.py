@@ -102,24 +102,28 @@ def main() -> None:
     p.add_argument("--width", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--noise", nargs="+", default=["symmetric", "instance"], choices=["symmetric", "instance"])
+    p.add_argument("--encoder", help="skip pre-training: use this encoder.pt (from an earlier run of this script)")
     p.add_argument("--out", default="runs/bench_repreg")
     args = p.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    # ---- 1. SimCLR pre-training
-    knn0 = random_encoder_knn(args, out)
-    pre, wall = run("simclr_cifar10.yaml", common(args, out, "simclr") + [
-        "data.val_fraction=0.1", f"train.epochs={args.pretrain_epochs}", "train.batch_size=256"])
-    encoder = pre.run_dir / "encoder.pt"
-    rows = [["random init", "-", f"{100 * knn0:.2f}", "-"]]
-    rows += [[f"epoch {r['epoch'] + 1}", f"{r['train_loss']:.4f}", f"{100 * r['knn_top1']:.2f}", f"{r['time_s']:.1f}"]
-             for r in pre.history]
-    header = ["SimCLR", "NT-Xent loss", "kNN top-1 % (held-out)", "s/epoch"]
-    print(f"\n## SimCLR pre-training, {args.train_size} CIFAR-10 images (10% held out), cnn_small width "
-          f"{args.width}, {args.pretrain_epochs} epochs, {wall:.0f} s wall\n")
-    print(table(header, rows), flush=True)
-    write_csv(out / "simclr.csv", header, rows)
+    # ---- 1. SimCLR pre-training (or a given encoder.pt of an earlier run of this script)
+    if args.encoder:
+        encoder = Path(args.encoder)
+    else:
+        knn0 = random_encoder_knn(args, out)
+        pre, wall = run("simclr_cifar10.yaml", common(args, out, "simclr") + [
+            "data.val_fraction=0.1", f"train.epochs={args.pretrain_epochs}", "train.batch_size=256"])
+        encoder = pre.run_dir / "encoder.pt"
+        rows = [["random init", "-", f"{100 * knn0:.2f}", "-"]]
+        rows += [[f"epoch {r['epoch'] + 1}", f"{r['train_loss']:.4f}", f"{100 * r['knn_top1']:.2f}",
+                  f"{r['time_s']:.1f}"] for r in pre.history]
+        header = ["SimCLR", "NT-Xent loss", "kNN top-1 % (held-out)", "s/epoch"]
+        print(f"\n## SimCLR pre-training, {args.train_size} CIFAR-10 images (10% held out), cnn_small width "
+              f"{args.width}, {args.pretrain_epochs} epochs, {wall:.0f} s wall\n")
+        print(table(header, rows), flush=True)
+        write_csv(out / "simclr.csv", header, rows)
 
     # ---- 2. noisy labels
     scratch = [f"train.epochs={args.epochs}", f"schedule.milestones=[{max(1, args.epochs // 3)}]"]
