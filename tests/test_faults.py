@@ -214,6 +214,6 @@ def test_free_space_is_checked_before_training(tmp_path, monkeypatch):
     monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**9, 10**9 - 1000, 1000))
     cfg = tmp_path / "c.yaml"
     cfg.write_text(STANDARD)
-    with pytest.raises(OutputError, match="MiB free; its checkpoints need about"):
+    with pytest.raises(OutputError, match="MiB free; the run.s checkpoints need about"):
         train(load_config(cfg, [*BASE, f"output_dir={tmp_path / 'runs'}"]))
     assert not (tmp_path / "runs" / "k" / "checkpoints").exists()

@@ -48,6 +48,7 @@ from .run_folder import (
     attach_file_log,
     detach_file_log,
     epoch_log_line,
+    ensure_dir,
     new_run_dir,
     open_tensorboard,
     save_arrays,
@@ -319,7 +320,7 @@ def setup_run(cfg: Config, resume: str | Path | None = None, run_dir: str | Path
     """
     _STOP["signal"] = None
     device, dinfo = setup_device(cfg.device)
-    state, changed = None, []
+    state, changed, ckpt_file = None, [], None
     if resume is not None:
         ckpt_file, state = resolve_checkpoint(resume)
         run_dir = run_folder_of(ckpt_file)
@@ -346,6 +347,27 @@ def setup_run(cfg: Config, resume: str | Path | None = None, run_dir: str | Path
     probe.batches_per_epoch = len(train_batches)  # the context object the method holds
     # every labelled evaluation set: "test", extra splits of file datasets (Clothing1M "val",
     # WebVision "imagenet"), and the noisy validation part of the training set
+    eval_data = build_eval_data(cfg, data, device)
+    if dinfo.enabled:
+        method.wrap_distributed(device)
+    if method.has_classifier:
+        monitor = next((f"{k}_top1" for k in ("noisy_val", "val", "test") if k in eval_data.sets), "train_acc")
+    else:
+        monitor = method.monitor or "train_loss"
+    run = Run(cfg, device, dinfo, data, method, train_batches, eval_data, amp,
+              torch.amp.GradScaler("cuda", enabled=amp), best={"monitor": monitor, "value": None, "epoch": -1})
+    if state is not None:
+        restore_run(run, state, changed)
+    if dinfo.is_main:
+        open_run_folder(run, run_dir, resumed_from=ckpt_file if state is not None else None, changed=changed)
+    return run
+
+
+def build_eval_data(cfg: Config, data: PreparedData, device: torch.device) -> EvalData:
+    """Every labelled evaluation set — ``test``, the extra splits of file datasets (Clothing1M
+    ``val``, WebVision ``imagenet``), the held-out part of the training set (``noisy_val``, with
+    its given labels) — and the un-augmented training part."""
+    bundle, ebs = data.bundle, cfg.train.eval_batch_size
     sets: dict[str, tuple[AnyEvalBatches, np.ndarray]] = {}
     for split in eval_split_names(bundle):
         if split != "train":
@@ -354,69 +376,64 @@ def setup_run(cfg: Config, resume: str | Path | None = None, run_dir: str | Path
     if len(data.val_idx):
         sets["noisy_val"] = (make_eval_batches(bundle, "train", ebs, device, labels=data.given, indices=data.val_idx),
                              data.given[data.val_idx])
-    eval_data = EvalData(make_eval_batches(bundle, "train", ebs, device, labels=data.given, indices=data.train_idx), sets)
-    if dinfo.enabled:
-        method.wrap_distributed(device)
-
-    if method.has_classifier:
-        monitor = next((f"{k}_top1" for k in ("noisy_val", "val", "test") if k in sets), "train_acc")
-    else:
-        monitor = method.monitor or "train_loss"
-    run = Run(cfg, device, dinfo, data, method, train_batches, eval_data, amp,
-              torch.amp.GradScaler("cuda", enabled=amp), best={"monitor": monitor, "value": None, "epoch": -1})
-    if state is not None:
-        method.load_state_dict(state["method"])
-        run.history, run.memorization, run.best = state["history"], state["memorization"], state["best"]
-        run.start_epoch, run.step = int(state["epoch"]) + 1, int(state["step"])
-        restore_rng(state["rng"])
-        if state.get("scaler"):
-            run.scaler.load_state_dict(state["scaler"])  # AMP loss scale: part of an exact resume
-        if any(k == r or k.startswith(r + ".") for k in changed for r in RESCHEDULE_KEYS):
-            method.reschedule(cfg.optim, cfg.schedule, cfg.train.epochs)
-        trained_on = int(state.get("world_size", 1))
-        if trained_on != dinfo.world_size and dinfo.is_main:
-            log.warning("resuming a run trained on %d process(es) with %d: train.batch_size is per process, so the "
-                        "global batch changes from %d to %d and each process sees another shard of every epoch; "
-                        "the run continues correctly but will not repeat an uninterrupted one", trained_on,
-                        dinfo.world_size, trained_on * cfg.train.batch_size, dinfo.world_size * cfg.train.batch_size)
-
-    # ---- the run folder: created only now, after every input was read and checked
-    if dinfo.is_main:
-        if run_dir is None:
-            run.out = new_run_dir(cfg.output_dir, cfg.name)
-        else:
-            run.out = Path(run_dir)
-            run.out.mkdir(parents=True, exist_ok=True)
-        attach_file_log(run.out)
-        save_config(cfg, run.out / "config.yaml")
-        if state is None:
-            atomic_write(run.out / "noisy_labels.npz", data.labels.save)
-            save_arrays(run.out / "split.npz", train_idx=data.train_idx, val_idx=data.val_idx)
-        run.writer = open_tensorboard(cfg, run.out)
-        log.info("run folder: %s", run.out)
-        log.info("data: %s, %d training / %d validation / %d test examples, %d classes; labels: %s; views: %s",
-                 bundle.name, len(data.train_idx), len(data.val_idx),
-                 0 if bundle.test_labels is None else len(bundle.test_labels), bundle.num_classes,
-                 noise_line(data.labels),
-                 ", ".join(resolve_recipe(bundle, r) for r in view_recipes_of(method, cfg)) or "none (cached features)")
-        if state is not None:
-            log.info("resumed at epoch %d of %d from %s%s", run.start_epoch + 1, cfg.train.epochs, ckpt_file,
-                     f" with new {', '.join(changed)}" if changed else "")
-        check_free_space(run)
-    return run
+    return EvalData(make_eval_batches(bundle, "train", ebs, device, labels=data.given, indices=data.train_idx), sets)
 
 
-def check_free_space(run: Run) -> None:
-    """Refuse to start when the run folder's disk cannot hold the checkpoints it will write
-    (last, prev and best, plus the temporary copy of one)."""
+def restore_run(run: Run, state: dict[str, Any], changed: list[str]) -> None:
+    """Put a checkpoint's state into ``run``: the method, the history, the RNGs, the AMP scale;
+    apply a new learning rate / schedule / epoch count; say what a new process count changes."""
+    cfg = run.cfg
+    run.method.load_state_dict(state["method"])
+    run.history, run.memorization, run.best = state["history"], state["memorization"], state["best"]
+    run.start_epoch, run.step = int(state["epoch"]) + 1, int(state["step"])
+    restore_rng(state["rng"])
+    if state.get("scaler"):
+        run.scaler.load_state_dict(state["scaler"])  # AMP loss scale: part of an exact resume
+    if any(k == r or k.startswith(r + ".") for k in changed for r in RESCHEDULE_KEYS):
+        run.method.reschedule(cfg.optim, cfg.schedule, cfg.train.epochs)
+    trained_on, now = int(state.get("world_size", 1)), run.dist.world_size
+    if trained_on != now and run.dist.is_main:
+        log.warning("resuming a run trained on %d process(es) with %d: train.batch_size is per process, so the "
+                    "global batch changes from %d to %d and each process sees another shard of every epoch; "
+                    "the run continues correctly but will not repeat an uninterrupted one", trained_on, now,
+                    trained_on * cfg.train.batch_size, now * cfg.train.batch_size)
+
+
+def open_run_folder(run: Run, run_dir: str | Path | None, resumed_from: Path | None, changed: list[str]) -> None:
+    """Rank 0: check the free space, create (or reopen) the run folder, write the config, labels and
+    split of a new run, open the logs. Called only after every input was read and checked."""
+    cfg, data = run.cfg, run.data
+    check_free_space(run, Path(run_dir) if run_dir is not None else Path(cfg.output_dir))
+    run.out = new_run_dir(cfg.output_dir, cfg.name) if run_dir is None else ensure_dir(Path(run_dir))
+    attach_file_log(run.out)
+    save_config(cfg, run.out / "config.yaml")
+    if resumed_from is None:
+        atomic_write(run.out / "noisy_labels.npz", data.labels.save)
+        save_arrays(run.out / "split.npz", train_idx=data.train_idx, val_idx=data.val_idx)
+    run.writer = open_tensorboard(cfg, run.out)
+    bundle = data.bundle
+    log.info("run folder: %s", run.out)
+    log.info("data: %s, %d training / %d validation / %d test examples, %d classes; labels: %s; views: %s",
+             bundle.name, len(data.train_idx), len(data.val_idx),
+             0 if bundle.test_labels is None else len(bundle.test_labels), bundle.num_classes, noise_line(data.labels),
+             ", ".join(resolve_recipe(bundle, r) for r in view_recipes_of(run.method, cfg)) or "none (cached features)")
+    if resumed_from is not None:
+        log.info("resumed at epoch %d of %d from %s%s", run.start_epoch + 1, cfg.train.epochs, resumed_from,
+                 f" with new {', '.join(changed)}" if changed else "")
+
+
+def check_free_space(run: Run, where: Path) -> None:
+    """Refuse to start when the disk of ``where`` (or its nearest existing parent) cannot hold the
+    checkpoints the run will write: last, prev and best, plus the temporary copy of one."""
     import shutil
 
-    state_bytes = sum(t.numel() * t.element_size() for m in run.method.models.values() for t in m.state_dict().values())
-    state_bytes += sum(t.numel() * t.element_size() for m in run.method.losses.values() for t in m.state_dict().values())
-    need = 4 * 3 * state_bytes  # model + optimizer moments (<= 2 copies), 4 files
-    free = shutil.disk_usage(run.out).free
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    tensors = [t for m in [*run.method.models.values(), *run.method.losses.values()] for t in m.state_dict().values()]
+    need = 4 * 3 * sum(t.numel() * t.element_size() for t in tensors)  # weights + up to 2 optimizer moments, 4 files
+    free = shutil.disk_usage(where).free
     if free < need:
-        raise OutputError(28, f"the disk of '{run.out}' has {free / 2**20:.0f} MiB free; its checkpoints need about "
+        raise OutputError(28, f"the disk of '{where}' has {free / 2**20:.0f} MiB free; the run's checkpoints need about "
                               f"{need / 2**20:.0f} MiB: free space or choose another output_dir")
 
 

@@ -53,6 +53,19 @@ def new_run_dir(output_dir: str | Path, name: str) -> Path:
     raise ConfigError(f"too many runs named '{name}' in '{base}'")
 
 
+def ensure_dir(folder: Path) -> Path:
+    """``folder`` created if needed (a given run folder); one line when it cannot be."""
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"run folder '{folder}' is a file; choose another folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (NotADirectoryError, FileExistsError):
+        raise ConfigError(f"run folder '{folder}' lies under a file; choose another folder") from None
+    except OSError as err:
+        raise output_error(err, folder) from None
+    return folder
+
+
 def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     """Rows as CSV (atomically); columns in order of first appearance, blank where a row lacks one
     (loss terms that start after a warm-up)."""
