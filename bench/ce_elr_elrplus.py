@@ -9,7 +9,7 @@ seeded draw of symmetric noise), the model architecture and initialisation seed,
 number of epochs. ELR+ trains two networks, each for that number of epochs (so it costs about
 2.7x a CE run: two forward/backward passes plus two EMA forward passes per batch).
 
-Method settings are the papers' CIFAR-10 symmetric ones (seed-methods.md 1.2 / 1.5): ELR beta
+Method settings are the papers' CIFAR-10 symmetric ones: ELR beta
 0.7, lambda 3; ELR+ beta 0.7, lambda 3, mixup alpha 1, no ramp of the ELR term, EMA decay 0.997
 ramped up over ``ema_step`` iterations, scaled to this budget like the paper's 40000 of ~70,400
 iterations (57 % of training) unless ``--ema-step`` is given.

@@ -1,5 +1,5 @@
-"""Every shipped config validates, the ELR+ configs carry the paper's settings (seed-methods.md
-1.5), the seed repos' flags reach them, and each config trains a tiny smoke version end to end
+"""Every shipped config validates, the ELR+ configs carry the paper's settings (official
+ELR_plus/config_*.json), the seed repos' flags reach them, and each config trains a tiny smoke version end to end
 on fixture data written in the real on-disk format (so a broken config is caught)."""
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def test_every_config_in_the_folder_validates():
         load_config(f)  # raises ConfigError on an unknown key or a bad value
 
 
-# The ELR+ table of seed-methods.md 1.5 (official ELR_plus/config_*.json), typed in by hand:
+# The ELR+ settings of the official ELR_plus/config_*.json, typed in by hand:
 # arch, batch, lr, wd, milestone, epochs, beta, lambda, mixup alpha, coef_step, ema_alpha, ema_update
 PAPER = {
     "elr_plus_cifar10": ("preact_resnet18", 128, 0.02, 5e-4, 150, 200, 0.7, 3.0, 1.0, 0, 0.997, True),

@@ -1,4 +1,4 @@
-"""ELR+ (seed-methods.md 1.4): each piece against values computed here, the method's wiring in
+"""ELR+: each piece against values computed here, the method's wiring in
 one step, warm-up, prediction, export, exact resume, and the DDP target history."""
 from __future__ import annotations
 

@@ -45,7 +45,7 @@ def test_gce_rejects_bad_q():
 
 
 class NumpyELR:
-    """Independent re-statement of ELR (seed-methods 1.2)."""
+    """Independent re-statement of ELR (ELR/model/loss.py)."""
 
     def __init__(self, n, c, lam, beta):
         self.t = np.zeros((n, c))

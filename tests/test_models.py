@@ -122,7 +122,7 @@ def _bn(c: int) -> int:
 
 
 def _cifar_resnet_count(blocks, num_classes, width=64, in_ch=3, preact=False) -> int:
-    """Parameter count from the architecture description (seed-methods §1.6)."""
+    """Parameter count from the architecture description (ELR's ResNet_Zoo.py)."""
     n = _conv(in_ch, width, 3) + _bn(width)  # 3x3 stem + BN (both variants)
     c_in = width
     for stage, n_blocks in enumerate(blocks):

@@ -1,7 +1,6 @@
 """Batched, on-device SimCLR augmentations (the strong views of the ICLR-2023 repo).
 
-The recipe of the ICLR-2023 repo (``utils.py``, taken from leftthomas/SimCLR; §2.3 of the seed
-notes), per image::
+The recipe of the ICLR-2023 repo (``utils.py``, taken from leftthomas/SimCLR), per image::
 
     RandomResizedCrop(32, scale=(0.08, 1), ratio=(3/4, 4/3)) -> RandomHorizontalFlip(0.5)
     -> RandomApply([ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8) -> RandomGrayscale(0.2)

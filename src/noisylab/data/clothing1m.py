@@ -14,7 +14,7 @@ Two layouts of ``root`` are accepted (detected from the first training key):
 
 * the release layout: ``root`` holds the text files and the ``images/`` folder; a key is the
   image's path relative to ``root``;
-* the ELR+ layout (§1.8 of the seed notes): ``root`` *is* the ``images`` folder and the text files
+* the ELR+ layout: ``root`` *is* the ``images`` folder and the text files
   sit inside it; the first 7 characters (``images/``) of every key are dropped.
 
 Training inputs are all images of ``noisy_train_key_list.txt`` with their noisy labels, in list

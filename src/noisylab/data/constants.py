@@ -1,14 +1,14 @@
 """Normalisation constants and augmentation parameters of the papers, per dataset.
 
 All means / standard deviations are per channel, in ``[0, 1]`` units (an image is divided by
-255 before ``(x - mean) / std``). Sources (see ``shared/reference/seed-methods.md``):
+255 before ``(x - mean) / std``). Sources:
 
-* CIFAR-10 / CIFAR-100: the constants of the ELR repo (``ELR/data_loader``, §1.3 of the notes),
-  also used by the ICLR-2023 repo for its weak, strong and test transforms (§2.3, §2.5). Note the
+* CIFAR-10 / CIFAR-100: the constants of the ELR repo (``ELR/data_loader``),
+  also used by the ICLR-2023 repo for its weak, strong and test transforms (``utils.py``, ``CE.py``). Note the
   CIFAR-10 *std* ``(0.2023, 0.1994, 0.2010)`` is the widely copied value, not the exact per-pixel
   std of the training set (~0.247, 0.243, 0.261); we keep the papers' numbers.
-* Clothing1M: ELR+ ``data_loader/clothing1m`` transforms (§1.8).
-* WebVision / ILSVRC12: the usual ImageNet statistics, as in ELR+ (§1.8).
+* Clothing1M: ELR+ ``data_loader/clothing1m`` transforms.
+* WebVision / ILSVRC12: the usual ImageNet statistics, as in ELR+.
 * MNIST: the customary ``(0.1307,) / (0.3081,)``; Fashion-MNIST: ``(0.2860,) / (0.3530,)``, the
   training-set statistics (checked against the Debian ``dataset-fashion-mnist`` files).
 """
@@ -44,7 +44,7 @@ WEBVISION_RESIZE = 256
 WEBVISION_CROP = 227
 """Train: RandomCrop(227) -> HFlip; eval: CenterCrop(227), on images pre-resized to 256 (ELR+)."""
 
-# --- SimCLR views (ICLR-2023 repo, `utils.py`, §2.3 of the notes; torchvision defaults) ------
+# --- SimCLR views (ICLR-2023 repo, `utils.py`; torchvision defaults) ------
 SIMCLR_SCALE = (0.08, 1.0)
 """RandomResizedCrop area range (torchvision default)."""
 SIMCLR_RATIO = (3.0 / 4.0, 4.0 / 3.0)

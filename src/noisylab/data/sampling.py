@@ -1,6 +1,6 @@
 """Per-epoch training subsets: the class-balanced subset of ELR+ on Clothing1M.
 
-ELR+ (``ELR_plus/data_loader/clothing1m.py``, §1.8 of the seed notes) trains each epoch on
+ELR+ (``ELR_plus/data_loader/clothing1m.py``) trains each epoch on
 ``num_batches x batch_size`` images (3000 x 64 = 192,000) drawn from the 1M noisy training list:
 shuffle the list, then walk it and keep an image while its *noisy* class has fewer than
 ``num_samples / C`` images kept and fewer than ``num_samples`` are kept in total. The official code

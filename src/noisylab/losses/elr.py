@@ -1,6 +1,6 @@
 """Early-Learning Regularization (Liu et al., NeurIPS 2020, arXiv 2007.00151).
 
-Formula as in the official ``ELR/model/loss.py`` (see seed-methods.md 1.2), re-implemented:
+Formula as in the official ``ELR/model/loss.py``, re-implemented:
 
     p      = clamp(softmax(z), 1e-4, 1 - 1e-4)
     t[i]  <- beta * t[i] + (1 - beta) * p_i.detach() / sum(p_i)     (before the loss, targets start at 0)

@@ -1,6 +1,6 @@
 """The pieces of ELR+ (Liu et al., NeurIPS 2020, arXiv 2007.00151, Sec. 4 "ELR+"), re-implemented.
 
-Formulas as read in the official code (seed-methods.md 1.4; no code copied):
+Formulas as read in the official code (no code copied):
 
 * ``ELR_plus/utils/util.py`` ``sigmoid_rampup``        -> :func:`sigmoid_rampup`
 * ``ELR_plus/trainer/trainer.py`` ``_mixup_data``      -> :func:`sample_mixup` + :func:`mix`

@@ -2,8 +2,8 @@
 
 Re-implemented from the official ``ELR_plus/trainer/trainer.py`` (``_train_epoch``,
 ``_warmup_epoch``, ``update_ema_variables``), ``ELR_plus/base/base_trainer.py`` (the epoch loop)
-and ``ELR_plus/model/loss.py`` (``elr_plus_loss``); seed-methods.md 1.4 (algorithm), 1.5
-(hyper-parameters per dataset) and 4.2 (the official code's bugs, which are not reproduced).
+and ``ELR_plus/model/loss.py`` (``elr_plus_loss``), with the hyper-parameters per dataset of
+``ELR_plus/config_*.json``; the official code's bugs are not reproduced (below).
 
 What the method owns (``self.models`` / ``optimizers`` / ``schedulers`` / ``losses``):
 
