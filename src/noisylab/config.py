@@ -72,10 +72,7 @@ class DataConfig(_Strict):
     def _known_view(cls, v: str) -> str:
         from .data.augment import VIEW_RECIPES
 
-        if v != "auto" and v not in VIEW_RECIPES:
-            raise ValueError(f"unknown augmentation '{v}'{did_you_mean(v, VIEW_RECIPES)} "
-                             f"(valid: auto, {', '.join(VIEW_RECIPES)})")
-        return v
+        return check_choice(v, ["auto", *VIEW_RECIPES], "augmentation")
 
 
 class NoiseConfig(_Strict):
@@ -92,9 +89,7 @@ class NoiseConfig(_Strict):
     def _known_kind(cls, v: str) -> str:
         from .noise import KINDS
 
-        if v not in KINDS:
-            raise ValueError(f"unknown noise kind '{v}'{did_you_mean(v, KINDS)} (valid: {', '.join(KINDS)})")
-        return v
+        return check_choice(v, KINDS, "noise kind")
 
 
 class ModelConfig(_Strict):
@@ -287,9 +282,7 @@ class DetectConfig(_Strict):
     def _known_filter(cls, v: str) -> str:
         from .detect import FILTERS
 
-        if v not in FILTERS:
-            raise ValueError(f"unknown filter '{v}'{did_you_mean(v, FILTERS)} (valid: {', '.join(FILTERS)})")
-        return v
+        return check_choice(v, FILTERS, "filter")
 
 
 class Config(_Strict):
@@ -527,6 +520,15 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"config file '{p}' must contain a mapping of keys, not {type(data).__name__}")
     return data
+
+
+def check_choice(value: str, choices: Any, what: str) -> str:
+    """``value`` if it is one of ``choices`` (a registry's names), else one ValueError line with a
+    did-you-mean and the valid names."""
+    names = list(choices)
+    if value not in names:
+        raise ValueError(f"unknown {what} '{value}'{did_you_mean(value, names)} (valid: {', '.join(names)})")
+    return value
 
 
 def did_you_mean(word: str, choices: Any) -> str:
