@@ -580,7 +580,11 @@ def test_human_bad_files_and_labels(tmp_path):
     path = tmp_path / "c10n.npz"
     np.savez(path, **data)
     with pytest.raises(NoiseError, match="200 labels but 199 were given"):
-        make_noisy_labels(data["clean_label"][:-1], "human", path=path, variant="aggre")
+        make_noisy_labels(data["clean_label"][1:], "human", path=path, variant="aggre")
+    # the first N images in original order (a dataset loaded with a limit) take the first N labels
+    first = make_noisy_labels(data["clean_label"][:150], "human", path=path, variant="aggre")
+    assert np.array_equal(first.noisy, data["aggre_label"][:150])
+    assert np.array_equal(first.clean, data["clean_label"][:150])
     shifted = (data["clean_label"] + 1) % 10
     with pytest.raises(NoiseError, match="differ from the clean labels .* at 200 of 200"):
         make_noisy_labels(shifted, "human", path=path, variant="aggre")

@@ -255,8 +255,8 @@ def human_noisy_labels(labels: Any, num_classes: int | None, seed: int, *, path:
                        download: Any = False, labels_sha256: str | None = None) -> NoisyLabels:
     """``make_noisy_labels(labels, "human", ...)``: the CIFAR-N labels of ``variant`` from ``path``.
 
-    ``labels`` (the clean training labels, original order, [50000]) are checked against the
-    file's clean labels; for ``variant="coarse"`` either the fine or the coarse clean labels are
+    ``labels`` (the clean training labels, original order, [50000], or the first N of them: then
+    the first N noisy labels are used) are checked against the file's clean labels; for ``variant="coarse"`` either the fine or the coarse clean labels are
     accepted and the result is in the 20 superclasses. ``labels=None`` takes the clean labels
     from the file. ``labels_sha256`` (stored in the spec) checks that the file gives the same
     noisy labels as when the spec was written.
@@ -278,6 +278,9 @@ def human_noisy_labels(labels: Any, num_classes: int | None, seed: int, *, path:
         raise NoiseError(f"variant {variant!r} has {C} classes but num_classes={num_classes}")
     if labels is not None:
         given = as_label_array(labels, "labels")
+        if len(given) < len(noisy) and np.array_equal(given, clean[: len(given)]):
+            # the first N images in original order (e.g. cifar10-jpeg with data.options.limit=N)
+            noisy, clean = noisy[: len(given)], clean[: len(given)]
         if len(given) != len(noisy):
             raise NoiseError(f"{file.name} has {len(noisy)} labels but {len(given)} were given: CIFAR-N covers the "
                              "full CIFAR training set in its original order; apply it before any train/val split")
