@@ -89,7 +89,7 @@ def main() -> None:
         s = res.summary
         det = s["detect"]
         rows.append([method, f"{100 * s['test_top1_best']:.2f}", f"{100 * s['test_top1_last']:.2f}",
-                     f"{100 * s['memorization_last']['noisy_memorized']:.2f}", det["source"],
+                     f"{100 * s['memorization_last']['noisy_memorized']:.2f}", det["method"],
                      str(det["num_flagged"]), f"{100 * det['precision']:.2f}", f"{100 * det['recall']:.2f}",
                      f"{wall:.0f}"])
         print(f"{method}: done in {wall:.0f} s -> {res.run_dir}", flush=True)

@@ -1,74 +1,591 @@
+"""Finding wrong labels: scores, filters (against cleanlab), metrics (against scikit-learn), noise
+estimates, folds, the training record, the kNN vote, every detector on synthetic evidence with
+known noise, and the label_issues.csv / predictions.npz files."""
 import csv
+import io
+import math
+import multiprocessing
+import sys
+import zipfile
+import zlib
 
 import numpy as np
 import pytest
+import torch
 
-from noisylab.detect import (auroc, detection_metrics, find_label_issues, label_quality_scores, normalize_rows,
-                             write_label_issues_csv)
+from noisylab.detect import (CLEANLAB_FILTERS, DETECTORS, Detection, DetectorUnavailable, Evidence, TrainingDynamics,
+                             auroc, average_precision, detect_label_issues, detection_metrics, find_label_issues,
+                             knn_vote, label_quality_scores, noise_estimates, normalize_rows, precision_recall_curve,
+                             run_detector, write_label_issues_csv)
+from noisylab.detect.io import EVIDENCE_ARRAYS, evidence_arrays, read_evidence
+from noisylab.noise import NoiseError, stratified_folds
+from noisylab.run_folder import save_arrays
 
 
-def test_scores_match_definitions():
-    p = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6], [0.5, 0.5, 0.0]])
-    y = np.array([0, 1, 1])
-    np.testing.assert_allclose(label_quality_scores(y, p, "self_confidence"), [0.7, 0.3, 0.5])
+@pytest.fixture
+def one_process(monkeypatch):
+    """cleanlab forks a pool of ``multiprocessing.cpu_count()`` workers when psutil is absent; the
+    tests stay on one core (results do not depend on it, cleanlab's docs say)."""
+    monkeypatch.setattr(multiprocessing, "cpu_count", lambda: 1)
+
+
+def dirichlet_rows(rng, alpha):
+    """One Dirichlet draw per row of ``alpha [n, C]`` (gamma draws normalised)."""
+    g = rng.gamma(alpha)
+    return g / g.sum(axis=1, keepdims=True)
+
+
+def peaked(rng, main, side, c, a=6.0, b=2.0):
+    """``[n, C]`` probabilities drawn around ``main`` (strength a) with some mass on ``side`` (b)."""
+    n = len(main)
+    alpha = np.ones((n, c))
+    alpha[np.arange(n), main] += a
+    alpha[np.arange(n), side] += b
+    return dirichlet_rows(rng, alpha)
+
+
+# ----------------------------------------------------------------------------- scores
+def test_quality_scores_match_hand_formulas():
+    p = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6], [0.5, 0.5, 0.0], [0.0, 0.0, 1.0]])
+    y = np.array([0, 1, 1, 0])
+    np.testing.assert_allclose(label_quality_scores(y, p), [0.7, 0.3, 0.5, 0.0])  # default: self_confidence
+    np.testing.assert_allclose(label_quality_scores(y, p, "self_confidence"), [0.7, 0.3, 0.5, 0.0])
+    # (p[y] - max_{k != y} p[k] + 1) / 2: the label's own probability never counts as "the other"
     np.testing.assert_allclose(label_quality_scores(y, p, "normalized_margin"),
-                               [(0.7 - 0.2 + 1) / 2, (0.3 - 0.6 + 1) / 2, (0.5 - 0.5 + 1) / 2])
-    h = lambda r: -sum(v * np.log(v) for v in r if v > 0) / np.log(3)  # noqa: E731
-    np.testing.assert_allclose(label_quality_scores(y, p, "confidence_weighted_entropy"),
-                               [1 / (1 + h(p[i]) / p[i, y[i]]) for i in range(3)])
+                               [(0.7 - 0.2 + 1) / 2, (0.3 - 0.6 + 1) / 2, (0.5 - 0.5 + 1) / 2, (0 - 1 + 1) / 2])
+    # unnormalised rows (ELR targets sum to 1 - beta^k) are scored as their normalised version
+    t = np.array([[0.35, 0.1, 0.05], [0.0, 0.2, 0.6]])
+    np.testing.assert_allclose(label_quality_scores([0, 1], t), [0.7, 0.25])
+    np.testing.assert_allclose(label_quality_scores([0, 1], t, "normalized_margin"),
+                               [(0.7 - 0.2 + 1) / 2, (0.25 - 0.75 + 1) / 2])
+    with pytest.raises(ValueError, match="unknown score method 'entropy'"):
+        label_quality_scores(y, p, "entropy")
 
 
-def test_filters_and_ranking():
-    p = np.array([[0.9, 0.1], [0.2, 0.8], [0.45, 0.55], [0.6, 0.4], [0.05, 0.95]])
-    y = np.array([0, 0, 0, 1, 1])
-    assert find_label_issues(y, p).tolist() == [False, True, True, True, False]
-    ranked = find_label_issues(y, p, return_indices_ranked_by="self_confidence")
-    assert ranked.tolist() == [1, 3, 2]  # p[y] = 0.2, 0.4, 0.45
+def test_normalize_rows_scales_targets_and_makes_zero_rows_uniform():
+    t = np.array([[0.0, 0.3, 0.1], [0.0, 0.0, 0.0], [2.0, 1.0, 1.0]])
+    np.testing.assert_allclose(normalize_rows(t), [[0, 0.75, 0.25], [1 / 3, 1 / 3, 1 / 3], [0.5, 0.25, 0.25]])
+    assert normalize_rows(t).dtype == np.float64
+    np.testing.assert_allclose(t, [[0.0, 0.3, 0.1], [0.0, 0.0, 0.0], [2.0, 1.0, 1.0]])  # the input is untouched
+
+
+# ----------------------------------------------------------------------------- filters
+def test_core_filters_and_ranking_by_hand():
+    p = np.array([[0.9, 0.1], [0.2, 0.8], [0.45, 0.55], [0.6, 0.4], [0.05, 0.95], [0.3, 0.7]])
+    y = np.array([0, 0, 0, 1, 1, 0])
+    assert find_label_issues(y, p).tolist() == [False, True, True, True, False, True]  # argmax != label
+    assert find_label_issues(y, p).dtype == bool
+    # p[y] < threshold, strictly: 0.4 < 0.42, 0.45 is not; 0.3 < 0.42
     assert find_label_issues(y, p, filter_by="low_self_confidence", threshold=0.42).tolist() == \
-        [False, True, False, True, False]
-    # confident learning: t_0 = mean(p0 | y=0) = (0.9+0.2+0.45)/3, t_1 = mean(p1 | y=1) = (0.4+0.95)/2
-    t0, t1 = (0.9 + 0.2 + 0.45) / 3, (0.4 + 0.95) / 2
-    expect = []
-    for pi, yi in zip(p, y):
-        above = [k for k, t in enumerate((t0, t1)) if pi[k] >= t]
-        expect.append(bool(above) and max(above, key=lambda k: pi[k]) != yi)
-    assert find_label_issues(y, p, filter_by="confident_learning").tolist() == expect
+        [False, True, False, True, False, True]
+    assert find_label_issues(y, p, filter_by="low_self_confidence", threshold=0.45).tolist() == \
+        [False, True, False, True, False, True]
+    assert find_label_issues(y, p, filter_by="low_self_confidence", threshold=0.46).tolist() == \
+        [False, True, True, True, False, True]
+    # flagged indices, most suspicious first: p[y] = 0.2 (1), 0.3 (5), 0.4 (3), 0.45 (2)
+    ranked = find_label_issues(y, p, return_indices_ranked_by="self_confidence")
+    assert ranked.tolist() == [1, 5, 3, 2] and ranked.dtype == np.int64
+    # normalized margin: (0.2-0.8+1)/2=0.2, (0.3-0.7+1)/2=0.3, (0.4-0.6+1)/2=0.4, (0.45-0.55+1)/2=0.45
+    y2 = np.array([0, 0, 0, 0, 1, 0])
+    p2 = np.array([[0.9, 0.1], [0.2, 0.8], [0.45, 0.55], [0.1, 0.9], [0.05, 0.95], [0.3, 0.7]])
+    # 3 has p[y]=0.1 (margin 0.1), ranked before 1 (0.2)
+    assert find_label_issues(y2, p2, return_indices_ranked_by="normalized_margin").tolist() == [3, 1, 5, 2]
+    with pytest.raises(ValueError, match="unknown filter_by 'nope'"):
+        find_label_issues(y, p, filter_by="nope")
 
 
-def test_elr_targets_are_normalised_and_zero_rows_uniform():
-    t = np.array([[0.0, 0.3], [0.0, 0.0]])
-    np.testing.assert_allclose(normalize_rows(t), [[0, 1], [0.5, 0.5]])
+def noisy_problem(seed=0, n=300, c=4, rate=0.25):
+    """Given labels with known symmetric noise and informative probabilities around the true class."""
+    rng = np.random.default_rng(seed)
+    true = rng.integers(0, c, n)
+    noisy = rng.random(n) < rate
+    given = true.copy()
+    given[noisy] = (true[noisy] + rng.integers(1, c, int(noisy.sum()))) % c
+    return true, given, peaked(rng, true, given, c, a=4.0, b=1.5)
 
 
-def test_bad_inputs():
-    with pytest.raises(ValueError, match="must match"):
-        find_label_issues(np.array([0, 1]), np.ones((3, 2)) / 2)
-    with pytest.raises(ValueError, match=r"lie in \[0, 2\)"):
-        find_label_issues(np.array([0, 2]), np.ones((2, 2)) / 2)
-    with pytest.raises(ValueError, match="finite"):
-        find_label_issues(np.array([0, 1]), np.array([[np.nan, 1], [0.5, 0.5]]))
+@pytest.mark.parametrize("filter_by", CLEANLAB_FILTERS)
+def test_cleanlab_filters_equal_cleanlab(filter_by, one_process):
+    cleanlab_filter = pytest.importorskip("cleanlab.filter")
+    true, given, probs = noisy_problem()
+    expected = cleanlab_filter.find_label_issues(given, probs, filter_by=filter_by, n_jobs=1)
+    got = find_label_issues(given, probs, filter_by=filter_by)
+    assert got.dtype == bool and np.array_equal(got, expected)
+    assert 10 < got.sum() < 200  # a real verdict, not all or nothing
+    # rows that do not sum to one (ELR targets: 1 - beta^k, k differing by row) are normalised first
+    scale = np.random.default_rng(9).uniform(0.2, 1.0, (len(given), 1))
+    assert np.array_equal(find_label_issues(given, scale * probs, filter_by=filter_by), expected)
+    # the ranked form: the same set, most suspicious first
+    ranked = find_label_issues(given, probs, filter_by=filter_by, return_indices_ranked_by="self_confidence")
+    assert sorted(ranked.tolist()) == np.flatnonzero(expected).tolist()
+    assert np.all(np.diff(probs[ranked, given[ranked]]) >= 0)
 
 
-def test_auroc_against_pairwise_definition():
+def test_predicted_neq_given_equals_cleanlabs(one_process):
+    cleanlab_filter = pytest.importorskip("cleanlab.filter")
+    _, given, probs = noisy_problem(seed=1)
+    assert np.array_equal(find_label_issues(given, probs),
+                          cleanlab_filter.find_label_issues(given, probs, filter_by="predicted_neq_given", n_jobs=1))
+
+
+def test_missing_cleanlab_says_how_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "cleanlab", None)
+    monkeypatch.setitem(sys.modules, "cleanlab.filter", None)
+    _, given, probs = noisy_problem(n=40)
+    for filter_by in CLEANLAB_FILTERS:
+        with pytest.raises(ImportError, match="pip install"):
+            find_label_issues(given, probs, filter_by=filter_by)
+    # the two filters computed here need no cleanlab
+    assert np.array_equal(find_label_issues(given, probs), probs.argmax(1) != given)
+    assert np.array_equal(find_label_issues(given, probs, filter_by="low_self_confidence", threshold=0.3),
+                          probs[np.arange(40), given] < 0.3)
+
+
+@pytest.mark.parametrize("labels, probs, fragment", [
+    ([0, 1], np.full((3, 2), 0.5), "must match"),
+    ([[0, 1]], np.full((2, 2), 0.5), "must match"),
+    ([0, 1], np.full(2, 0.5), "must match"),
+    ([0, 2], np.full((2, 2), 0.5), r"lie in \[0, 2\)"),
+    ([0, -1], np.full((2, 2), 0.5), r"lie in \[0, 2\)"),
+    ([0.0, 1.0], np.full((2, 2), 0.5), "integers"),
+    ([0, 1], [[np.nan, 1.0], [0.5, 0.5]], "finite"),
+    ([0, 1], [[np.inf, 1.0], [0.5, 0.5]], "finite"),
+    ([0, 1], [[-0.1, 1.1], [0.5, 0.5]], "non-negative"),
+])
+def test_bad_inputs_raise_value_error(labels, probs, fragment):
+    with pytest.raises(ValueError, match=fragment):
+        find_label_issues(np.asarray(labels), np.asarray(probs))
+    with pytest.raises(ValueError, match=fragment):
+        label_quality_scores(np.asarray(labels), np.asarray(probs))
+
+
+# ----------------------------------------------------------------------------- metrics
+def test_auroc_and_average_precision_equal_sklearn_with_ties():
+    metrics = pytest.importorskip("sklearn.metrics")
     rng = np.random.default_rng(0)
-    pos = rng.random(200) < 0.3
-    score = np.round(rng.random(200) + pos * 0.5, 1)  # rounded: many ties
-    pairs = [(1.0 if a > b else 0.5 if a == b else 0.0) for a in score[pos] for b in score[~pos]]
-    assert auroc(pos, score) == pytest.approx(np.mean(pairs))
-    assert auroc(np.zeros(3, bool), np.arange(3)) is None
+    for n, share in ((200, 0.3), (57, 0.1), (31, 0.8)):
+        pos = rng.random(n) < share
+        score = np.round(rng.random(n) + pos * 0.4, 1)  # rounded: many ties, inside and across classes
+        assert len(np.unique(score)) < n / 2
+        assert auroc(pos, score) == pytest.approx(metrics.roc_auc_score(pos, score), abs=1e-12)
+        assert average_precision(pos, score) == pytest.approx(metrics.average_precision_score(pos, score), abs=1e-12)
+        # the whole curve, from the highest score down; the last point has recall 1
+        precision, recall = precision_recall_curve(pos, score)
+        sk_p, sk_r, _ = metrics.precision_recall_curve(pos, score)
+        np.testing.assert_allclose(precision, sk_p[:-1][::-1])
+        np.testing.assert_allclose(recall, sk_r[:-1][::-1])
+        assert recall[-1] == 1.0 and precision[-1] == pytest.approx(pos.mean())
+    # every score tied: AUROC 1/2, average precision = the share of positives
+    pos = np.array([True, False, False, True, False])
+    assert auroc(pos, np.ones(5)) == pytest.approx(0.5)
+    assert average_precision(pos, np.ones(5)) == pytest.approx(0.4)
+    # a perfect and a reversed ranking
+    assert auroc(pos, pos * 1.0) == 1.0 and auroc(pos, pos * -1.0) == 0.0
+    assert average_precision(pos, pos * 1.0) == 1.0
 
 
-def test_detection_metrics_and_csv(tmp_path):
-    flagged = np.array([True, True, False, False, True])
-    noisy = np.array([True, False, True, False, True])
+def test_ranking_metrics_are_none_when_a_class_is_empty():
+    assert auroc(np.zeros(4, bool), np.arange(4.0)) is None
+    assert auroc(np.ones(4, bool), np.arange(4.0)) is None
+    assert average_precision(np.zeros(4, bool), np.arange(4.0)) is None
+    assert average_precision(np.ones(4, bool), np.arange(4.0)) is None
+    m = detection_metrics(np.array([True, False]), np.zeros(2, bool), quality=np.array([0.1, 0.9]))
+    assert m.auroc is None and m.auprc is None and m.precision_at_noisy is None
+    assert (m.num_noisy, m.precision, m.recall, m.f1) == (0, 0.0, 0.0, 0.0)
+
+
+def test_detection_metrics_by_hand():
+    flagged = np.array([True, True, True, True, False, False])
+    noisy = np.array([True, False, False, False, True, False])
     m = detection_metrics(flagged, noisy)
-    assert (m.num_flagged, m.num_noisy) == (3, 3)
-    assert m.precision == pytest.approx(2 / 3) and m.recall == pytest.approx(2 / 3) and m.f1 == pytest.approx(2 / 3)
-    given = np.array([0, 1, 1, 0, 1])
-    probs = np.array([[0.2, 0.8], [0.9, 0.1], [0.3, 0.7], [0.6, 0.4], [0.55, 0.45]])
-    q = label_quality_scores(given, probs)
-    n = write_label_issues_csv(tmp_path / "x.csv", given, probs, flagged, q, indices=np.arange(10, 15),
-                               true_labels=np.array([1, 1, 0, 0, 0]), class_names=["a", "b"])
-    rows = list(csv.DictReader((tmp_path / "x.csv").open()))
-    assert n == 5 and [r["index"] for r in rows] == ["11", "10", "14", "13", "12"]  # flagged first, by quality
-    assert rows[0]["suggested_name"] == "a" and rows[0]["is_noisy"] == "0" and rows[1]["is_noisy"] == "1"
+    # 1 true positive among 4 flagged and 2 noisy
+    assert (m.num_flagged, m.num_noisy) == (4, 2)
+    assert m.precision == pytest.approx(0.25) and m.recall == pytest.approx(0.5)
+    assert m.f1 == pytest.approx(2 * 0.25 * 0.5 / 0.75)
+    assert m.auroc is None and m.precision_at_noisy is None  # no quality, no ranking
+    # ranking by 1 - quality: the 2 least-quality rows are 0 (0.1) and 2 (0.2): one of them noisy
+    quality = np.array([0.1, 0.5, 0.2, 0.9, 0.3, 0.8])
+    m = detection_metrics(flagged, noisy, quality)
+    assert m.precision_at_noisy == pytest.approx(0.5)
+    # suspicion 1 - q: noisy rows 0.9 and 0.7 against 0.5, 0.8, 0.1, 0.2 -> pairs won 4 + 3 = 7 of 8
+    assert m.auroc == pytest.approx(7 / 8)
+    # AP: ranks 0 (P 1), 2, 4 (2/3): (1/2)*1 + (1/2)*(2/3)
+    assert m.auprc == pytest.approx(0.5 + 1 / 3)
+    assert m.as_dict()["f1"] == pytest.approx(1 / 3) and set(m.as_dict()) >= {"auroc", "auprc", "precision_at_noisy"}
+    nothing = detection_metrics(np.zeros(6, bool), noisy)
+    assert (nothing.precision, nothing.recall, nothing.f1) == (0.0, 0.0, 0.0)
+
+
+# ----------------------------------------------------------------------------- noise estimates
+def test_noise_estimates_by_hand():
+    given = np.array([0, 0, 1, 1, 2, 2, 0, 1, 2])
+    flagged = np.array([False, True, False, True, False, True, False, True, False])
+    suggested = np.array([1, 1, 1, 0, 2, 0, 0, 1, 0])  # row 7 is flagged but suggests its own label
+    est = noise_estimates(given, flagged, suggested, num_classes=4)
+    # estimated true = suggested where flagged: [0, 1, 1, 0, 2, 0, 0, 1, 2]
+    # pairs (true, given): (0,0) (1,0) (1,1) (0,1) (2,2) (0,2) (0,0) (1,1) (2,2)
+    assert est["noise_rate_estimate"] == pytest.approx(3 / 9)
+    expected = [[2 / 4, 1 / 4, 1 / 4, 0],  # rows: estimated true class, columns: given label
+                [1 / 3, 2 / 3, 0, 0],
+                [0, 0, 1, 0],
+                [0, 0, 0, 1]]  # class 3 is nobody's estimated class: identity row
+    np.testing.assert_allclose(est["transition_estimate"], expected)
+    np.testing.assert_allclose(np.sum(est["transition_estimate"], axis=1), 1.0)
+    np.testing.assert_allclose(est["noise_rate_per_class_estimate"], [2 / 4, 1 / 3, 0.0, 0.0])
+    nothing = noise_estimates(given, np.zeros(9, bool), suggested, 4)
+    assert nothing["noise_rate_estimate"] == 0.0
+    np.testing.assert_allclose(nothing["transition_estimate"], np.eye(4))
+
+
+# ----------------------------------------------------------------------------- folds
+@pytest.mark.parametrize("folds", [2, 3, 5, 7])
+def test_stratified_folds_partition_balance_and_seed(folds):
+    rng = np.random.default_rng(folds)
+    labels = np.repeat([0, 2, 5, 6], [7, 50, 45, 1])[rng.permutation(103)]  # uneven classes, gaps in the ids
+    parts = stratified_folds(labels, folds, seed=11)
+    assert len(parts) == folds
+    assert np.array_equal(np.sort(np.concatenate(parts)), np.arange(103))  # a partition of range(N)
+    assert all(p.dtype == np.int64 and np.all(np.diff(p) > 0) for p in parts)  # sorted, no repeats
+    sizes = [len(p) for p in parts]
+    assert max(sizes) - min(sizes) <= 1
+    for c in np.unique(labels):
+        per_fold = [int((labels[p] == c).sum()) for p in parts]
+        assert max(per_fold) - min(per_fold) <= 1, (c, per_fold)
+    again = stratified_folds(labels, folds, seed=11)
+    assert all(np.array_equal(a, b) for a, b in zip(parts, again))
+    other = stratified_folds(labels, folds, seed=12)
+    assert any(not np.array_equal(a, b) for a, b in zip(parts, other))
+
+
+def test_stratified_folds_refuse_bad_counts():
+    with pytest.raises(NoiseError, match="folds must be an integer >= 2"):
+        stratified_folds([0, 1, 0, 1], 1)
+    with pytest.raises(NoiseError, match="folds must be an integer >= 2"):
+        stratified_folds([0, 1, 0, 1], True)
+    with pytest.raises(NoiseError, match="5 folds need at least 5 examples, got 4"):
+        stratified_folds([0, 1, 0, 1], 5)
+    assert [len(p) for p in stratified_folds([0, 1, 0, 1], 4)] == [1, 1, 1, 1]
+
+
+# ----------------------------------------------------------------------------- training dynamics
+def softmax(z):
+    e = np.exp(np.asarray(z, dtype=np.float64) - np.max(z, axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def test_dynamics_sums_counts_and_last_prediction():
+    dyn = TrainingDynamics(5, 3, torch.device("cpu"))
+    a = np.array([[2.0, 0.0, 0.0], [0.0, 1.0, 0.5]])
+    b = np.array([[0.0, 0.0, 3.0], [1.0, 2.0, 0.0]])
+    dyn.record_logits(torch.tensor(a), torch.tensor([0, 2]))
+    dyn.record_logits(torch.tensor(b), torch.tensor([0, 3]))
+    dyn.record_probs(np.array([[0.2, 0.5, 0.3]]), np.array([2]))
+    sa, sb = softmax(a), softmax(b)
+    expected_sum = np.zeros((5, 3))
+    expected_sum[0] = sa[0] + sb[0]
+    expected_sum[2] = sa[1] + [0.2, 0.5, 0.3]
+    expected_sum[3] = sb[1]
+    np.testing.assert_allclose(dyn.prob_sum.numpy(), expected_sum, rtol=1e-6)
+    assert dyn.count.tolist() == [2, 0, 2, 1, 0]
+    assert dyn.last_pred.tolist() == [2, -1, 1, 1, -1]  # argmax of the latest record; -1 never seen
+    mean = dyn.mean_probs()
+    assert mean.dtype == np.float64
+    np.testing.assert_allclose(mean[[0, 2, 3]], expected_sum[[0, 2, 3]] / np.array([[2], [2], [1]]), rtol=1e-6)
+    np.testing.assert_allclose(mean[[1, 4]], 1 / 3)  # never seen: uniform
+
+
+def test_suspect_fit_by_hand():
+    dyn = TrainingDynamics(6, 3, torch.device("cpu"))
+    given = np.array([0, 1, 2, 0, 1, 2])
+    first = np.array([[0.8, 0.1, 0.1], [0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.1, 0.1, 0.8], [0.1, 0.8, 0.1]])
+    latest = np.array([[0.6, 0.3, 0.1], [0.3, 0.6, 0.1], [0.2, 0.7, 0.1], [0.6, 0.1, 0.3], [0.2, 0.7, 0.1]])
+    dyn.record_probs(first, np.arange(5))  # row 5 is never seen (uniform mean, argmax 0 != its label 2)
+    dyn.record_probs(latest, np.arange(5))
+    # means: 0 [.7,.2,.1] agrees; 1 [.5,.4,.1] suspected, latest 1 = label (fit);
+    # 2 [.15,.75,.1] suspected, latest 1 != 2; 3 [.35,.1,.55] suspected, latest 0 = label (fit); 4 agrees
+    fit, size = dyn.suspect_fit(given, np.arange(6))
+    assert size == 3 and fit == pytest.approx(2 / 3)
+    assert dyn.suspect_fit(given, np.array([0, 2, 4])) == (0.0, 1)
+    assert dyn.suspect_fit(given, np.array([1, 3])) == (1.0, 2)
+    for nothing in (np.array([0, 4]), np.array([5])):  # agreeing rows; a never-seen row
+        fit, size = dyn.suspect_fit(given, nothing)
+        assert math.isnan(fit) and size == 0
+
+
+def test_dynamics_state_round_trip():
+    dyn = TrainingDynamics(4, 3, torch.device("cpu"))
+    dyn.record_logits(torch.tensor([[1.0, 0.0, 2.0], [0.0, 3.0, 1.0]]), torch.tensor([1, 3]))
+    buf = io.BytesIO()
+    torch.save(dyn.state_dict(), buf)
+    buf.seek(0)
+    other = TrainingDynamics(4, 3, torch.device("cpu"))
+    other.load_state_dict(torch.load(buf, weights_only=True))
+    np.testing.assert_array_equal(other.mean_probs(), dyn.mean_probs())
+    assert other.count.tolist() == [0, 1, 0, 1] and other.last_pred.tolist() == [-1, 2, -1, 1]
+    dyn.record_probs(np.array([[1.0, 0.0, 0.0]]), np.array([0]))  # the copy does not follow the original
+    assert other.count.tolist() == [0, 1, 0, 1]
+
+
+# ----------------------------------------------------------------------------- kNN vote
+def test_knn_vote_by_hand_with_a_duplicate():
+    angles = np.radians([0.0, 0.0, 30.0, 100.0, 180.0])  # rows 0 and 1 are the same point
+    features = 3.0 * np.stack([np.cos(angles), np.sin(angles)], axis=1)  # cosine similarity ignores the length
+    given = np.array([0, 1, 2, 0, 1])
+    k, tau = 2, 0.5
+    votes = knn_vote(features, given, 3, k=k, tau=tau)
+    assert votes.shape == (5, 3)
+    np.testing.assert_allclose(votes.sum(axis=1), 1.0)
+    # row 0: its duplicate (row 1, label 1, s = 1) and row 2 (label 2, s = cos 30) vote; its own label 0 gets nothing
+    w1, w2 = 1.0, math.exp((math.cos(math.radians(30)) - 1) / tau)
+    np.testing.assert_allclose(votes[0], [0.0, w1 / (w1 + w2), w2 / (w1 + w2)], rtol=1e-5, atol=1e-7)
+    # every row from an independent loop: the k most similar other rows (no ties at the k-th place here)
+    degrees = np.degrees(angles)
+    for i in range(5):
+        sims = [(math.cos(math.radians(degrees[i] - degrees[j])), j) for j in range(5) if j != i]
+        sims.sort(reverse=True)
+        assert sims[k - 1][0] > sims[k][0] + 1e-6
+        expect = np.zeros(3)
+        for s, j in sims[:k]:
+            expect[given[j]] += math.exp((s - 1) / tau)
+        np.testing.assert_allclose(votes[i], expect / expect.sum(), rtol=1e-5, atol=1e-7)
+    # chunks of queries give the same votes; k larger than the others is cut to n - 1
+    np.testing.assert_allclose(knn_vote(features, given, 3, k=k, tau=tau, chunk=2), votes, rtol=1e-6)
+    everyone = knn_vote(features, given, 3, k=50, tau=tau)
+    np.testing.assert_allclose(everyone.sum(axis=1), 1.0)
+    assert np.all(everyone[0] > 0) and everyone[0][0] > 0  # the four others include row 3 (label 0)
+    np.testing.assert_allclose(knn_vote(features[:1], given[:1], 3), [[1 / 3] * 3])  # nobody to ask
+
+
+# ----------------------------------------------------------------------------- detectors
+N, C = 600, 4
+
+
+def synthetic_evidence(seed=0, memorized=0.5):
+    """Evidence of a run on N examples with 30% symmetric noise, built from the true labels.
+
+    history, targets and both networks: probabilities around the true class, with some mass on the
+    given label; predictions: the same but a share ``memorized`` of the wrong labels fitted (centred
+    on the given label); knn: the vote of neighbours in Gaussian blobs around each true class."""
+    rng = np.random.default_rng(seed)
+    true = rng.integers(0, C, N)
+    noisy = rng.random(N) < 0.3
+    given = true.copy()
+    given[noisy] = (true[noisy] + rng.integers(1, C, int(noisy.sum()))) % C
+    mem = noisy & (rng.random(N) < memorized)
+    features = 3.0 * np.eye(C, 8)[true] + rng.normal(size=(N, 8))
+    ev = Evidence(given=given, history=peaked(rng, true, given, C),
+                  predictions=peaked(rng, np.where(mem, given, true), np.where(mem, true, given), C),
+                  in_training=rng.random(N) < 0.8,
+                  targets=0.7 * peaked(rng, true, given, C),  # ELR targets sum to 1 - beta^k
+                  networks=(peaked(rng, true, given, C), peaked(rng, true, given, C)),
+                  knn=knn_vote(features, given, C))
+    return true, ev
+
+
+def shuffled(ev, seed=5):
+    """The same evidence with its rows permuted against the labels: a detector that reads nothing."""
+    perm = np.random.default_rng(seed).permutation(len(ev.given))
+    return Evidence(given=ev.given, history=ev.history[perm], predictions=ev.predictions[perm],
+                    in_training=ev.in_training, targets=ev.targets[perm],
+                    networks=(ev.networks[0][perm], ev.networks[1][perm]), knn=ev.knn[perm])
+
+
+@pytest.fixture(scope="module")
+def evidence():
+    return synthetic_evidence()
+
+
+# (F1, AUROC) each detector must beat on this data; one that reads shuffled rows reaches ~0.43 / ~0.5
+BOUNDS = {"ensemble": (0.97, 0.99), "history": (0.85, 0.97), "targets": (0.85, 0.97), "agreement": (0.9, 0.98),
+          "knn": (0.85, 0.95), "predictions": (0.55, 0.85)}
+
+
+@pytest.mark.parametrize("name", list(DETECTORS))
+def test_detector_finds_the_known_wrong_labels(name, evidence):
+    assert set(BOUNDS) == set(DETECTORS)
+    true, ev = evidence
+    found = detect_label_issues(ev, name)
+    assert isinstance(found, Detection) and (found.method, found.filter_by) == (name, "predicted_neq_given")
+    assert found.probs.shape == (N, C)
+    np.testing.assert_allclose(found.probs.sum(axis=1), 1.0)
+    np.testing.assert_allclose(found.quality, found.probs[np.arange(N), ev.given])
+    assert np.array_equal(found.suggested, found.probs.argmax(axis=1))
+    assert np.array_equal(found.flagged, found.suggested != ev.given)
+    f1_min, auroc_min = BOUNDS[name]
+    m = detection_metrics(found.flagged, ev.given != true, found.quality)
+    assert m.f1 > f1_min and m.auroc > auroc_min, (name, m)
+    blind = detect_label_issues(shuffled(ev), name)
+    b = detection_metrics(blind.flagged, ev.given != true, blind.quality)
+    assert b.f1 < min(f1_min, 0.5) and b.auroc < min(auroc_min, 0.6), (name, b)
+
+
+def test_history_beats_the_memorizing_final_predictions(evidence):
+    true, ev = evidence
+    score = {}
+    for name in ("history", "predictions", "ensemble"):
+        found = detect_label_issues(ev, name)
+        score[name] = detection_metrics(found.flagged, ev.given != true, found.quality)
+    assert score["history"].f1 > score["predictions"].f1 + 0.15
+    assert score["history"].recall > score["predictions"].recall + 0.2
+    assert score["ensemble"].auroc >= score["history"].auroc
+
+
+def test_detector_formulas(evidence):
+    _, ev = evidence
+    tr = ev.in_training
+    hist = ev.history / ev.history.sum(1, keepdims=True)
+    targ = ev.targets / ev.targets.sum(1, keepdims=True)
+    np.testing.assert_allclose(run_detector("history", ev), hist)
+    np.testing.assert_allclose(run_detector("predictions", ev), ev.predictions / ev.predictions.sum(1, keepdims=True))
+    np.testing.assert_allclose(run_detector("knn", ev), ev.knn)
+    # targets: trained rows from the (normalised) targets, held-out rows from the history
+    t = run_detector("targets", ev)
+    np.testing.assert_allclose(t[tr], targ[tr])
+    np.testing.assert_allclose(t[~tr], hist[~tr])
+    # agreement: the normalised geometric mean of the two networks; held-out rows from the history
+    h1, h2 = (h / h.sum(1, keepdims=True) for h in ev.networks)
+    g = np.sqrt(h1 * h2)
+    a = run_detector("agreement", ev)
+    np.testing.assert_allclose(a[tr], (g / g.sum(1, keepdims=True))[tr])
+    np.testing.assert_allclose(a[~tr], hist[~tr])
+    # ensemble: the mean of history, targets (held-out rows: history) and kNN
+    t_rows = np.where(tr[:, None], targ, hist)
+    np.testing.assert_allclose(run_detector("ensemble", ev), (hist + t_rows + ev.knn) / 3)
+    # without targets and kNN the ensemble is the history alone
+    bare = Evidence(given=ev.given, history=ev.history, predictions=ev.predictions, in_training=tr)
+    np.testing.assert_allclose(run_detector("ensemble", bare), hist)
+    # a held-out row is scored from its history even when its targets say otherwise
+    held = np.flatnonzero(~tr)[0]
+    changed = Evidence(**{**ev.__dict__, "targets": ev.targets.copy()})
+    changed.targets[held] = np.eye(C)[(ev.history[held].argmax() + 1) % C]
+    assert run_detector("targets", changed)[held].argmax() == ev.history[held].argmax()
+
+
+def test_detectors_without_their_input_say_what_is_missing(evidence):
+    _, ev = evidence
+    bare = Evidence(given=ev.given, history=ev.history, predictions=ev.predictions, in_training=ev.in_training)
+    for name, fragment in (("targets", "loss elr"), ("agreement", "elr_plus"), ("knn", "forward_features")):
+        with pytest.raises(DetectorUnavailable, match=fragment):
+            detect_label_issues(bare, name)
+    assert issubclass(DetectorUnavailable, ValueError)
+    for name in ("ensemble", "history", "predictions"):
+        assert detect_label_issues(bare, name).probs.shape == (N, C)
+    with pytest.raises(ValueError, match="unknown detector 'oracle'"):
+        run_detector("oracle", ev)
+
+
+def test_detect_with_another_filter(evidence):
+    _, ev = evidence
+    found = detect_label_issues(ev, "history", filter_by="low_self_confidence", threshold=0.3)
+    assert np.array_equal(found.flagged, found.quality < 0.3) and found.filter_by == "low_self_confidence"
+
+
+# ----------------------------------------------------------------------------- files
+def read_rows(path):
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+BASE_COLUMNS = ["index", "given_label", "suggested_label", "quality", "is_label_issue"]
+
+
+def test_label_issues_csv_columns_and_order(tmp_path):
+    given = np.array([0, 1, 1, 0, 1, 2])
+    probs = np.array([[0.2, 0.8, 0.0], [0.9, 0.1, 0.0], [0.3, 0.7, 0.0], [0.6, 0.4, 0.0], [0.5, 0.3, 0.2],
+                      [0.0, 0.0, 2.0]])  # the last row is unnormalised
+    flagged = np.array([True, True, False, False, True, False])
+    quality = np.array([0.2, 0.1, 0.7, 0.6, 0.65, 1.0])  # flagged 4 has a higher quality than unflagged 3
+    n = write_label_issues_csv(tmp_path / "plain.csv", given, probs, flagged, quality)
+    rows = read_rows(tmp_path / "plain.csv")
+    assert n == 6 and list(rows[0]) == BASE_COLUMNS
+    # flagged first (qualities 0.1, 0.2, 0.65), then the others by rising quality (0.6, 0.7, 1.0)
+    assert [r["index"] for r in rows] == ["1", "0", "4", "3", "2", "5"]
+    assert [r["is_label_issue"] for r in rows] == ["1", "1", "1", "0", "0", "0"]
+    assert [r["suggested_label"] for r in rows] == ["0", "1", "0", "0", "1", "2"]
+    assert rows[0]["quality"] == "0.100000" and rows[1]["given_label"] == "0"
+
+    n = write_label_issues_csv(tmp_path / "all.csv", given, probs, flagged, quality, indices=np.arange(100, 106),
+                               true_labels=np.array([1, 0, 1, 0, 0, 2]), class_names=["a", "b", "c"],
+                               paths=[f"img{i}.png" for i in range(6)], in_training=np.array([1, 1, 0, 1, 0, 1], bool))
+    rows = read_rows(tmp_path / "all.csv")
+    assert list(rows[0]) == BASE_COLUMNS + ["part", "given_name", "suggested_name", "true_label", "is_noisy", "path"]
+    assert [r["index"] for r in rows] == ["101", "100", "104", "103", "102", "105"]
+    first = rows[0]  # example 1: given 1 (b), suggested 0 (a), truly 0, trained on
+    assert (first["given_name"], first["suggested_name"], first["true_label"], first["is_noisy"], first["part"],
+            first["path"]) == ("b", "a", "0", "1", "train", "img1.png")
+    assert [r["part"] for r in rows] == ["train", "train", "val", "train", "val", "train"]
+    assert [r["is_noisy"] for r in rows] == ["1", "1", "1", "0", "0", "0"]
+
+    n = write_label_issues_csv(tmp_path / "flagged.csv", given, probs, flagged, quality, only_flagged=True)
+    assert n == 3 and [r["index"] for r in read_rows(tmp_path / "flagged.csv")] == ["1", "0", "4"]
+    assert not list(tmp_path.glob(".*"))  # no temporary file left behind
+
+
+def write_predictions(path, ev, **extra):
+    save_arrays(path, **evidence_arrays(ev, np.arange(10, 10 + len(ev.given)), **extra))
+
+
+def test_evidence_file_round_trip(tmp_path, evidence):
+    true, full = evidence
+    ev = Evidence(given=full.given[:40], history=full.history[:40], predictions=full.predictions[:40],
+                  in_training=full.in_training[:40], targets=full.targets[:40],
+                  networks=(full.networks[0][:40], full.networks[1][:40]), knn=full.knn[:40])
+    write_predictions(tmp_path / "p.npz", ev, true_labels=true[:40], class_names=["a", "b", "c", "d"],
+                      paths=[f"f{i}" for i in range(40)])
+    arrays, back = read_evidence(tmp_path / "p.npz")
+    path_keys = [k for k in arrays if k.endswith("path")]  # the example paths (file datasets)
+    assert len(path_keys) == 1 and arrays[path_keys[0]].tolist() == [f"f{i}" for i in range(40)]
+    assert set(arrays) == {*EVIDENCE_ARRAYS, "targets", "pred_hist1", "pred_hist2", "knn", "true_label",
+                           "class_names", *path_keys}
+    assert np.array_equal(arrays["index"], np.arange(10, 50)) and np.array_equal(arrays["true_label"], true[:40])
+    assert arrays["class_names"].tolist() == ["a", "b", "c", "d"]
+    assert back.given.dtype == np.int64 and np.array_equal(back.given, ev.given)
+    assert back.in_training.dtype == bool and np.array_equal(back.in_training, ev.in_training)
+    for name in ("history", "predictions", "targets", "knn"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(ev, name).astype(np.float32), err_msg=name)
+    np.testing.assert_array_equal(back.networks[1], ev.networks[1].astype(np.float32))
+    # a detector gives the same verdict on the file as on the evidence it came from
+    assert np.array_equal(detect_label_issues(back, "ensemble").flagged, detect_label_issues(ev, "ensemble").flagged)
+
+    bare = Evidence(given=ev.given, history=ev.history, predictions=ev.predictions, in_training=ev.in_training)
+    write_predictions(tmp_path / "bare.npz", bare)
+    arrays, back = read_evidence(tmp_path / "bare.npz")
+    assert set(arrays) == set(EVIDENCE_ARRAYS)
+    assert back.targets is None and back.networks is None and back.knn is None
+
+
+def one_line_value_error(path):
+    with pytest.raises(ValueError) as err:
+        read_evidence(path)
+    message = str(err.value)
+    assert "\n" not in message and str(path) in message, message
+    return message
+
+
+def test_damaged_or_incomplete_evidence_file(tmp_path, evidence):
+    _, ev = evidence
+    write_predictions(tmp_path / "p.npz", ev)
+    raw = (tmp_path / "p.npz").read_bytes()
+    for cut in (0, 10, len(raw) // 3, len(raw) // 2, len(raw) - 30, len(raw) - 1):
+        (tmp_path / "cut.npz").write_bytes(raw[:cut])
+        assert "damaged" in one_line_value_error(tmp_path / "cut.npz")
+    np.savez(tmp_path / "old.npz", index=np.arange(3), given_label=np.zeros(3, int), pred_probs=np.ones((3, 2)) / 2)
+    message = one_line_value_error(tmp_path / "old.npz")
+    assert "lacks in_training, history" in message
+    # arrays that do not fit together
+    np.savez(tmp_path / "odd.npz", index=np.arange(3), in_training=np.ones(3, bool), given_label=np.zeros(3, int),
+             pred_probs=np.ones((3, 2)) / 2, history=np.ones((3, 5)) / 5)
+    assert "do not fit together" in one_line_value_error(tmp_path / "odd.npz")
+
+
+def test_corrupted_compressed_member_is_a_value_error(tmp_path, evidence):
+    _, ev = evidence
+    write_predictions(tmp_path / "p.npz", ev)
+    raw = bytearray((tmp_path / "p.npz").read_bytes())
+    with zipfile.ZipFile(tmp_path / "p.npz") as z:
+        first = z.infolist()[0]
+    start = first.header_offset + 30 + int.from_bytes(raw[first.header_offset + 26:first.header_offset + 28], "little") \
+        + int.from_bytes(raw[first.header_offset + 28:first.header_offset + 30], "little")
+    raw[start] = 0xFF  # deflate block type 11: reserved, so decompressing fails
+    (tmp_path / "p.npz").write_bytes(bytes(raw))
+    one_line_value_error(tmp_path / "p.npz")

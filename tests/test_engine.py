@@ -50,20 +50,27 @@ def test_run_writes_every_output(tmp_path):
     split = np.load(out / "split.npz")
     assert len(split["val_idx"]) == pytest.approx(48, abs=10)  # 10% of 480 training examples, per class
     assert not set(split["val_idx"]) & set(split["train_idx"])
-    # the saved labels are the ones trained on, and the detection rows cover exactly the training part
+    # the saved labels are the ones trained on; every example of the split gets a detection row:
+    # the training part first, then the held-out part (scored by its out-of-sample history)
     labels = NoisyLabels.load(out / "noisy_labels.npz")
+    scored = np.concatenate([split["train_idx"], split["val_idx"]])
     with np.load(out / "predictions.npz") as z:
-        assert np.array_equal(z["index"], split["train_idx"])
-        assert np.array_equal(z["given_label"], labels.noisy[split["train_idx"]])
-        assert z["targets"].shape == (480, 10)
-        # ELR targets of validation examples were never updated
-        assert np.abs(z["targets"][split["val_idx"]]).sum() == 0
-        flagged_expected = int((z["targets"][split["train_idx"]].argmax(1) != z["given_label"]).sum())
+        assert np.array_equal(z["index"], scored) and z["in_training"].sum() == len(split["train_idx"])
+        assert np.array_equal(z["given_label"], labels.noisy[scored])
+        assert z["targets"].shape == z["history"].shape == z["knn"].shape == (480, 10)
+        # ELR targets of validation examples were never updated; their history holds 4 evaluations
+        assert np.abs(z["targets"][~z["in_training"]]).sum() == 0
+        np.testing.assert_allclose(z["history"].sum(axis=1), 1.0, atol=1e-5)
+        members = [z["history"], z["targets"] / np.maximum(z["targets"].sum(1, keepdims=True), 1e-12), z["knn"]]
+        members[1][~z["in_training"]] = z["history"][~z["in_training"]]
+        flagged_expected = int((np.mean(members, axis=0).argmax(1) != z["given_label"]).sum())
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["detect"]["source"] == "targets"
+    assert summary["detect"]["method"] == "ensemble" and summary["detect"]["num_scored"] == 480
     assert summary["detect"]["num_flagged"] == flagged_expected
     rows = read_csv(out / "label_issues.csv")
-    assert len(rows) == len(split["train_idx"]) and sum(int(r["is_label_issue"]) for r in rows) == flagged_expected
+    assert len(rows) == 480 and sum(int(r["is_label_issue"]) for r in rows) == flagged_expected
+    assert sorted(int(r["index"]) for r in rows if r["part"] == "val") == sorted(split["val_idx"].tolist())
+    assert {"suspect_fit", "num_suspected", "alarm"} <= set(metrics[0])
     # memorization fractions of each group sum to one
     for r in read_csv(out / "memorization.csv"):
         assert float(r["clean_correct"]) + float(r["clean_wrong"]) == pytest.approx(1, abs=1e-5)
@@ -101,7 +108,7 @@ def test_saved_label_file_reproduces_the_run(tmp_path):
 
 def test_ce_on_clean_labels_has_no_noisy_examples(tmp_path):
     res = train(tiny_config(tmp_path, **{"noise.kind": "none", "method.loss.name": "ce", "train.epochs": 1}))
-    assert res.summary["detect"]["source"] == "pred_probs"
+    assert res.summary["detect"]["method"] == "ensemble" and "targets" not in np.load(res.run_dir / "predictions.npz")
     assert res.summary["memorization_last"]["noisy_memorized"] == 0.0
 
 
@@ -144,17 +151,24 @@ def test_own_image_folder_gives_suspects_with_paths(tmp_path):
                                else __import__("pathlib").Path(__file__).parents[1] / "configs" / "own_images_elr.yaml"))
     assert base["noise"]["kind"] == "none" and base["data"]["dataset"] == "folder"
     cfg = load_config(None, [f"data.root={tmp_path / 'images'}", "data.dataset=folder", "data.options.image_size=16",
-                             "data.val_fraction=0", "model.arch=mlp", "model.options.hidden=[32]",
+                             "data.val_fraction=0.1", "model.arch=mlp", "model.options.hidden=[32]",
                              "method.loss.name=elr", "optim.lr=0.01", "train.epochs=15", "train.batch_size=16",
                              "train.progress=false", "train.tensorboard=false", "device=cpu",
                              f"output_dir={tmp_path / 'runs'}", "name=own"])
     res = train(cfg)
     rows = read_csv(res.run_dir / "label_issues.csv")
-    assert len(rows) == 120 and "path" in rows[0] and "true_label" not in rows[0]  # truth unknown
+    # every image has a row, the 10% held out for validation too; truth unknown: no true_label
+    assert len(rows) == 120 and sum(r["part"] == "val" for r in rows) == 12
+    assert {"path", "given_name", "suggested_name"} <= set(rows[0]) and "true_label" not in rows[0]
     flagged = {r["path"] for r in rows if r["is_label_issue"] == "1"}
     # the wrongly filed images are found, and little else
     assert len(flagged & set(wrong)) >= 10 and len(flagged - set(wrong)) <= 3
     assert "memorization_last" not in res.summary
+    # `noisylab detect RUN` writes the same columns (here: the same file) from the run's files
+    from noisylab.cli import main
+
+    assert main(["detect", str(res.run_dir), "-o", str(tmp_path / "again.csv")]) == 0
+    assert (tmp_path / "again.csv").read_text() == (res.run_dir / "label_issues.csv").read_text()
 
 
 def test_divergence_stops_with_a_clear_error(tmp_path):

@@ -198,8 +198,10 @@ def check_flags_agree(flags: list[str], overrides: list[str]) -> None:
 def resolve_auto_resume(cfg) -> tuple[str | None, Path | None]:
     """``-r auto``: resume ``output_dir/name`` when it has a checkpoint, else start the run there
     (a scheduler can re-submit the same command until the run is done). Returns (resume, run_dir)."""
+    from .engine import has_checkpoint
+
     folder = Path(cfg.output_dir) / cfg.name
-    if any((folder / "checkpoints" / n).is_file() for n in ("last.pt", "prev.pt", "best.pt")):
+    if has_checkpoint(folder):
         return str(folder), None
     return None, folder
 
@@ -255,18 +257,20 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- detect
 def add_detect_arguments(p: argparse.ArgumentParser) -> None:
-    from .detect import FILTERS, SCORES
+    from .detect import DETECTORS, FILTERS, SCORES
 
-    p.add_argument("run", nargs="?", help="a run folder (reads predictions.npz)")
+    p.add_argument("run", nargs="?", help="a run folder (reads its predictions.npz)")
     p.add_argument("--labels", help="given labels (.npy, .csv one per line, or a label .npz) instead of a run")
-    p.add_argument("--pred-probs", dest="pred_probs", help="[N, C] probabilities (.npy) instead of a run")
-    p.add_argument("--source", choices=["auto", "targets", "pred_probs"], default="auto",
-                   help="for a run: ELR targets (when present) or the final model's probabilities")
-    p.add_argument("--filter-by", dest="filter_by", default="predicted_neq_given", choices=FILTERS)
+    p.add_argument("--pred-probs", dest="pred_probs",
+                   help="[N, C] probabilities (.npy; e.g. a cv run's pred_probs.npy) instead of a run")
+    p.add_argument("--method", default="ensemble", choices=list(DETECTORS), help="for a run: the detector")
+    p.add_argument("--filter-by", dest="filter_by", default="predicted_neq_given", choices=FILTERS,
+                   help="how probabilities become flags (the confident-learning ones need cleanlab)")
     p.add_argument("--threshold", type=_probability, default=0.5, help="for low_self_confidence (0 to 1)")
-    p.add_argument("--rank-by", dest="rank_by", default="self_confidence", choices=SCORES)
+    p.add_argument("--rank-by", dest="rank_by", default="self_confidence", choices=SCORES,
+                   help="with --labels/--pred-probs: the quality score")
     p.add_argument("--only-flagged", action="store_true", help="write only the suspected rows")
-    p.add_argument("-o", "--output", help="CSV to write (default: <run>/label_issues_<source>_<filter>.csv)")
+    p.add_argument("-o", "--output", help="CSV to write (default: <run>/label_issues_<method>_<filter>.csv)")
 
 
 def _load_array(path: str, what: str):
@@ -289,97 +293,100 @@ def _load_array(path: str, what: str):
         raise ConfigError(f"cannot read {what} file '{p}': {' '.join(str(err).split()) or type(err).__name__}") from None
 
 
-def read_predictions(path: Path):
-    """``(index, given_label, pred_probs, targets or None)`` of a run's predictions.npz; one line
-    when the file is damaged or incomplete."""
-    import zipfile
-
-    import numpy as np
-
-    from .config import ConfigError
-
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            idx, given, probs = z["index"], z["given_label"], z["pred_probs"]
-            targets = z["targets"] if "targets" in z.files else None
-    except KeyError as err:
-        raise ConfigError(f"'{path}' lacks the array {err.args[0]}; it was not written by a noisylab run") from None
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as err:
-        raise ConfigError(f"'{path}' is damaged ({type(err).__name__}); train the run again or restore the file") from None
-    if probs.ndim != 2 or len(idx) != len(given) or len(idx) != len(probs) or \
-            (targets is not None and (len(targets) <= (idx.max() if len(idx) else -1))):
-        raise ConfigError(f"'{path}' is damaged (its arrays do not fit together); train the run again")
-    return idx, given, probs, None if targets is None else targets[idx]
-
-
 def cmd_detect(args: argparse.Namespace) -> int:
+    if args.run:
+        return _detect_run(args)
     import numpy as np
 
     from .config import ConfigError
-    from .detect import detection_metrics, find_label_issues, label_quality_scores, normalize_rows, write_label_issues_csv
+    from .detect import find_label_issues, label_quality_scores, write_label_issues_csv
 
-    true = idx = None
-    if args.run:
-        run = Path(args.run)
-        pred_file = run / "predictions.npz"
-        if not pred_file.is_file():
-            raise ConfigError(f"'{run}' has no predictions.npz (is it a finished noisylab run folder?)")
-        idx, given, probs, targets = read_predictions(pred_file)
-        source = args.source
-        if source == "auto":
-            source = "targets" if targets is not None else "pred_probs"
-        if source == "targets":
-            if targets is None:
-                raise ConfigError(f"run '{run}' has no per-example targets (not ELR); use --source pred_probs")
-            probs = normalize_rows(targets)
-        from .noise import NoisyLabels
-
-        labels_file = run / "noisy_labels.npz"
-        if labels_file.is_file():
-            nl = NoisyLabels.load(labels_file)
-            true = None if nl.clean is None else nl.clean[idx]
-        out = Path(args.output) if args.output else run / f"label_issues_{source}_{args.filter_by}.csv"
-    else:
-        if not (args.labels and args.pred_probs):
-            raise ConfigError("give a run folder, or both --labels and --pred-probs")
-        given = _load_array(args.labels, "labels").astype(np.int64)
-        probs = _load_array(args.pred_probs, "pred_probs")
-        if args.output is None:
-            raise ConfigError("with --labels/--pred-probs give -o OUTPUT.csv")
-        out = Path(args.output)
+    if not (args.labels and args.pred_probs):
+        raise ConfigError("give a run folder, or both --labels and --pred-probs")
+    given = _load_array(args.labels, "labels").astype(np.int64)
+    probs = _load_array(args.pred_probs, "pred_probs")
+    if args.output is None:
+        raise ConfigError("with --labels/--pred-probs give -o OUTPUT.csv")
     try:
         flagged = find_label_issues(given, probs, filter_by=args.filter_by, threshold=args.threshold)
         quality = label_quality_scores(given, probs, args.rank_by)
-    except ValueError as err:
+    except (ValueError, ImportError) as err:
         raise ConfigError(str(err)) from None
-    rows = write_label_issues_csv(out, given, probs, flagged, quality, indices=idx, true_labels=true,
-                                  only_flagged=args.only_flagged)
-    print(f"{int(flagged.sum())} of {len(given)} labels flagged ({args.filter_by}); {rows} rows -> {out}")
-    if true is not None and (true != given).any():
-        m = detection_metrics(flagged, true != given, quality)
-        print(f"against the known wrong labels: precision {m.precision:.3f}  recall {m.recall:.3f}  "
-              f"F1 {m.f1:.3f}  AUROC {m.auroc:.3f}")
+    rows = write_label_issues_csv(args.output, given, probs, flagged, quality, only_flagged=args.only_flagged)
+    print(f"{int(flagged.sum())} of {len(given)} labels flagged ({args.filter_by}); {rows} rows -> {args.output}")
+    return 0
+
+
+def _detect_run(args: argparse.Namespace) -> int:
+    """Any detector and filter on a finished run: the same columns as the run's label_issues.csv."""
+    from .config import ConfigError
+    from .detect import detect_label_issues, write_label_issues_csv
+    from .detect.io import read_evidence
+    from .engine import detection_summary
+
+    run = Path(args.run)
+    pred_file = run / "predictions.npz"
+    if not pred_file.is_file():
+        raise ConfigError(f"'{run}' has no predictions.npz (is it a finished noisylab run folder with a classifier?)")
+    try:
+        arrays, ev = read_evidence(pred_file)
+        found = detect_label_issues(ev, args.method, args.filter_by, args.threshold)
+    except (ValueError, ImportError) as err:
+        raise ConfigError(str(err)) from None
+    truth = arrays.get("true_label")
+    names = arrays["class_names"].tolist() if "class_names" in arrays else None
+    out = Path(args.output) if args.output else run / f"label_issues_{args.method}_{args.filter_by}.csv"
+    rows = write_label_issues_csv(out, ev.given, found.probs, found.flagged, found.quality, indices=arrays["index"],
+                                  true_labels=truth, class_names=names, only_flagged=args.only_flagged,
+                                  paths=arrays["example_path"].tolist() if "example_path" in arrays else None,
+                                  in_training=ev.in_training)
+    print(f"{int(found.flagged.sum())} of {len(ev.given)} labels flagged ({args.method}, {args.filter_by}); "
+          f"{rows} rows -> {out}")
+    s = detection_summary(found, ev.given, truth, ev.num_classes)
+    print(f"estimated noise rate {s['noise_rate_estimate']:.3f}")
+    if truth is not None and s["num_noisy"]:
+        print(f"against the known wrong labels: precision {s['precision']:.3f}  recall {s['recall']:.3f}  "
+              f"F1 {s['f1']:.3f}  AUROC {s['auroc']:.3f}  AUPRC {s['auprc']:.3f}")
     return 0
 
 
 # ----------------------------------------------------------------------------- report
 def add_report_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = ("summarise finished runs in a table; with one run folder also write RUN/report.html, "
+                     "a self-contained page of its plots and suspected labels")
     p.add_argument("runs", nargs="+", help="run folders")
     p.add_argument("-o", "--output", help="memorization PNG comparing the runs (default: none)")
+    html = p.add_mutually_exclusive_group()
+    html.add_argument("--html", action="store_true",
+                      help="write RUN/report.html for every run given (default: only when one run is given)")
+    html.add_argument("--no-html", dest="no_html", action="store_true", help="print the table only, no HTML page")
+    p.add_argument("--html-output", dest="html_output", metavar="PATH",
+                   help="where the HTML page of the (single) run goes (default: RUN/report.html)")
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    """The table of the runs; with one run (or --html) also each run's HTML page; -o: memorization PNG."""
     from .config import ConfigError
+    from .report.html import write_html_report
     from .report.summary import report_table
     from .report.plots import plot_memorization, read_memorization_csv
 
-    print(report_table([Path(r) for r in args.runs]))  # refuses a missing or damaged summary.json first
+    runs = [Path(r) for r in args.runs]
+    if args.html_output and len(runs) != 1:
+        raise ConfigError(f"--html-output needs exactly one run folder (got {len(runs)}); use --html to write "
+                          "RUN/report.html in each")
+    if args.html_output and args.no_html:
+        raise ConfigError("--html-output and --no-html contradict each other; give one of them")
+    print(report_table(runs))  # refuses a missing or damaged summary.json first
     if args.output:
-        curves = {Path(r).name: read_memorization_csv(Path(r) / "memorization.csv")
-                  for r in args.runs if (Path(r) / "memorization.csv").is_file()}
+        curves = {r.name: read_memorization_csv(r / "memorization.csv")
+                  for r in runs if (r / "memorization.csv").is_file()}
         if not curves:
             raise ConfigError("none of these runs tracked memorization (true labels unknown?)")
         print(f"plot -> {plot_memorization(curves, args.output)}")
+    if not args.no_html and (len(runs) == 1 or args.html):
+        for r in runs:
+            print(f"report -> {write_html_report(r, args.html_output)}")
     return 0
 
 

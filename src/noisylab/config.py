@@ -271,11 +271,30 @@ class TrainConfig(_Strict):
 
 
 class DetectConfig(_Strict):
-    """How the run flags suspected wrong labels at the end."""
+    """How the run flags suspected wrong labels at the end (noisylab.detect)."""
 
-    source: Literal["auto", "targets", "pred_probs"] = "auto"
-    filter_by: str = "predicted_neq_given"
+    method: str = Field("ensemble", description="the detector: ensemble, history, targets, agreement, knn, predictions")
+    filter_by: str = Field("predicted_neq_given", description="how the detector's probabilities become flags "
+                                                              "(confident-learning filters need cleanlab)")
     threshold: float = Field(0.5, ge=0.0, le=1.0, description="for low_self_confidence")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_source_key(cls, data: Any) -> Any:
+        """Configs of noisylab 0.1 runs said ``detect.source`` (auto | targets | pred_probs)."""
+        if isinstance(data, dict) and "source" in data:
+            data = dict(data)
+            source = data.pop("source")
+            if source in ("targets", "pred_probs"):
+                data.setdefault("method", "targets" if source == "targets" else "predictions")
+        return data
+
+    @field_validator("method")
+    @classmethod
+    def _known_detector(cls, v: str) -> str:
+        from .detect import DETECTORS
+
+        return check_choice(v, tuple(DETECTORS), "detector")
 
     @field_validator("filter_by")
     @classmethod
@@ -283,6 +302,19 @@ class DetectConfig(_Strict):
         from .detect import FILTERS
 
         return check_choice(v, FILTERS, "filter")
+
+
+class CVConfig(_Strict):
+    """K-fold cross-validation: out-of-sample probabilities for every training example (cleanlab's input)."""
+
+    folds: int = Field(0, ge=0, description="0 = off; K >= 2 trains K models, each on K-1 folds")
+
+    @field_validator("folds")
+    @classmethod
+    def _not_one(cls, v: int) -> int:
+        if v == 1:
+            raise ValueError("cv.folds=1 leaves nothing to predict on: use 0 (off) or at least 2")
+        return v
 
 
 class Config(_Strict):
@@ -300,6 +332,7 @@ class Config(_Strict):
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     detect: DetectConfig = Field(default_factory=DetectConfig)
+    cv: CVConfig = Field(default_factory=CVConfig)
 
     @field_validator("device")
     @classmethod

@@ -39,7 +39,9 @@ from .config import Config, ConfigError, build_config, save_config
 from .data import DataBundle, load_dataset, make_eval_batches, make_train_batches
 from .data.augment import resolve_recipe
 from .data.pipeline import AnyEvalBatches, eval_split_names, example_paths
-from .detect import detection_metrics, find_label_issues, label_quality_scores, normalize_rows, write_label_issues_csv
+from .detect import (DetectorUnavailable, Evidence, TrainingDynamics, detect_label_issues, detection_metrics, knn_vote,
+                     noise_estimates, write_label_issues_csv)
+from .detect.io import evidence_arrays
 from .methods import Method, MethodContext, build_method
 from .methods.base import Batch, EvalData
 from .noise import NoiseError, NoisyLabels, down_sample, make_noisy_labels, split_per_class
@@ -97,6 +99,10 @@ def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
 def config_changes(stored: dict[str, Any], cfg: Config) -> list[str]:
     """The keys of ``cfg`` that differ from the checkpoint's config; refuses (one line) a change
     of a key outside :data:`RESUMABLE_KEYS`."""
+    try:  # through today's schema: settings added since the run started read as their defaults
+        stored = build_config(dict(stored)).to_dict()
+    except ConfigError:
+        pass
     old, new = _flatten(stored), _flatten(cfg.to_dict())
     changed = sorted(k for k in old.keys() | new.keys() if old.get(k, "<unset>") != new.get(k, "<unset>")
                      and k not in ("name", "output_dir"))  # the run folder is given: these only name it
@@ -287,6 +293,7 @@ class Run:
     eval_data: EvalData  # un-augmented training part + labelled evaluation sets
     amp: bool
     scaler: Any
+    dynamics: TrainingDynamics | None = None  # per-example record of training (methods with a classifier)
     out: Path | None = None  # the run folder (rank 0 only)
     writer: Any = None  # TensorBoard
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -319,6 +326,7 @@ def setup_run(cfg: Config, resume: str | Path | None = None, run_dir: str | Path
             the training set is then the held-out part; cross-validation folds).
     """
     _STOP["signal"] = None
+    check_filter_available(cfg)
     device, dinfo = setup_device(cfg.device)
     state, changed, ckpt_file = None, [], None
     if resume is not None:
@@ -329,6 +337,8 @@ def setup_run(cfg: Config, resume: str | Path | None = None, run_dir: str | Path
         cfg = cfg.model_copy(update={k: state["config"].get(k, getattr(cfg, k)) for k in ("name", "output_dir")})
     seed_everything(cfg.seed)
     data = prepare_data(cfg, Path(run_dir) / "noisy_labels.npz" if state is not None else None)
+    if train_idx is None and state is not None and (Path(run_dir) / "split.npz").is_file():
+        train_idx = read_split(Path(run_dir) / "split.npz")  # what the run trained on (a CV fold's part)
     if train_idx is not None:
         rest = np.setdiff1d(np.arange(data.bundle.num_train), train_idx)
         data = dataclasses.replace(data, train_idx=np.sort(np.asarray(train_idx)), val_idx=rest)
@@ -355,12 +365,40 @@ def setup_run(cfg: Config, resume: str | Path | None = None, run_dir: str | Path
     else:
         monitor = method.monitor or "train_loss"
     run = Run(cfg, device, dinfo, data, method, train_batches, eval_data, amp,
-              torch.amp.GradScaler("cuda", enabled=amp), best={"monitor": monitor, "value": None, "epoch": -1})
+              torch.amp.GradScaler("cuda", enabled=amp), best={"monitor": monitor, "value": None, "epoch": -1},
+              dynamics=TrainingDynamics(bundle.num_train, bundle.num_classes, device) if method.has_classifier else None)
     if state is not None:
         restore_run(run, state, changed)
     if dinfo.is_main:
         open_run_folder(run, run_dir, resumed_from=ckpt_file if state is not None else None, changed=changed)
     return run
+
+
+def has_checkpoint(folder: Path) -> bool:
+    """Whether ``folder`` holds a finished epoch's checkpoint (a temporary file does not count)."""
+    return any((folder / "checkpoints" / name).is_file() for name in ("last.pt", "prev.pt", "best.pt"))
+
+
+def read_split(path: Path) -> np.ndarray:
+    """The training indices of a run's ``split.npz``; one line when the file is damaged."""
+    import zipfile
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return np.asarray(z["train_idx"], dtype=np.int64)
+    except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile, NotImplementedError):
+        raise ConfigError(f"'{path}' is damaged; restore it or start the run again") from None
+
+
+def check_filter_available(cfg: Config) -> None:
+    """Refuse before training, not after it, a ``detect.filter_by`` whose package is missing."""
+    from .detect.scores import CLEANLAB_FILTERS, import_cleanlab_filter
+
+    if cfg.detect.filter_by in CLEANLAB_FILTERS:
+        try:
+            import_cleanlab_filter()
+        except ImportError as err:
+            raise ConfigError(f"detect.filter_by={cfg.detect.filter_by}: {err}") from None
 
 
 def build_eval_data(cfg: Config, data: PreparedData, device: torch.device) -> EvalData:
@@ -384,6 +422,8 @@ def restore_run(run: Run, state: dict[str, Any], changed: list[str]) -> None:
     apply a new learning rate / schedule / epoch count; say what a new process count changes."""
     cfg = run.cfg
     run.method.load_state_dict(state["method"])
+    if run.dynamics is not None and "dynamics" in state:
+        run.dynamics.load_state_dict(state["dynamics"])
     run.history, run.memorization, run.best = state["history"], state["memorization"], state["best"]
     run.start_epoch, run.step = int(state["epoch"]) + 1, int(state["step"])
     restore_rng(state["rng"])
@@ -477,9 +517,12 @@ def fit_epoch(run: Run, epoch: int) -> dict[str, Any]:
                 sums[name] = sums.get(name, torch.zeros((), device=device)) + v * n
                 peaks[name] = torch.maximum(peaks.get(name, torch.zeros((), device=device)),
                                             v.abs().nan_to_num(0.0, posinf=0.0, neginf=0.0))
-            if out.logits is not None:
-                correct = (out.logits.detach().argmax(dim=1) == y).sum().float()
+            logits = out.per_example_logits
+            if logits is not None:
+                correct = (logits.detach().argmax(dim=1) == y).sum().float()
                 sums["correct"] = sums.get("correct", torch.zeros((), device=device)) + correct
+                if run.dynamics is not None:
+                    run.dynamics.record_logits(logits, idx)
             seen += n
             if bar is not None:
                 bar.update(1)
@@ -552,6 +595,10 @@ def evaluate(run: Run, epoch: int) -> dict[str, Any]:
             row[f"{split}_top1"] = topk_accuracy(probs, split_labels, 1)
             if show_top5 and split != "noisy_val":
                 row[f"{split}_top5"] = topk_accuracy(probs, split_labels, 5)
+            if split == "noisy_val" and run.dynamics is not None:
+                run.dynamics.record_probs(probs, run.data.val_idx)  # the held-out part's history
+        if run.dynamics is not None:
+            row.update(memorization_alarm(run, epoch))
         if run.cfg.train.track_memorization and run.data.truth_known:
             tr = run.data.train_idx
             pred = predict_probs(method, run.eval_data.train, run.amp).argmax(axis=1)
@@ -562,6 +609,26 @@ def evaluate(run: Run, epoch: int) -> dict[str, Any]:
     with torch.no_grad():
         row.update(method.evaluate(run.eval_data))
     return row
+
+
+ALARM_RISE = 0.2
+"""The memorization alarm sounds when ``suspect_fit`` has risen this much above its lowest value."""
+
+
+def memorization_alarm(run: Run, epoch: int) -> dict[str, Any]:
+    """``suspect_fit`` and ``num_suspected`` of the epoch (:meth:`TrainingDynamics.suspect_fit`),
+    and ``alarm`` = 1 from the epoch it has risen :data:`ALARM_RISE` above its lowest value
+    (warned about once in the log: the model has started to fit the labels it doubted)."""
+    fit, size = run.dynamics.suspect_fit(run.data.given, run.data.train_idx)
+    previous = [r["suspect_fit"] for r in run.history if r.get("suspect_fit") == r.get("suspect_fit") and "suspect_fit" in r]
+    low = min(previous + [fit]) if fit == fit else min(previous, default=float("nan"))
+    already = any(r.get("alarm") for r in run.history)
+    sounding = already or (fit == fit and fit - low >= ALARM_RISE)
+    if sounding and not already and run.dist.is_main:
+        log.warning("epoch %d: memorization alarm: the model now fits %.0f%% of the %d labels it suspects (lowest "
+                    "%.0f%%): it has started memorizing wrong labels; stop here (best.pt), lower the learning rate, "
+                    "or raise the ELR lambda", epoch + 1, 100 * fit, size, 100 * low)
+    return {"suspect_fit": fit, "num_suspected": size, "alarm": int(sounding)}
 
 
 def update_best(run: Run, row: dict[str, Any]) -> bool:
@@ -589,6 +656,8 @@ def write_epoch(run: Run, row: dict[str, Any], improved: bool) -> None:
     ckpt = {"epoch": row["epoch"], "step": run.step, "method": run.method.state_dict(), "history": run.history,
             "memorization": run.memorization, "best": run.best, "rng": capture_rng(), "config": run.cfg.to_dict(),
             "scaler": run.scaler.state_dict() if run.amp else {}, "world_size": run.dist.world_size}
+    if run.dynamics is not None:
+        ckpt["dynamics"] = run.dynamics.state_dict()
     save_checkpoint(ckpt, out / "checkpoints" / "last.pt", keep_old_as=out / "checkpoints" / "prev.pt")
     if improved:
         save_checkpoint(ckpt, out / "checkpoints" / "best.pt")
@@ -634,8 +703,16 @@ def train(
     Returns:
         The per-epoch history, memorization rows and summary.
     """
+    if cfg.cv.folds:
+        return train_cross_validated(cfg, resume if resume is not None else run_dir, callbacks)
     run = setup_run(cfg, resume, run_dir)
-    for epoch in range(run.start_epoch, cfg.train.epochs):
+    run_epochs(run, callbacks)
+    return finish_run(run)
+
+
+def run_epochs(run: Run, callbacks: list[EpochCallback] | None = None) -> None:
+    """The epochs of ``run`` from where it stands to ``train.epochs``: fit, evaluate, write."""
+    for epoch in range(run.start_epoch, run.cfg.train.epochs):
         row = fit_epoch(run, epoch)
         row.update(evaluate(run, epoch))
         improved = update_best(run, row)
@@ -644,14 +721,86 @@ def train(
         write_epoch(run, row, improved)
         for cb in callbacks or []:
             cb(epoch, row)
-    return finish_run(run)
+
+
+def train_cross_validated(cfg: Config, folder: str | Path | None = None,
+                          callbacks: list[EpochCallback] | None = None) -> RunResult:
+    """``cv.folds=K``: K ordinary runs of ``cfg``, run k trained on every example of the training
+    split outside fold k (stratified by the given labels, seeded), then out-of-sample
+    probabilities for every example: ``pred_probs.npy [N, C]`` with ``labels.npy [N]`` (the given
+    labels), ready for ``cleanlab.filter.find_label_issues``, and the flags of ``detect.filter_by``
+    on them in ``label_issues.csv``.
+
+    The runs are ``fold_<k>/`` folders of the parent ``folder`` (a new ``output_dir/name`` when
+    None). Given an existing parent, finished folds are kept and an interrupted one is resumed, so
+    the same command continues a stopped cross-validation.
+    """
+    from .noise import stratified_folds
+
+    check_filter_available(cfg)
+    data = prepare_data(cfg)
+    n, c = data.bundle.num_train, data.bundle.num_classes
+    folds = stratified_folds(data.given, cfg.cv.folds, cfg.seed)
+    main = int(os.environ.get("RANK", 0)) == 0
+    parent = Path(folder) if folder is not None else None
+    if main:
+        parent = new_run_dir(cfg.output_dir, cfg.name) if parent is None else ensure_dir(parent)
+        save_config(cfg, parent / "config.yaml")
+    elif parent is None:
+        raise ConfigError("cv.folds under torchrun needs a run folder: pass -r auto or --run-dir")
+    t0 = time.time()
+    pred_probs = np.zeros((n, c), np.float32)
+    results = []
+    fold_cfg = cfg.model_copy(update={"cv": cfg.cv.model_copy(update={"folds": 0})})
+    for k, held in enumerate(folds):
+        fold_dir = parent / f"fold_{k}"
+        if not (fold_dir / "summary.json").is_file():
+            resume = fold_dir if has_checkpoint(fold_dir) else None
+            # a fold is an ordinary run of its own (resumable alone: noisylab train -r fold_<k>)
+            run = setup_run(fold_cfg, resume=resume, run_dir=None if resume else fold_dir,
+                            train_idx=np.setdiff1d(np.arange(n), held))
+            log.info("cross-validation fold %d of %d: %d training / %d held-out examples", k + 1, len(folds),
+                     len(run.data.train_idx), len(held))
+            run_epochs(run, callbacks)
+            results.append(finish_run(run))
+        if main:
+            with np.load(fold_dir / "predictions.npz", allow_pickle=False) as z:
+                out_of_fold = ~z["in_training"]
+                pred_probs[z["index"][out_of_fold]] = z["pred_probs"][out_of_fold]
+    result = RunResult(parent, memorization=[])
+    if main:
+        result.summary = write_cross_validated_outputs(cfg, data, parent, pred_probs, time.time() - t0)
+    return result
+
+
+def write_cross_validated_outputs(cfg: Config, data: PreparedData, parent: Path, pred_probs: np.ndarray,
+                                  wall_time_s: float) -> dict[str, Any]:
+    """``pred_probs.npy``, ``labels.npy``, ``label_issues.csv`` and ``summary.json`` of a cross-validation."""
+    from .detect import Detection, find_label_issues, label_quality_scores
+
+    given = data.given
+    atomic_write(parent / "pred_probs.npy", lambda tmp: np.save(tmp, pred_probs))
+    atomic_write(parent / "labels.npy", lambda tmp: np.save(tmp, given))
+    flagged = find_label_issues(given, pred_probs, filter_by=cfg.detect.filter_by, threshold=cfg.detect.threshold)
+    quality = label_quality_scores(given, pred_probs, "self_confidence")
+    found = Detection("cross_validated", cfg.detect.filter_by, pred_probs, quality, flagged, pred_probs.argmax(axis=1))
+    truth = data.bundle.train_labels if data.truth_known else None
+    paths = example_paths(data.bundle, "train")
+    write_label_issues_csv(parent / "label_issues.csv", given, pred_probs, flagged, quality, true_labels=truth,
+                           class_names=data.bundle.class_names, paths=paths)
+    summary = {"name": cfg.name, "dataset": cfg.data.dataset, "method": cfg.method.name, "noise": noise_line(data.labels),
+               "cv_folds": cfg.cv.folds, "detect": detection_summary(found, given, truth, data.bundle.num_classes),
+               "wall_time_s": wall_time_s}
+    write_json(parent / "summary.json", summary)
+    log.info("cross-validation done: %d suspected wrong labels (%s) -> %s; out-of-sample probabilities -> %s",
+             int(flagged.sum()), cfg.detect.filter_by, parent / "label_issues.csv", parent / "pred_probs.npy")
+    return summary
 
 
 def write_final_outputs(run: Run) -> dict[str, Any]:
     """Final predictions, suspected wrong labels, the method's own files, summary and plot."""
     cfg, method, data, out = run.cfg, run.method, run.data, run.out
     tr = data.train_idx
-    given = data.given[tr]
     last = run.history[-1] if run.history else {}
     summary: dict[str, Any] = {
         "name": cfg.name, "dataset": cfg.data.dataset, "method": cfg.method.name,
@@ -666,7 +815,10 @@ def write_final_outputs(run: Run) -> dict[str, Any]:
     if exported:
         summary["files"] = [str(p.relative_to(out)) for p in exported]
     if method.has_classifier:
-        summary["detect"] = _detect(run, given)
+        summary["detect"] = _detect(run)
+        alarms = [r["epoch"] for r in run.history if r.get("alarm")]
+        summary["alarm"] = {"warned_epoch": alarms[0] if alarms else None,
+                            "peak_suspect_fit": max((r["suspect_fit"] for r in run.history if r.get("suspect_fit") == r.get("suspect_fit")), default=None)}
     if run.memorization:
         summary["memorization_last"] = {k: run.memorization[-1][k] for k in MEMO_COLUMNS}
     summary["wall_time_s"] = time.time() - run.t_start
@@ -681,32 +833,68 @@ def write_final_outputs(run: Run) -> dict[str, Any]:
     found = (f"{summary['detect']['num_flagged']} suspected wrong labels -> {out / 'label_issues.csv'}"
              if "detect" in summary else f"outputs in {out}")
     log.info("done: %s%s", tested, found)
+    det = summary.get("detect", {})
+    if "detect" in summary:
+        log.info("estimated noise rate %.4f (detector %s, %s)", det["noise_rate_estimate"], det["method"], det["filter_by"])
+    if det.get("num_noisy"):
+        log.info("against the known wrong labels: precision %.4f recall %.4f F1 %.4f AUROC %.4f AUPRC %.4f",
+                 det["precision"], det["recall"], det["f1"], det["auroc"] or float("nan"), det["auprc"] or float("nan"))
     return summary
 
 
-def _detect(run: Run, given: np.ndarray) -> dict[str, Any]:
+@torch.no_grad()
+def collect_evidence(run: Run) -> tuple[np.ndarray, Evidence]:
+    """``(dataset indices, Evidence)`` of every example of the training split: the training part,
+    then the held-out part (scored by its out-of-sample predictions, never by training targets)."""
+    data, method = run.data, run.method
+    scored = np.concatenate([data.train_idx, data.val_idx])
+    in_training = np.r_[np.ones(len(data.train_idx), bool), np.zeros(len(data.val_idx), bool)]
+    batch_sets = [run.eval_data.train] + ([run.eval_data.sets["noisy_val"][0]] if len(data.val_idx) else [])
+    predictions = np.concatenate([predict_probs(method, b, run.amp) for b in batch_sets])
+    state = {k: v.detach().float().cpu().numpy() for k, v in method.sample_state().items()}
+    networks = (state["pred_hist1"][scored], state["pred_hist2"][scored]) if "pred_hist1" in state else None
+    given = data.given[scored]
+    return scored, Evidence(given=given, history=run.dynamics.mean_probs()[scored], predictions=predictions,
+                            in_training=in_training, targets=state["targets"][scored] if "targets" in state else None,
+                            networks=networks, knn=_knn_vote_of(run, batch_sets, given))
+
+
+def _knn_vote_of(run: Run, batch_sets: list[Any], given: np.ndarray) -> np.ndarray | None:
+    """The neighbour vote in the final predictor's encoder features (None when it has none)."""
+    run.method.train(False)
+    try:
+        feats = [run.method.features(x).float().cpu() for b in batch_sets for x, _, _ in b]
+    except ConfigError:
+        return None
+    return knn_vote(torch.cat(feats).numpy(), given, run.data.bundle.num_classes)
+
+
+def _detect(run: Run) -> dict[str, Any]:
     """predictions.npz and label_issues.csv of a method with a classifier; the detection summary."""
     cfg, data, out = run.cfg, run.data, run.out
-    tr = data.train_idx
-    probs = predict_probs(run.method, run.eval_data.train, run.amp)
-    sample_state = {k: v.detach().float().cpu().numpy() for k, v in run.method.sample_state().items()}
-    save_arrays(out / "predictions.npz", index=tr, pred_probs=probs, given_label=given, **sample_state)
-    source = cfg.detect.source
-    if source == "auto":
-        source = "targets" if "targets" in sample_state else "pred_probs"
-    if source == "targets" and "targets" not in sample_state:
-        raise ConfigError("detect.source=targets needs a method with per-example targets (ELR); use pred_probs")
-    scores_from = normalize_rows(sample_state["targets"][tr]) if source == "targets" else probs
-    flagged = find_label_issues(given, scores_from, filter_by=cfg.detect.filter_by, threshold=cfg.detect.threshold)
-    quality = label_quality_scores(given, scores_from, "self_confidence")
-    truth = data.bundle.train_labels[tr] if data.truth_known else None
+    scored, ev = collect_evidence(run)
+    truth = data.bundle.train_labels[scored] if data.truth_known else None
     all_paths = example_paths(data.bundle, "train")
-    write_label_issues_csv(out / "label_issues.csv", given, scores_from, flagged, quality, indices=tr,
-                           true_labels=truth, class_names=data.bundle.class_names,
-                           paths=None if all_paths is None else [all_paths[i] for i in tr])
-    summary = {"source": source, "filter_by": cfg.detect.filter_by, "num_flagged": int(flagged.sum())}
+    paths = None if all_paths is None else [all_paths[i] for i in scored]
+    save_arrays(out / "predictions.npz", **evidence_arrays(ev, scored, truth, data.bundle.class_names, paths))
+    try:
+        found = detect_label_issues(ev, cfg.detect.method, cfg.detect.filter_by, cfg.detect.threshold)
+    except DetectorUnavailable as err:
+        raise ConfigError(f"detect.method={cfg.detect.method}: {err}") from None
+    write_label_issues_csv(out / "label_issues.csv", ev.given, found.probs, found.flagged, found.quality,
+                           indices=scored, true_labels=truth, class_names=data.bundle.class_names, paths=paths,
+                           in_training=ev.in_training)
+    return detection_summary(found, ev.given, truth, data.bundle.num_classes)
+
+
+def detection_summary(found, given: np.ndarray, truth: np.ndarray | None, num_classes: int) -> dict[str, Any]:
+    """The ``detect`` block of summary.json: the detector, the flagged count, the noise estimates,
+    and precision / recall / F1 / AUROC / AUPRC when the truth is known."""
+    summary = {"method": found.method, "filter_by": found.filter_by, "num_scored": len(given),
+               "num_flagged": int(found.flagged.sum()),
+               **noise_estimates(given, found.flagged, found.suggested, num_classes)}
     if truth is not None:
-        summary.update(detection_metrics(flagged, given != truth, quality).as_dict())
+        summary.update(detection_metrics(found.flagged, given != truth, found.quality).as_dict())
     return summary
 
 
@@ -728,5 +916,11 @@ def config_from_checkpoint(path: str | Path, overrides: list[str] | None = None)
     """The config stored in a checkpoint, with dotted overrides applied (e.g. more epochs)."""
     from .config import apply_overrides
 
+    folder = Path(path)
+    if folder.is_dir() and not (folder / "checkpoints").exists() and (folder / "config.yaml").is_file() \
+            and any(folder.glob("fold_*")):  # a cross-validation's parent folder: its config is the file
+        from .config import read_yaml
+
+        return build_config(apply_overrides(read_yaml(folder / "config.yaml"), list(overrides or [])))
     state = load_checkpoint(path)
     return build_config(apply_overrides(dict(state["config"]), list(overrides or [])))

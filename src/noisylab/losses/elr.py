@@ -9,10 +9,10 @@ Formula as in the official ``ELR/model/loss.py``, re-implemented:
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..distributed import gather_across_ranks
 from .classification import upcast
 
 CLAMP = 1e-4
@@ -49,7 +49,7 @@ class ELRLoss(nn.Module):
     @torch.no_grad()
     def update_targets(self, probs: torch.Tensor, index: torch.Tensor) -> None:
         """``t[index] <- beta t[index] + (1 - beta) probs`` (probs detached, rows summing to 1)."""
-        probs, index = _gather_across_ranks(probs.to(self.targets.dtype), index)
+        probs, index = gather_across_ranks(probs.to(self.targets.dtype), index)
         self.targets[index] = self.beta * self.targets[index] + (1.0 - self.beta) * probs
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -94,24 +94,3 @@ def check_batch(logits: torch.Tensor, labels: torch.Tensor, index: torch.Tensor,
                          f"{int(index.min())}..{int(index.max())}")
     if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
         raise ValueError(f"{who}: labels must lie in [0, {num_classes}), found {int(labels.min())}..{int(labels.max())}")
-
-
-def _gather_across_ranks(values: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Concatenate ``values [B, C]`` and ``index [B]`` from every rank (identity without DDP)."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return values, index
-    world = dist.get_world_size()
-    size = torch.tensor([values.shape[0]], device=values.device)
-    sizes = [torch.zeros_like(size) for _ in range(world)]
-    dist.all_gather(sizes, size)
-    longest = int(max(s.item() for s in sizes))
-    pad = longest - values.shape[0]
-    values_p = F.pad(values, (0, 0, 0, pad))
-    index_p = F.pad(index, (0, pad))
-    all_values = [torch.empty_like(values_p) for _ in range(world)]
-    all_index = [torch.empty_like(index_p) for _ in range(world)]
-    dist.all_gather(all_values, values_p)
-    dist.all_gather(all_index, index_p)
-    keep_v = [v[: int(s.item())] for v, s in zip(all_values, sizes)]
-    keep_i = [i[: int(s.item())] for i, s in zip(all_index, sizes)]
-    return torch.cat(keep_v), torch.cat(keep_i)

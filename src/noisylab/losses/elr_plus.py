@@ -30,8 +30,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..distributed import gather_across_ranks
 from .classification import upcast
-from .elr import CLAMP, _gather_across_ranks
+from .elr import CLAMP
 
 
 # ----------------------------------------------------------------------------- ramps
@@ -162,7 +163,7 @@ class ELRPlusLoss(nn.Module):
         """
         probs = F.softmax(logits.detach().float(), dim=1)
         probs = probs / probs.sum(dim=1, keepdim=True)
-        all_probs, all_index = _gather_across_ranks(probs.to(self.pred_hist.dtype), index)
+        all_probs, all_index = gather_across_ranks(probs.to(self.pred_hist.dtype), index)
         self.pred_hist[all_index] = self.beta * self.pred_hist[all_index] + (1.0 - self.beta) * all_probs
         hist = self.pred_hist[index]
         return hist if perm is None else mix(hist, lam, perm)

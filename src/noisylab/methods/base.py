@@ -71,13 +71,22 @@ class StepOutput:
         terms: named parts of the loss (``{"ce": ..., "infonce": ..., "rkd_dis": ...}``), scalars;
             the engine logs their epoch means as ``train_<name>`` (detached, one device sync per
             epoch).
-        logits: ``[B, C]`` outputs on the labelled view, for the training accuracy; None without
-            a classifier.
+        logits: ``[B, C]`` outputs on the labelled view, for the training accuracy and the
+            per-example record of training (:class:`noisylab.detect.TrainingDynamics`); None
+            without a classifier.
+        example_logits: ``[B, C]`` outputs for the batch's own examples when ``logits`` are not
+            (ELR+ trains on mixed-up pairs); None when ``logits`` are.
     """
 
     loss: torch.Tensor
     terms: dict[str, torch.Tensor] = field(default_factory=dict)
     logits: torch.Tensor | None = None
+    example_logits: torch.Tensor | None = None
+
+    @property
+    def per_example_logits(self) -> torch.Tensor | None:
+        """The outputs that belong to the batch's examples one by one."""
+        return self.logits if self.example_logits is None else self.example_logits
 
 
 @dataclass
@@ -116,6 +125,7 @@ class Method(ABC):
     config_class: type = type(None)  # the method's config schema (noisylab.config)
     has_classifier = True
     monitor: str | None = None  # the metric of evaluate() that selects best.pt (None: the engine's default)
+    feature_model = "net"  # the model whose encoder :meth:`features` uses
     find_unused_parameters = False  # DDP: some parameters get no gradient in some steps (warm-ups)
 
     def __init__(self, ctx: MethodContext) -> None:
@@ -141,6 +151,19 @@ class Method(ABC):
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``[B, C]`` of the method's final predictor (the engine sets eval mode and no_grad)."""
         raise ConfigError(f"method {self.name} has no classifier to predict with")
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Representation ``[B, D]`` of the final predictor's encoder (for the kNN detector; the
+        engine sets eval mode and no_grad): the ``forward_features`` of the model ``feature_model``,
+        looked up through wrappers (``.net``, ``.backbone``)."""
+        module = self.unwrap(self.feature_model)
+        while not hasattr(module, "forward_features"):
+            inner = next((m for m in (getattr(module, a, None) for a in ("net", "backbone")) if isinstance(m, nn.Module)), None)
+            if inner is None:
+                raise ConfigError(f"method {self.name}: model '{self.feature_model}' has no forward_features")
+            module = inner
+        f = module.forward_features(x)
+        return f.flatten(2).mean(dim=2) if f.dim() > 2 else f  # a spatial map: average-pool it
 
     def evaluate(self, data: EvalData) -> dict[str, float]:
         """Extra metrics of the epoch (the engine sets eval mode and no_grad); none by default."""

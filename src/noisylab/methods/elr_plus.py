@@ -84,6 +84,7 @@ class ELRPlusMethod(Method):
     """
 
     name = "elr_plus"
+    feature_model = "net1"
     config_class = ELRPlusConfig
 
     def __init__(self, ctx: MethodContext) -> None:
@@ -148,7 +149,8 @@ class ELRPlusMethod(Method):
         with torch.no_grad():
             ema_logits = self.models[_OTHER_EMA[phase.name]](x)
         q = crit.update_targets(ema_logits, index, lam, perm)
-        return StepOutput(crit(logits, y_mix, q, t), logits=logits)
+        # the networks see mixed pairs: the other network's EMA outputs on the batch are its per-example view
+        return StepOutput(crit(logits, y_mix, q, t), logits=logits, example_logits=ema_logits)
 
     def after_step(self, phase: Phase, step: int) -> None:
         """Weight-average the network just stepped into its own EMA copy (not during warm-up)."""

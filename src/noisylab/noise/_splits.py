@@ -95,3 +95,27 @@ def down_sample(noisy_labels: NoisyLabels | Any, seed: int = 0, num_classes: int
     rng = _rng(seed)
     kept = [rng.permutation(np.flatnonzero(y == c))[:m] for c in classes]
     return np.sort(np.concatenate(kept)).astype(np.int64)
+
+
+def stratified_folds(labels: Any, folds: int, seed: int = 0) -> list[np.ndarray]:
+    """Partition ``range(N)`` into ``folds`` parts with each class spread evenly over them.
+
+    Each class's indices are shuffled with one seeded generator (classes in ascending order) and
+    dealt out in turn, the class's first example going to the fold that has received the fewest
+    so far, so fold sizes differ by at most one. Returns sorted int64 index arrays.
+    """
+    y = as_label_array(labels, "labels")
+    if isinstance(folds, bool) or not isinstance(folds, (int, np.integer)) or folds < 2:
+        raise NoiseError(f"folds must be an integer >= 2, got {folds!r}")
+    if folds > len(y):
+        raise NoiseError(f"{folds} folds need at least {folds} examples, got {len(y)}")
+    rng = _rng(seed)
+    assigned = np.empty(len(y), dtype=np.int64)
+    sizes = np.zeros(folds, dtype=np.int64)
+    for c in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        start = int(np.argmin(sizes))  # the first fold still short (ties: the lowest)
+        parts = (start + np.arange(len(idx))) % folds
+        assigned[idx] = parts
+        sizes += np.bincount(parts, minlength=folds)
+    return [np.flatnonzero(assigned == k).astype(np.int64) for k in range(folds)]

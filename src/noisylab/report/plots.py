@@ -1,4 +1,5 @@
-"""Plots of a run's outputs (matplotlib, Agg backend: no display needed)."""
+"""Plots of a run's outputs (matplotlib's object-oriented Agg canvas: no display needed and the
+global pyplot backend is left alone)."""
 from __future__ import annotations
 
 import csv
@@ -17,23 +18,38 @@ def read_memorization_csv(path: str | Path) -> dict[str, np.ndarray]:
     return {k: np.array([float(r[k]) for r in rows]) for k in ["epoch", *MEMO_COLUMNS]}
 
 
-def plot_memorization(curves: dict[str, dict[str, np.ndarray]], path: str | Path, title: str | None = None) -> Path:
-    """One row per run (e.g. CE above ELR), two panels per row, like the ELR README figure.
+def new_figure(width: float, height: float):
+    """An empty matplotlib Figure (``width x height`` inches) attached to an Agg canvas."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    Left: clean-label examples predicted correctly (green) / wrongly (blue).
+    fig = Figure(figsize=(width, height))
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def integer_epochs(ax) -> None:
+    """Ticks of the x axis of ``ax`` (epochs) at whole numbers only."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def memorization_figure(curves: dict[str, dict[str, np.ndarray]], title: str | None = None):
+    """The memorization figure: one row per run (e.g. CE above ELR), two panels per row, like the
+    ELR README figure. Left: clean-label examples predicted correctly (green) / wrongly (blue).
     Right: wrong-label examples predicted as the true label (green), memorized (red), other (blue).
 
     Args:
         curves: ``{row title: {"epoch": [E], "clean_correct": [E], ...}}`` (see MEMO_COLUMNS).
-        path: PNG file to write.
+        title: optional title above all rows.
+
+    Returns:
+        The matplotlib Figure; ``fig.axes[2 * row + 1]`` is the wrong-label panel of ``row``.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     n = len(curves)
-    fig, axes = plt.subplots(n, 2, figsize=(10, 3.2 * n), squeeze=False, sharex=True)
+    fig = new_figure(10, 3.2 * n)
+    axes = fig.subplots(n, 2, squeeze=False, sharex=True)
     for row, (name, c) in enumerate(curves.items()):
         ep = c["epoch"]
         ax = axes[row][0]
@@ -52,12 +68,19 @@ def plot_memorization(curves: dict[str, dict[str, np.ndarray]], path: str | Path
             ax.legend(loc="center right", fontsize=8)
     for ax in axes[-1]:
         ax.set_xlabel("epoch")
+    for ax in fig.axes:
+        integer_epochs(ax)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    path = Path(path)
+    return fig
+
+
+def plot_memorization(curves: dict[str, dict[str, np.ndarray]], path: str | Path, title: str | None = None) -> Path:
+    """Write :func:`memorization_figure` of ``curves`` to the PNG file ``path`` (atomically)."""
     from ..checkpoint import atomic_write
 
+    fig = memorization_figure(curves, title)
+    path = Path(path)
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110))
-    plt.close(fig)
     return path

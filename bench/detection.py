@@ -1,0 +1,172 @@
+"""Finding the wrong labels: noisylab's detectors from one training run against confident
+learning (cleanlab) on K-fold cross-validated probabilities of the same network and epochs.
+
+    OMP_NUM_THREADS=2 python bench/detection.py [--data ../shared/data] [--train-size 5000]
+        [--epochs 30] [--label-sets worst random1 rare] [--out runs/bench_detection]
+
+Data: the first ``--train-size`` CIFAR-10 training images (``cifar10_jpeg.npz``, original order)
+with CIFAR-10N human labels (Wei et al., ICLR 2022): ``worst`` (about 40 % wrong) and ``random1``
+(about 17 % wrong); ``rare`` keeps the clean CIFAR-10 labels and flips 1 % of them with
+instance-dependent noise (Xia et al., NeurIPS 2020: the flipped examples are the ones a linear
+map of the image finds ambiguous), the regime of real datasets, where errors are rare and hide
+among hard examples.
+
+Every label set gets, with one setting for all of them:
+- one CE run and one ELR run (lambda 3, beta 0.7) through ``noisylab train``; from them every
+  detector of ``noisylab.detect.DETECTORS`` (flags: ``predicted_neq_given``);
+- one 4-fold cross-validation with CE (``cv.folds=4``, the same network, epochs and optimizer),
+  then ``cleanlab.filter.find_label_issues`` with every ``filter_by``, ranked by cleanlab's
+  default self-confidence.
+
+Model ``cnn_small`` (width 16), SGD lr 0.02 momentum 0.9 weight decay 5e-4, cosine schedule,
+batch 128, crop + flip, no held-out split (every example is scored). Wall time is the training
+(and detection) time of what each row needs: one run for a noisylab detector, the 4 folds plus
+cleanlab for confident learning. Printed: F1, precision, recall of the flagged set; AUROC,
+AUPRC and precision among the k least-quality examples (k = the number of wrong labels) of the
+ranking. Results go to ``--out`` (CSV). Not part of the test run.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import time
+from pathlib import Path
+
+FILTERS = ("prune_by_noise_rate", "prune_by_class", "both", "confident_learning", "predicted_neq_given",
+           "low_normalized_margin", "low_self_confidence")
+
+
+def base_config(args: argparse.Namespace, label_set: str, name: str, out: Path) -> dict:
+    if label_set == "rare":
+        noise = {"kind": "instance", "rate": 0.01}
+    else:
+        noise = {"kind": "human", "options": {"path": str(Path(args.data) / "cifar10n_labels.npz"), "variant": label_set}}
+    return {
+        "name": name, "seed": args.seed, "device": "cpu", "output_dir": str(out),
+        "data": {"dataset": "cifar10-jpeg", "root": args.data, "val_fraction": 0.0, "augment": "crop_flip",
+                 "options": {"limit": args.train_size, "test_limit": args.test_size}},
+        "noise": noise, "model": {"arch": "cnn_small", "options": {"width": args.width}},
+        "method": {"name": "standard", "loss": {"name": "ce"}},
+        "optim": {"name": "sgd", "lr": 0.02, "momentum": 0.9, "weight_decay": 5e-4}, "schedule": {"name": "cosine"},
+        "train": {"epochs": args.epochs, "batch_size": 128, "progress": False, "tensorboard": False},
+    }
+
+
+def timed_train(cfg: dict):
+    from noisylab.config import build_config
+    from noisylab.engine import train
+
+    t0 = time.time()
+    res = train(build_config(cfg))
+    return res, time.time() - t0
+
+
+def metrics_row(label_set: str, detector: str, source: str, flagged, quality, is_noisy, wall: float) -> dict:
+    from noisylab.detect import detection_metrics
+
+    m = detection_metrics(flagged, is_noisy, quality)
+    return {"labels": label_set, "detector": detector, "from": source, "flagged": m.num_flagged, "wrong": m.num_noisy,
+            "f1": m.f1, "precision": m.precision, "recall": m.recall, "auroc": m.auroc, "auprc": m.auprc,
+            "p_at_k": m.precision_at_noisy, "wall_s": wall}
+
+
+def noisylab_rows(args, label_set: str, out: Path) -> list[dict]:
+    from noisylab.detect import DETECTORS, DetectorUnavailable, detect_label_issues
+    from noisylab.detect.io import read_evidence
+
+    rows = []
+    for loss in ("ce", "elr"):
+        cfg = base_config(args, label_set, f"{label_set}_{loss}", out)
+        if loss == "elr":
+            cfg["method"]["loss"] = {"name": "elr", "lam": 3.0, "beta": 0.7}
+        res, wall = timed_train(cfg)
+        arrays, ev = read_evidence(res.run_dir / "predictions.npz")
+        is_noisy = ev.given != arrays["true_label"]
+        print(f"  {loss} run: {wall:.0f} s, test top-1 {res.summary['test_top1_last']:.4f}", flush=True)
+        for name in DETECTORS:
+            try:
+                t0 = time.time()
+                found = detect_label_issues(ev, name)
+                extra = time.time() - t0
+            except DetectorUnavailable:
+                continue
+            rows.append(metrics_row(label_set, name, f"{loss} run", found.flagged, found.quality, is_noisy, wall + extra))
+    return rows
+
+
+def cleanlab_rows(args, label_set: str, out: Path) -> list[dict]:
+    import cleanlab.filter
+    import numpy as np
+
+    from noisylab.detect import label_quality_scores
+
+    cfg = base_config(args, label_set, f"{label_set}_cv{args.folds}", out)
+    cfg["cv"] = {"folds": args.folds}
+    res, wall = timed_train(cfg)
+    probs = np.load(res.run_dir / "pred_probs.npy")
+    given = np.load(res.run_dir / "labels.npy")
+    with np.load(res.run_dir / "fold_0" / "predictions.npz") as z:
+        order = np.argsort(z["index"])
+        true = z["true_label"][order]
+    is_noisy = given != true
+    quality = label_quality_scores(given, probs, "self_confidence")
+    print(f"  {args.folds}-fold cross-validation: {wall:.0f} s", flush=True)
+    rows = []
+    for fb in FILTERS:
+        t0 = time.time()
+        flagged = cleanlab.filter.find_label_issues(given, probs, filter_by=fb)
+        rows.append(metrics_row(label_set, f"cleanlab {fb}", f"{args.folds}-fold CV", flagged, quality, is_noisy,
+                                wall + time.time() - t0))
+    return rows
+
+
+def fmt(v) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+    p.add_argument("--train-size", type=int, default=5000)
+    p.add_argument("--test-size", type=int, default=2000)
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--width", type=int, default=16)
+    p.add_argument("--folds", type=int, default=4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--label-sets", nargs="+", default=["worst", "random1", "rare"], choices=["worst", "random1", "rare"])
+    p.add_argument("--out", default="runs/bench_detection")
+    args = p.parse_args()
+
+    import torch
+
+    from noisylab.report.summary import format_table
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
+    out = Path(args.out) / time.strftime("%Y%m%d-%H%M%S")
+    rows = []
+    for label_set in args.label_sets:
+        print(f"{label_set}:", flush=True)
+        rows += noisylab_rows(args, label_set, out)
+        rows += cleanlab_rows(args, label_set, out)
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / "detection.csv").open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    print(f"\nCIFAR-10 (JPEG), first {args.train_size} training images, cnn_small width {args.width}, {args.epochs} "
+          f"epochs, SGD 0.02 cosine, crop+flip, seed {args.seed}, {torch.get_num_threads()} thread(s); "
+          f"results -> {out / 'detection.csv'}")
+    for label_set in args.label_sets:
+        mine = [r for r in rows if r["labels"] == label_set]
+        print(f"\n### {label_set}: {mine[0]['wrong']} of {args.train_size} labels wrong\n")
+        header = ["detector", "from", "flagged", "F1", "precision", "recall", "AUROC", "AUPRC", "P@k", "wall s"]
+        print(format_table(header, [[r["detector"], r["from"], fmt(r["flagged"]), fmt(r["f1"]), fmt(r["precision"]),
+                                     fmt(r["recall"]), fmt(r["auroc"]), fmt(r["auprc"]), fmt(r["p_at_k"]),
+                                     f"{r['wall_s']:.0f}"] for r in mine]))
+
+
+if __name__ == "__main__":
+    main()

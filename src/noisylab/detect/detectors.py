@@ -1,0 +1,178 @@
+"""Named detectors: each turns what one training run produced into an estimate ``P [n, C]`` of
+every scored example's true class. The quality score of an example is ``P[i, given_i]`` (in
+[0, 1], lower = more likely wrong) and the flagged set comes from a filter of
+:mod:`noisylab.detect.scores` applied to ``P`` (``predicted_neq_given`` by default).
+
+``DETECTORS`` is the one list of their names (``detect.method``, ``noisylab detect --method``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .scores import normalize_rows
+
+
+@dataclass
+class Evidence:
+    """What a run leaves behind about the ``n`` examples it scores, aligned row by row.
+
+    Attributes:
+        given: ``int64 [n]`` the given labels.
+        history: ``[n, C]`` the mean prediction over the epochs (training steps for the examples
+            trained on, evaluations for the held-out ones; :class:`TrainingDynamics`).
+        predictions: ``[n, C]`` the final model's softmax in evaluation mode.
+        in_training: ``bool [n]`` whether the example was trained on (False: held out).
+        targets: ``[n, C]`` ELR / ELR+ per-example targets, or None (held-out rows are unused).
+        networks: the two ELR+ networks' target histories ``([n, C], [n, C])``, or None.
+        knn: ``[n, C]`` the vote of each example's neighbours in a representation (a
+            self-supervised encoder's, or the classifier's penultimate layer; :func:`knn_vote`),
+            or None.
+    """
+
+    given: np.ndarray
+    history: np.ndarray
+    predictions: np.ndarray
+    in_training: np.ndarray
+    targets: np.ndarray | None = None
+    networks: tuple[np.ndarray, np.ndarray] | None = None
+    knn: np.ndarray | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return self.predictions.shape[1]
+
+
+class DetectorUnavailable(ValueError):
+    """The run did not produce what this detector needs (the message says what would)."""
+
+
+def _held_out_from_history(ev: Evidence, probs: np.ndarray) -> np.ndarray:
+    """Training rows from ``probs``; held-out rows (never trained on, so no targets) from the history."""
+    return np.where(ev.in_training[:, None], normalize_rows(probs), normalize_rows(ev.history))
+
+
+def from_predictions(ev: Evidence) -> np.ndarray:
+    """The final model's predictions (in-sample for the training part): the simplest baseline."""
+    return normalize_rows(ev.predictions)
+
+
+def from_history(ev: Evidence) -> np.ndarray:
+    """The mean prediction over all epochs: wrong labels are fitted late, if ever."""
+    return normalize_rows(ev.history)
+
+
+def from_targets(ev: Evidence) -> np.ndarray:
+    """ELR / ELR+ targets (ELR README: ``argmax(target) != label``)."""
+    if ev.targets is None:
+        raise DetectorUnavailable("detector 'targets' needs per-example targets: train with loss elr or method elr_plus")
+    return _held_out_from_history(ev, ev.targets)
+
+
+def from_agreement(ev: Evidence) -> np.ndarray:
+    """ELR+'s two networks: the normalised geometric mean of their target histories, so a class
+    ranks high only where both networks put mass on it."""
+    if ev.networks is None:
+        raise DetectorUnavailable("detector 'agreement' needs the two networks of method elr_plus")
+    h1, h2 = (normalize_rows(h) for h in ev.networks)
+    return _held_out_from_history(ev, np.sqrt(h1 * h2))
+
+
+def knn_vote(features: np.ndarray, given: np.ndarray, num_classes: int, k: int = 20, tau: float = 0.1,
+             chunk: int = 1024) -> np.ndarray:
+    """``[n, C]``: each example's k nearest other examples (cosine similarity s in ``features``)
+    vote for their given labels with weight ``exp(s / tau)`` (Wu et al., CVPR 2018); rows sum to 1."""
+    f = torch.nn.functional.normalize(torch.as_tensor(np.asarray(features), dtype=torch.float32), dim=1)
+    labels = torch.as_tensor(np.asarray(given), dtype=torch.long)
+    n = len(f)
+    k = min(k, n - 1)
+    if k < 1:
+        return np.full((n, num_classes), 1.0 / num_classes)
+    out = []
+    for lo in range(0, n, chunk):
+        sim = f[lo:lo + chunk] @ f.T  # [q, n]
+        rows = torch.arange(len(sim))
+        sim[rows, rows + lo] = -float("inf")  # an example does not vote on itself
+        top_sim, top_idx = sim.topk(k, dim=1)
+        weights = ((top_sim - 1.0) / tau).exp().double()  # shifted by the largest possible s: no overflow
+        votes = torch.zeros(len(sim), num_classes, dtype=torch.float64)
+        votes.scatter_add_(1, labels[top_idx], weights)
+        out.append(votes)
+    return normalize_rows(torch.cat(out).numpy())
+
+
+def from_knn(ev: Evidence) -> np.ndarray:
+    """Neighbours in a feature space vote on each label; needs no classifier at all."""
+    if ev.knn is None:
+        raise DetectorUnavailable("detector 'knn' needs the neighbour vote of a run whose model has forward_features")
+    return normalize_rows(ev.knn)
+
+
+def from_ensemble(ev: Evidence) -> np.ndarray:
+    """The mean of the history, the targets (when the run has them) and the kNN vote (when it has
+    features): three views of each label that fail in different places."""
+    members = [from_history(ev)]
+    if ev.targets is not None:
+        members.append(from_targets(ev))
+    if ev.knn is not None:
+        members.append(from_knn(ev))
+    return np.mean(members, axis=0)
+
+
+DETECTORS: dict[str, Callable[[Evidence], np.ndarray]] = {
+    "ensemble": from_ensemble,
+    "history": from_history,
+    "targets": from_targets,
+    "agreement": from_agreement,
+    "knn": from_knn,
+    "predictions": from_predictions,
+}
+"""Every detector by name (the one list; ``detect.method``)."""
+
+
+def run_detector(name: str, ev: Evidence) -> np.ndarray:
+    """``P [n, C]`` of detector ``name``; ValueError for an unknown name, DetectorUnavailable when
+    the run lacks its inputs."""
+    if name not in DETECTORS:
+        raise ValueError(f"unknown detector '{name}' (valid: {', '.join(DETECTORS)})")
+    return DETECTORS[name](ev)
+
+
+@dataclass
+class Detection:
+    """One detector's verdict on the scored examples.
+
+    Attributes:
+        method, filter_by: how it was made.
+        probs: ``[n, C]`` the detector's estimate of each example's true class.
+        quality: ``[n]`` ``probs[i, given_i]`` in [0, 1]; lower = more likely wrong.
+        flagged: ``bool [n]`` the suspected wrong labels.
+        suggested: ``int64 [n]`` the most likely class.
+    """
+
+    method: str
+    filter_by: str
+    probs: np.ndarray
+    quality: np.ndarray
+    flagged: np.ndarray
+    suggested: np.ndarray
+
+    def ranked_issues(self) -> np.ndarray:
+        """Row numbers of the flagged examples, most suspicious (lowest quality) first: cleanlab's
+        ``find_label_issues(..., return_indices_ranked_by=...)`` shape."""
+        rows = np.flatnonzero(self.flagged)
+        return rows[np.argsort(self.quality[rows], kind="stable")]
+
+
+def detect_label_issues(ev: Evidence, method: str = "ensemble", filter_by: str = "predicted_neq_given",
+                        threshold: float = 0.5) -> Detection:
+    """Run detector ``method`` on ``ev`` and flag with ``filter_by`` (see :func:`find_label_issues`)."""
+    from .scores import find_label_issues
+
+    probs = run_detector(method, ev)
+    quality = probs[np.arange(len(ev.given)), ev.given]
+    flagged = find_label_issues(ev.given, probs, filter_by=filter_by, threshold=threshold)
+    return Detection(method, filter_by, probs, quality, flagged, probs.argmax(axis=1))

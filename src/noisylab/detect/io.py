@@ -1,0 +1,121 @@
+"""The ``label_issues.csv`` file: one row per scored example, most suspicious first."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from .scores import normalize_rows
+
+
+def write_label_issues_csv(
+    path: str | Path,
+    labels: np.ndarray,
+    pred_probs: np.ndarray,
+    flagged: np.ndarray,
+    quality: np.ndarray,
+    indices: np.ndarray | None = None,
+    true_labels: np.ndarray | None = None,
+    class_names: list[str] | None = None,
+    only_flagged: bool = False,
+    paths: list[str] | None = None,
+    in_training: np.ndarray | None = None,
+) -> int:
+    """Write ``index, given_label, suggested_label, quality, is_label_issue`` per example, flagged
+    rows first, each group by rising quality; plus ``part`` (``train`` or ``val``, the held-out
+    part) when ``in_training`` is given, ``given_name, suggested_name`` with ``class_names``,
+    ``true_label, is_noisy`` when the truth is known, and ``path`` (one per row) for file datasets.
+
+    Returns the number of rows written.
+    """
+    labels = np.asarray(labels)
+    suggested = normalize_rows(pred_probs).argmax(axis=1)
+    idx = np.arange(len(labels)) if indices is None else np.asarray(indices)
+    flagged = np.asarray(flagged, dtype=bool)
+    order = np.lexsort((quality, ~flagged))  # flagged first, then by quality
+    header = ["index", "given_label", "suggested_label", "quality", "is_label_issue"]
+    header += ["part"] if in_training is not None else []
+    header += ["given_name", "suggested_name"] if class_names else []
+    header += ["true_label", "is_noisy"] if true_labels is not None else []
+    header += ["path"] if paths is not None else []
+    rows = 0
+
+    def write(tmp: Path) -> None:
+        nonlocal rows
+        with tmp.open("w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(header)
+            for i in order:
+                if only_flagged and not flagged[i]:
+                    continue
+                row = [int(idx[i]), int(labels[i]), int(suggested[i]), f"{quality[i]:.6f}", int(flagged[i])]
+                if in_training is not None:
+                    row.append("train" if in_training[i] else "val")
+                if class_names:
+                    row += [class_names[labels[i]], class_names[suggested[i]]]
+                if true_labels is not None:
+                    row += [int(true_labels[i]), int(true_labels[i] != labels[i])]
+                if paths is not None:
+                    row.append(paths[i])
+                w.writerow(row)
+                rows += 1
+
+    from ..checkpoint import atomic_write
+
+    atomic_write(path, write)
+    return rows
+
+
+EVIDENCE_ARRAYS = ("index", "in_training", "given_label", "pred_probs", "history")
+"""The arrays every ``predictions.npz`` holds (plus ``targets``, ``pred_hist1/2``, ``knn`` when the run has them)."""
+
+
+def evidence_arrays(ev, index: np.ndarray, true_labels: np.ndarray | None = None,
+                    class_names: list[str] | None = None, paths: list[str] | None = None) -> dict[str, np.ndarray]:
+    """The arrays of ``predictions.npz`` for :class:`Evidence` ``ev`` of dataset indices ``index``:
+    everything the detectors and ``label_issues.csv`` need, so ``noisylab detect RUN`` can re-run
+    any detector later (``true_label`` only when the truth is known)."""
+    extra = {"true_label": true_labels, "class_names": class_names, "example_path": paths}
+    arrays = {k: np.asarray(v) for k, v in extra.items() if v is not None}
+    arrays |= {"index": np.asarray(index), "in_training": ev.in_training, "given_label": ev.given,
+              "pred_probs": ev.predictions.astype(np.float32), "history": ev.history.astype(np.float32)}
+    if ev.targets is not None:
+        arrays["targets"] = ev.targets.astype(np.float32)
+    if ev.networks is not None:
+        arrays["pred_hist1"], arrays["pred_hist2"] = (h.astype(np.float32) for h in ev.networks)
+    if ev.knn is not None:
+        arrays["knn"] = ev.knn.astype(np.float32)
+    return arrays
+
+
+def read_evidence(path: str | Path):
+    """``(arrays, Evidence)`` from a run's ``predictions.npz`` (``arrays``: every array by name, see
+    :func:`evidence_arrays`); ValueError with one line when the file is damaged, incomplete, or from
+    an older noisylab."""
+    import zipfile
+    import zlib
+
+    from .detectors import Evidence
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            missing = [k for k in EVIDENCE_ARRAYS if k not in z.files]
+            if missing:
+                raise ValueError(f"'{path}' lacks {', '.join(missing)}: it was not written by this version of "
+                                 "noisylab; train the run again")
+            a = {k: z[k] for k in z.files}
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError, NotImplementedError) as err:  # damaged bytes
+        raise ValueError(f"'{path}' is damaged ({type(err).__name__}); train the run again or restore the file") from None
+    n = len(a["index"])
+    shaped = [a["given_label"].shape == (n,), a["in_training"].shape == (n,), a["pred_probs"].ndim == 2]
+    c = a["pred_probs"].shape[1] if a["pred_probs"].ndim == 2 else -1
+    shaped += [a[k].shape == (n,) for k in ("true_label", "example_path") if k in a]
+    shaped += [a[k].shape == (n, c) for k in ("pred_probs", "history", "targets", "pred_hist1", "pred_hist2", "knn") if k in a]
+    if not all(shaped):
+        raise ValueError(f"'{path}' is damaged (its arrays do not fit together); train the run again")
+    networks = (a["pred_hist1"], a["pred_hist2"]) if "pred_hist1" in a and "pred_hist2" in a else None
+    ev = Evidence(given=a["given_label"].astype(np.int64), history=a["history"], predictions=a["pred_probs"],
+                  in_training=a["in_training"].astype(bool), targets=a.get("targets"), networks=networks,
+                  knn=a.get("knn"))
+    return a, ev

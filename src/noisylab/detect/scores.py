@@ -1,0 +1,104 @@
+"""Label quality scores and filters in cleanlab's shapes.
+
+``labels [N]`` ints, ``pred_probs [N, C]`` rows summing to 1 (rows are normalised here, so ELR's
+targets, which sum to ``1 - beta^k``, work too), lower quality = more likely mislabeled. The two
+filters that need nothing but an argmax or a threshold are computed here; every confident-learning
+filter (Northcutt et al., JAIR 2021) comes from the ``cleanlab`` package
+(``pip install 'noisylab[detect]'``), which noisylab calls rather than re-implements.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+SCORES = ("self_confidence", "normalized_margin")
+"""Label quality scores of :func:`label_quality_scores` (cleanlab's formulas; the one list)."""
+CORE_FILTERS = ("predicted_neq_given", "low_self_confidence")
+CLEANLAB_FILTERS = ("prune_by_noise_rate", "prune_by_class", "both", "confident_learning", "low_normalized_margin")
+FILTERS = CORE_FILTERS + CLEANLAB_FILTERS
+"""Filters of :func:`find_label_issues` (the one list of their names); the last five are
+``cleanlab.filter.find_label_issues``'s ``filter_by`` choices and need cleanlab."""
+CLEANLAB_MISSING = "needs the cleanlab package: pip install 'noisylab[detect]' (or pip install cleanlab)"
+
+
+def check_labels_probs(labels, pred_probs) -> tuple[np.ndarray, np.ndarray]:
+    """``(labels int64 [N], rows-normalised float64 [N, C])``; ValueError naming what is wrong."""
+    labels = np.asarray(labels)
+    probs = np.asarray(pred_probs, dtype=np.float64)
+    if probs.ndim != 2 or labels.ndim != 1 or len(labels) != len(probs):
+        raise ValueError(f"labels [N] and pred_probs [N, C] must match, got {labels.shape} and {probs.shape}")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError("labels must be integers")
+    if len(labels) and (labels.min() < 0 or labels.max() >= probs.shape[1]):
+        raise ValueError(f"labels must lie in [0, {probs.shape[1]}), found {labels.min()}..{labels.max()}")
+    if not np.all(np.isfinite(probs)) or (probs < 0).any():
+        raise ValueError("pred_probs must be finite and non-negative")
+    return labels.astype(np.int64), normalize_rows(probs)
+
+
+def normalize_rows(probs: np.ndarray) -> np.ndarray:
+    """Rows scaled to sum to 1 (ELR targets sum to 1 - beta^k); all-zero rows become uniform."""
+    probs = np.asarray(probs, dtype=np.float64)
+    sums = probs.sum(axis=1, keepdims=True)
+    uniform = np.full_like(probs, 1.0 / probs.shape[1])
+    return np.where(sums > 0, probs / np.where(sums > 0, sums, 1.0), uniform)
+
+
+def label_quality_scores(labels, pred_probs, method: str = "self_confidence") -> np.ndarray:
+    """Per-example label quality in [0, 1]; lower means more likely wrong (``float64 [N]``).
+
+    - ``self_confidence``: ``p[y]``
+    - ``normalized_margin``: ``(p[y] - max_{k != y} p[k] + 1) / 2``
+    """
+    labels, p = check_labels_probs(labels, pred_probs)
+    rows = np.arange(len(labels))
+    p_y = p[rows, labels]
+    if method == "self_confidence":
+        return p_y
+    if method == "normalized_margin":
+        other = p.copy()
+        other[rows, labels] = -np.inf
+        return (p_y - other.max(axis=1) + 1.0) / 2.0
+    raise ValueError(f"unknown score method '{method}' (valid: {', '.join(SCORES)})")
+
+
+def import_cleanlab_filter():
+    """``cleanlab.filter``, or ImportError with the install line."""
+    try:
+        import cleanlab.filter
+    except ImportError:
+        raise ImportError(f"confident learning {CLEANLAB_MISSING}") from None
+    return cleanlab.filter
+
+
+def find_label_issues(labels, pred_probs, *, filter_by: str = "predicted_neq_given", threshold: float = 0.5,
+                      return_indices_ranked_by: str | None = None) -> np.ndarray:
+    """Flag examples whose given label is likely wrong.
+
+    Args:
+        labels: ``int [N]`` given labels.
+        pred_probs: ``[N, C]`` predicted probabilities (out-of-sample for confident learning), or
+            any detector's estimate of the true-label distribution (rows are normalised).
+        filter_by: ``predicted_neq_given`` (argmax differs from the label: ELR's rule),
+            ``low_self_confidence`` (``p[y] < threshold``), or one of cleanlab's filters
+            (:data:`CLEANLAB_FILTERS`; needs cleanlab, which also takes care of the threshold).
+        return_indices_ranked_by: if given, the flagged indices sorted from most to least
+            suspicious by this score (:data:`SCORES`) instead of a mask.
+
+    Returns:
+        ``bool [N]`` mask, or ``int64 [K]`` ranked indices.
+    """
+    labels, p = check_labels_probs(labels, pred_probs)
+    if filter_by == "predicted_neq_given":
+        mask = p.argmax(axis=1) != labels
+    elif filter_by == "low_self_confidence":
+        mask = p[np.arange(len(labels)), labels] < threshold
+    elif filter_by in CLEANLAB_FILTERS:
+        mask = import_cleanlab_filter().find_label_issues(labels, p, filter_by=filter_by)
+    else:
+        raise ValueError(f"unknown filter_by '{filter_by}' (valid: {', '.join(FILTERS)})")
+    mask = np.asarray(mask, dtype=bool)
+    if return_indices_ranked_by is None:
+        return mask
+    scores = label_quality_scores(labels, p, return_indices_ranked_by)
+    flagged = np.flatnonzero(mask)
+    return flagged[np.argsort(scores[flagged], kind="stable")]
