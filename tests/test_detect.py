@@ -312,6 +312,28 @@ def test_suspect_fit_by_hand():
         assert math.isnan(fit) and size == 0
 
 
+def test_history_is_a_bias_corrected_moving_average_that_stops_at_freeze():
+    from noisylab.detect.dynamics import HISTORY_DECAY as d
+
+    dyn = TrainingDynamics(3, 2, torch.device("cpu"))
+    p1, p2, p3 = np.array([[0.9, 0.1]]), np.array([[0.5, 0.5]]), np.array([[0.0, 1.0]])
+    dyn.record_probs(p1, np.array([0]))
+    np.testing.assert_allclose(dyn.history_probs()[0], p1[0], rtol=1e-6)  # one record: itself
+    dyn.record_probs(p2, np.array([0]))
+    expected = (d * (1 - d) * p1[0] + (1 - d) * p2[0]) / (d * (1 - d) + (1 - d))
+    np.testing.assert_allclose(dyn.history_probs()[0], expected, rtol=1e-6)
+    dyn.freeze()
+    dyn.record_probs(p3, np.array([0]))  # after the alarm: the mean and latest prediction move, the history not
+    np.testing.assert_allclose(dyn.history_probs()[0], expected, rtol=1e-6)
+    np.testing.assert_allclose(dyn.mean_probs()[0], (p1[0] + p2[0] + p3[0]) / 3, rtol=1e-6)
+    assert dyn.last_pred[0] == 1
+    np.testing.assert_allclose(dyn.history_probs()[1:], 0.5)  # never seen: uniform
+    other = TrainingDynamics(3, 2, torch.device("cpu"))
+    other.load_state_dict(dyn.state_dict())
+    other.record_probs(p3, np.array([1]))
+    np.testing.assert_allclose(other.history_probs()[1], 0.5)  # the frozen flag survives a checkpoint
+
+
 def test_dynamics_state_round_trip():
     dyn = TrainingDynamics(4, 3, torch.device("cpu"))
     dyn.record_logits(torch.tensor([[1.0, 0.0, 2.0], [0.0, 3.0, 1.0]]), torch.tensor([1, 3]))

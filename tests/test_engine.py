@@ -61,11 +61,9 @@ def test_run_writes_every_output(tmp_path):
         # ELR targets of validation examples were never updated; their history holds 4 evaluations
         assert np.abs(z["targets"][~z["in_training"]]).sum() == 0
         np.testing.assert_allclose(z["history"].sum(axis=1), 1.0, atol=1e-5)
-        members = [z["history"], z["targets"] / np.maximum(z["targets"].sum(1, keepdims=True), 1e-12), z["knn"]]
-        members[1][~z["in_training"]] = z["history"][~z["in_training"]]
-        flagged_expected = int((np.mean(members, axis=0).argmax(1) != z["given_label"]).sum())
+        flagged_expected = int((z["history"].argmax(1) != z["given_label"]).sum())  # the default detector
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["detect"]["method"] == "ensemble" and summary["detect"]["num_scored"] == 480
+    assert summary["detect"]["method"] == "history" and summary["detect"]["num_scored"] == 480
     assert summary["detect"]["num_flagged"] == flagged_expected
     rows = read_csv(out / "label_issues.csv")
     assert len(rows) == 480 and sum(int(r["is_label_issue"]) for r in rows) == flagged_expected
@@ -108,7 +106,7 @@ def test_saved_label_file_reproduces_the_run(tmp_path):
 
 def test_ce_on_clean_labels_has_no_noisy_examples(tmp_path):
     res = train(tiny_config(tmp_path, **{"noise.kind": "none", "method.loss.name": "ce", "train.epochs": 1}))
-    assert res.summary["detect"]["method"] == "ensemble" and "targets" not in np.load(res.run_dir / "predictions.npz")
+    assert res.summary["detect"]["method"] == "history" and "targets" not in np.load(res.run_dir / "predictions.npz")
     assert res.summary["memorization_last"]["noisy_memorized"] == 0.0
 
 

@@ -263,7 +263,7 @@ def add_detect_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--labels", help="given labels (.npy, .csv one per line, or a label .npz) instead of a run")
     p.add_argument("--pred-probs", dest="pred_probs",
                    help="[N, C] probabilities (.npy; e.g. a cv run's pred_probs.npy) instead of a run")
-    p.add_argument("--method", default="ensemble", choices=list(DETECTORS), help="for a run: the detector")
+    p.add_argument("--method", default="history", choices=list(DETECTORS), help="for a run: the detector")
     p.add_argument("--filter-by", dest="filter_by", default="predicted_neq_given", choices=FILTERS,
                    help="how probabilities become flags (the confident-learning ones need cleanlab)")
     p.add_argument("--threshold", type=_probability, default=0.5, help="for low_self_confidence (0 to 1)")

@@ -273,7 +273,7 @@ class TrainConfig(_Strict):
 class DetectConfig(_Strict):
     """How the run flags suspected wrong labels at the end (noisylab.detect)."""
 
-    method: str = Field("ensemble", description="the detector: ensemble, history, targets, agreement, knn, predictions")
+    method: str = Field("history", description="the detector: history, ensemble, targets, agreement, knn, predictions")
     filter_by: str = Field("predicted_neq_given", description="how the detector's probabilities become flags "
                                                               "(confident-learning filters need cleanlab)")
     threshold: float = Field(0.5, ge=0.0, le=1.0, description="for low_self_confidence")

@@ -617,13 +617,18 @@ ALARM_RISE = 0.2
 
 def memorization_alarm(run: Run, epoch: int) -> dict[str, Any]:
     """``suspect_fit`` and ``num_suspected`` of the epoch (:meth:`TrainingDynamics.suspect_fit`),
-    and ``alarm`` = 1 from the epoch it has risen :data:`ALARM_RISE` above its lowest value
-    (warned about once in the log: the model has started to fit the labels it doubted)."""
+    and ``alarm`` = 1 from the epoch ``suspect_fit`` has risen :data:`ALARM_RISE` (and three
+    standard errors of its sampling noise) above its lowest value: the model has started to fit
+    the labels it doubted. Warned about once in the log; the history detector stops there."""
     fit, size = run.dynamics.suspect_fit(run.data.given, run.data.train_idx)
-    previous = [r["suspect_fit"] for r in run.history if r.get("suspect_fit") == r.get("suspect_fit") and "suspect_fit" in r]
+    previous = [r["suspect_fit"] for r in run.history if r.get("suspect_fit", float("nan")) == r.get("suspect_fit")]
     low = min(previous + [fit]) if fit == fit else min(previous, default=float("nan"))
     already = any(r.get("alarm") for r in run.history)
-    sounding = already or (fit == fit and fit - low >= ALARM_RISE)
+    # the rise must also stand out from the sampling noise of a small suspected set (3 standard errors)
+    rise_needed = max(ALARM_RISE, 3.0 * float(np.sqrt(fit * (1.0 - fit) / max(size, 1)))) if fit == fit else 1.0
+    sounding = already or (fit == fit and fit - low >= rise_needed)
+    if sounding and not already:
+        run.dynamics.freeze()  # the history detector keeps what the model thought before memorizing
     if sounding and not already and run.dist.is_main:
         log.warning("epoch %d: memorization alarm: the model now fits %.0f%% of the %d labels it suspects (lowest "
                     "%.0f%%): it has started memorizing wrong labels; stop here (best.pt), lower the learning rate, "
@@ -854,9 +859,12 @@ def collect_evidence(run: Run) -> tuple[np.ndarray, Evidence]:
     state = {k: v.detach().float().cpu().numpy() for k, v in method.sample_state().items()}
     networks = (state["pred_hist1"][scored], state["pred_hist2"][scored]) if "pred_hist1" in state else None
     given = data.given[scored]
-    return scored, Evidence(given=given, history=run.dynamics.mean_probs()[scored], predictions=predictions,
-                            in_training=in_training, targets=state["targets"][scored] if "targets" in state else None,
-                            networks=networks, knn=_knn_vote_of(run, batch_sets, given))
+    knn = _knn_vote_of(run, batch_sets, given)
+    # float32, as predictions.npz stores them: `noisylab detect RUN` later gives the same verdict
+    return scored, Evidence(given=given, history=run.dynamics.history_probs()[scored].astype(np.float32),
+                            predictions=predictions, in_training=in_training,
+                            targets=state["targets"][scored] if "targets" in state else None, networks=networks,
+                            knn=None if knn is None else knn.astype(np.float32))
 
 
 def _knn_vote_of(run: Run, batch_sets: list[Any], given: np.ndarray) -> np.ndarray | None:

@@ -22,8 +22,9 @@ class Evidence:
 
     Attributes:
         given: ``int64 [n]`` the given labels.
-        history: ``[n, C]`` the mean prediction over the epochs (training steps for the examples
-            trained on, evaluations for the held-out ones; :class:`TrainingDynamics`).
+        history: ``[n, C]`` the moving average of the predictions over the epochs until the
+            memorization alarm (training steps for the examples trained on, evaluations for the
+            held-out ones; :meth:`TrainingDynamics.history_probs`).
         predictions: ``[n, C]`` the final model's softmax in evaluation mode.
         in_training: ``bool [n]`` whether the example was trained on (False: held out).
         targets: ``[n, C]`` ELR / ELR+ per-example targets, or None (held-out rows are unused).
@@ -61,7 +62,7 @@ def from_predictions(ev: Evidence) -> np.ndarray:
 
 
 def from_history(ev: Evidence) -> np.ndarray:
-    """The mean prediction over all epochs: wrong labels are fitted late, if ever."""
+    """The predictions over the epochs before memorization: wrong labels are fitted late, if ever."""
     return normalize_rows(ev.history)
 
 
@@ -123,8 +124,8 @@ def from_ensemble(ev: Evidence) -> np.ndarray:
 
 
 DETECTORS: dict[str, Callable[[Evidence], np.ndarray]] = {
-    "ensemble": from_ensemble,
     "history": from_history,
+    "ensemble": from_ensemble,
     "targets": from_targets,
     "agreement": from_agreement,
     "knn": from_knn,
@@ -167,7 +168,7 @@ class Detection:
         return rows[np.argsort(self.quality[rows], kind="stable")]
 
 
-def detect_label_issues(ev: Evidence, method: str = "ensemble", filter_by: str = "predicted_neq_given",
+def detect_label_issues(ev: Evidence, method: str = "history", filter_by: str = "predicted_neq_given",
                         threshold: float = 0.5) -> Detection:
     """Run detector ``method`` on ``ev`` and flag with ``filter_by`` (see :func:`find_label_issues`)."""
     from .scores import find_label_issues

@@ -2,10 +2,15 @@
 
 Every training step the engine hands :class:`TrainingDynamics` the softmax of the method's
 predictions for the batch's own examples (the forward pass it made anyway, so recording costs an
-``index_add``), and every epoch the predictions on the held-out part of the training split. The
-running mean over epochs is the "history" detector (examples a network learns late, or only by
-memorizing, have a low mean probability of their given label: Arpit et al., ICML 2017; Pleiss et
-al., NeurIPS 2020), and the latest prediction of each example drives the alarm.
+``index_add``), and every epoch the predictions on the held-out part of the training split. Two summaries are kept:
+
+- the mean of all records, whose disagreements with the given labels form the suspected set of
+  the memorization alarm, read against each example's latest prediction;
+- a moving average of the records that stops when the alarm sounds: the ``history`` detector's
+  input. Networks fit clean labels first and wrong ones late, by memorizing (Arpit et al., ICML
+  2017; Liu et al., NeurIPS 2020), so the average over the epochs before memorization sees the
+  wrong labels as wrong; examples learned late rank low (compare the area under the margin,
+  Pleiss et al., NeurIPS 2020).
 """
 from __future__ import annotations
 
@@ -16,47 +21,71 @@ import torch.nn.functional as F
 from ..distributed import gather_across_ranks
 
 
+HISTORY_DECAY = 0.9
+"""Per-record decay of the history's moving average (each example is recorded once per epoch and
+phase, so about the last ten epochs count)."""
+
+
 class TrainingDynamics:
-    """Per-example running sums of predicted probabilities over the whole training split.
+    """Per-example records of predicted probabilities over the whole training split.
 
     Attributes:
-        prob_sum: ``float32 [N, C]``, the sum of the recorded probability vectors of each example.
+        prob_sum: ``float32 [N, C]``, the sum of every recorded probability vector of each example.
         count: ``int64 [N]``, how many were recorded (0 for examples never seen).
         last_pred: ``int64 [N]``, the argmax of the latest record (-1 before the first).
+        ema: ``float32 [N, C]``, the moving average (decay :data:`HISTORY_DECAY`) of the records,
+            not bias-corrected; ``ema_weight [N]`` is the weight it has accumulated.
+        frozen: ``bool []``; once :meth:`freeze` was called (the memorization alarm sounded) the
+            moving average keeps what the model thought before it started memorizing.
     """
 
     def __init__(self, num_examples: int, num_classes: int, device: torch.device) -> None:
         self.prob_sum = torch.zeros(num_examples, num_classes, device=device)
         self.count = torch.zeros(num_examples, dtype=torch.long, device=device)
         self.last_pred = torch.full((num_examples,), -1, dtype=torch.long, device=device)
+        self.ema = torch.zeros(num_examples, num_classes, device=device)
+        self.ema_weight = torch.zeros(num_examples, device=device)
+        self.frozen = torch.zeros((), dtype=torch.bool, device=device)
 
     @torch.no_grad()
     def record_logits(self, logits: torch.Tensor, index: torch.Tensor, gather: bool = True) -> None:
-        """Add ``softmax(logits [B, C])`` for dataset indices ``index [B]`` (all ranks' under DDP)."""
+        """Record ``softmax(logits [B, C])`` for dataset indices ``index [B]`` (all ranks' under DDP)."""
         probs = F.softmax(logits.detach().float(), dim=1)
         if gather:
             probs, index = gather_across_ranks(probs, index)
-        self.prob_sum.index_add_(0, index, probs)
-        self.count.index_add_(0, index, torch.ones_like(index))
-        self.last_pred[index] = probs.argmax(dim=1)
+        self._record(probs, index)
 
     @torch.no_grad()
     def record_probs(self, probs: np.ndarray, index: np.ndarray) -> None:
-        """Add probabilities computed on every rank alike (evaluation of the held-out part)."""
-        p = torch.as_tensor(probs, dtype=torch.float32, device=self.prob_sum.device)
-        i = torch.as_tensor(index, dtype=torch.long, device=self.prob_sum.device)
-        self.prob_sum.index_add_(0, i, p)
-        self.count.index_add_(0, i, torch.ones_like(i))
-        self.last_pred[i] = p.argmax(dim=1)
+        """Record probabilities computed on every rank alike (evaluation of the held-out part)."""
+        device = self.prob_sum.device
+        self._record(torch.as_tensor(probs, dtype=torch.float32, device=device),
+                     torch.as_tensor(index, dtype=torch.long, device=device))
+
+    def _record(self, probs: torch.Tensor, index: torch.Tensor) -> None:
+        self.prob_sum.index_add_(0, index, probs)
+        self.count.index_add_(0, index, torch.ones_like(index))
+        self.last_pred[index] = probs.argmax(dim=1)
+        if not bool(self.frozen):
+            d = HISTORY_DECAY
+            self.ema[index] = d * self.ema[index] + (1 - d) * probs
+            self.ema_weight[index] = d * self.ema_weight[index] + (1 - d)
+
+    def freeze(self) -> None:
+        """Stop updating the moving average (the history detector's input) from now on."""
+        self.frozen.fill_(True)
 
     def mean_probs(self) -> np.ndarray:
-        """``float64 [N, C]``: the mean recorded probabilities (uniform where nothing was recorded)."""
-        s, n = self.prob_sum.double().cpu().numpy(), self.count.cpu().numpy()
-        c = s.shape[1]
-        return np.where(n[:, None] > 0, s / np.maximum(n, 1)[:, None], 1.0 / c)
+        """``float64 [N, C]``: the mean of all records (uniform where nothing was recorded)."""
+        return _ratio(self.prob_sum, self.count)
+
+    def history_probs(self) -> np.ndarray:
+        """``float64 [N, C]``: the bias-corrected moving average of the records up to the alarm (uniform
+        where nothing was recorded): the input of the ``history`` detector."""
+        return _ratio(self.ema, self.ema_weight)
 
     def suspect_fit(self, given: np.ndarray, indices: np.ndarray) -> tuple[float, int]:
-        """The memorization alarm: ``(fit, size)`` of the suspected set among ``indices``.
+        """The memorization alarm's reading: ``(fit, size)`` of the suspected set among ``indices``.
 
         The suspected set holds the examples whose mean prediction so far disagrees with their
         given label; ``fit`` is the share of them whose latest prediction agrees with it (the
@@ -71,8 +100,13 @@ class TrainingDynamics:
         return float((latest == given[indices][suspected]).mean()), int(suspected.sum())
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {"prob_sum": self.prob_sum, "count": self.count, "last_pred": self.last_pred}
+        return {k: getattr(self, k) for k in ("prob_sum", "count", "last_pred", "ema", "ema_weight", "frozen")}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        for k in ("prob_sum", "count", "last_pred"):
-            getattr(self, k).copy_(state[k])
+        for k, v in state.items():
+            getattr(self, k).copy_(v)
+
+
+def _ratio(total: torch.Tensor, weight: torch.Tensor) -> np.ndarray:
+    s, w = total.double().cpu().numpy(), weight.double().cpu().numpy()
+    return np.where(w[:, None] > 0, s / np.where(w > 0, w, 1.0)[:, None], 1.0 / s.shape[1])
