@@ -418,12 +418,14 @@ def test_resumed_run_matches_the_uninterrupted_one_and_exports_pred_hist(tmp_pat
         assert sa["schedulers"][k]["last_epoch"] == sb["schedulers"][k]["last_epoch"] == 3
 
     # the exported histories: targets = their mean; validation rows never touched; detection uses them
+    # (rows: the training part, then the held-out part, as a["index"] says)
     np.testing.assert_allclose(a["targets"], 0.5 * (a["pred_hist1"] + a["pred_hist2"]), rtol=1e-6)
-    assert np.abs(a["targets"][split["val_idx"]]).sum() == 0
-    assert (a["pred_hist1"][split["train_idx"]].sum(1) > 0).all()
+    held_out = ~a["in_training"]
+    assert sorted(a["index"][held_out]) == sorted(split["val_idx"]) and np.abs(a["targets"][held_out]).sum() == 0
+    assert (a["pred_hist1"][a["in_training"]].sum(1) > 0).all()
     summary = json.loads((tmp_path / "full" / "summary.json").read_text())
-    flagged = int((a["targets"][a["index"]].argmax(1) != a["given_label"]).sum())
-    assert summary["method"] == "elr_plus" and summary["detect"]["source"] == "targets"
+    flagged = int((a["history"].argmax(1) != a["given_label"]).sum())  # the default detector
+    assert summary["method"] == "elr_plus" and summary["detect"]["method"] == "history"
     assert summary["detect"]["num_flagged"] == flagged
 
 

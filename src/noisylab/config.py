@@ -127,6 +127,8 @@ class ELRLossConfig(_Strict):
     name: Literal["elr"] = "elr"
     lam: float = Field(3.0, ge=0.0)
     beta: float = Field(0.7, ge=0.0, lt=1.0)
+    start: Literal["first_epoch", "alarm"] = Field(
+        "first_epoch", description="alarm: plain CE until the memorization alarm sounds, then ELR (the own-data recipe)")
 
 
 class SCELossConfig(_Strict):

@@ -424,6 +424,8 @@ def restore_run(run: Run, state: dict[str, Any], changed: list[str]) -> None:
     run.method.load_state_dict(state["method"])
     if run.dynamics is not None and "dynamics" in state:
         run.dynamics.load_state_dict(state["dynamics"])
+    if any(r.get("alarm") for r in state["history"]):
+        run.method.on_memorization_alarm()  # what the alarm switched on stays on
     run.history, run.memorization, run.best = state["history"], state["memorization"], state["best"]
     run.start_epoch, run.step = int(state["epoch"]) + 1, int(state["step"])
     restore_rng(state["rng"])
@@ -629,6 +631,9 @@ def memorization_alarm(run: Run, epoch: int) -> dict[str, Any]:
     sounding = already or (fit == fit and fit - low >= rise_needed)
     if sounding and not already:
         run.dynamics.freeze()  # the history detector keeps what the model thought before memorizing
+        if run.method.on_memorization_alarm() and run.dist.is_main:
+            log.info("epoch %d: the memorization alarm switches on the ELR regularizer (method.loss.start=alarm)",
+                     epoch + 1)
     if sounding and not already and run.dist.is_main:
         log.warning("epoch %d: memorization alarm: the model now fits %.0f%% of the %d labels it suspects (lowest "
                     "%.0f%%): it has started memorizing wrong labels; stop here (best.pt), lower the learning rate, "
@@ -820,6 +825,7 @@ def write_final_outputs(run: Run) -> dict[str, Any]:
     if exported:
         summary["files"] = [str(p.relative_to(out)) for p in exported]
     if method.has_classifier:
+        summary["learned_nothing"] = learned_nothing(run)
         summary["detect"] = _detect(run)
         alarms = [r["epoch"] for r in run.history if r.get("alarm")]
         summary["alarm"] = {"warned_epoch": alarms[0] if alarms else None,
@@ -845,6 +851,25 @@ def write_final_outputs(run: Run) -> dict[str, Any]:
         log.info("against the known wrong labels: precision %.4f recall %.4f F1 %.4f AUROC %.4f AUPRC %.4f",
                  det["precision"], det["recall"], det["f1"], det["auroc"] or float("nan"), det["auprc"] or float("nan"))
     return summary
+
+
+def learned_nothing(run: Run) -> bool:
+    """Whether the final model does no better than always answering the most common given label,
+    on the held-out part (or, without one, on the training part); warns once in the log, since its
+    suspected labels then mean nothing."""
+    last = run.history[-1] if run.history else {}
+    part, acc = ("noisy_val", last.get("noisy_val_top1")) if "noisy_val_top1" in last else ("train", last.get("train_acc"))
+    idx = run.data.val_idx if part == "noisy_val" else run.data.train_idx
+    if acc is None or len(idx) == 0:
+        return False
+    majority = float(np.bincount(run.data.given[idx]).max() / len(idx))
+    if acc > majority + 0.02:
+        return False
+    log.warning("the model learned nothing: %s accuracy %.3f, no better than always answering the most common label "
+                "(%.3f), so its suspected labels mean nothing; train longer (train.epochs), take more steps per epoch "
+                "(a smaller train.batch_size) or a smaller model (model.arch=cnn_small), or check the data",
+                "held-out" if part == "noisy_val" else "training", acc, majority)
+    return True
 
 
 @torch.no_grad()

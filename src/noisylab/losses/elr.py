@@ -36,7 +36,8 @@ class ELRLoss(nn.Module):
 
     targets: torch.Tensor
 
-    def __init__(self, num_examples: int, num_classes: int, lam: float = 3.0, beta: float = 0.7) -> None:
+    def __init__(self, num_examples: int, num_classes: int, lam: float = 3.0, beta: float = 0.7,
+                 wait_for_alarm: bool = False) -> None:
         super().__init__()
         if not 0.0 <= beta < 1.0:
             raise ValueError(f"ELR beta must lie in [0, 1), got {beta}")
@@ -45,6 +46,14 @@ class ELRLoss(nn.Module):
         self.num_examples, self.num_classes = num_examples, num_classes
         self.lam, self.beta = float(lam), float(beta)
         self.register_buffer("targets", torch.zeros(num_examples, num_classes))
+        # wait_for_alarm: the regularizer stays off (plain CE, targets still tracked) until the
+        # engine's memorization alarm calls start(); not saved: the engine replays the alarm on resume
+        self.waits_for_alarm = bool(wait_for_alarm)
+        self.register_buffer("active", torch.tensor(not wait_for_alarm), persistent=False)
+
+    def start(self) -> None:
+        """Switch the regularizer on (the memorization alarm sounded)."""
+        self.active.fill_(True)
 
     @torch.no_grad()
     def update_targets(self, probs: torch.Tensor, index: torch.Tensor) -> None:
@@ -74,10 +83,11 @@ class ELRLoss(nn.Module):
             # the checks cost device syncs, so they run only to explain a failure
             check_batch(logits, labels, index, self.num_examples, self.num_classes, "ELRLoss")
             raise
-        return {"ce": ce, "elr": self.lam * reg}
+        return {"ce": ce, "elr": self.lam * reg * self.active.to(reg.dtype)}
 
     def extra_repr(self) -> str:
-        return f"num_examples={self.num_examples}, num_classes={self.num_classes}, lam={self.lam}, beta={self.beta}"
+        wait = ", wait_for_alarm=True" if self.waits_for_alarm else ""
+        return f"num_examples={self.num_examples}, num_classes={self.num_classes}, lam={self.lam}, beta={self.beta}{wait}"
 
 
 def check_batch(logits: torch.Tensor, labels: torch.Tensor, index: torch.Tensor, num_examples: int,

@@ -19,7 +19,7 @@ from .elr import ELRLoss
 _BUILDERS: dict[type, Callable[..., nn.Module]] = {
     C.CELossConfig: lambda cfg, n, c: CELoss(),
     C.GCELossConfig: lambda cfg, n, c: GCELoss(q=cfg.q),
-    C.ELRLossConfig: lambda cfg, n, c: ELRLoss(n, c, lam=cfg.lam, beta=cfg.beta),
+    C.ELRLossConfig: lambda cfg, n, c: ELRLoss(n, c, lam=cfg.lam, beta=cfg.beta, wait_for_alarm=cfg.start == "alarm"),
     C.SCELossConfig: lambda cfg, n, c: SCELoss(c, alpha=cfg.alpha, beta=cfg.beta),
     C.BootstrapLossConfig: lambda cfg, n, c: BootstrapLoss(beta=cfg.beta),
 }

@@ -177,6 +177,16 @@ class Method(ABC):
         """Write the method's own files into the run folder ``out`` at the end; returns them."""
         return []
 
+    def on_memorization_alarm(self) -> list[str]:
+        """Called once when the engine's memorization alarm sounds (and again when a run resumes
+        after it): losses that wait for it (ELR with ``start: alarm``) switch on. Returns their names."""
+        started = []
+        for name, loss in self.losses.items():
+            if getattr(loss, "waits_for_alarm", False):
+                loss.start()
+                started.append(name)
+        return started
+
     # -- shared mechanics
     def end_epoch(self, epoch: int) -> None:
         for sched in self.schedulers.values():

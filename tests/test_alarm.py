@@ -1,0 +1,65 @@
+"""The memorization alarm (no clean labels needed) and what it switches: the history detector's
+freeze and ELR with ``start: alarm``, the own-data recipe."""
+import numpy as np
+import pytest
+
+from helpers import full_and_resumed
+from noisylab.engine import train
+from test_engine import numbers, tiny_config
+
+# an over-parameterized MLP on 40% symmetric noise, no weight decay: CE memorizes within 15 epochs
+MEMORIZING = {"train.epochs": 20, "model.options.hidden": [256, 256], "optim.lr": 0.05, "optim.weight_decay": 0.0,
+              "schedule": {"name": "cosine"}}
+
+
+def test_alarm_rises_with_true_memorization_and_freezes_the_history(tmp_path, caplog):
+    res = train(tiny_config(tmp_path, **{**MEMORIZING, "method.loss.name": "ce"}))
+    rows = [r for r in res.history if r["num_suspected"] > 0]
+    fit = np.array([r["suspect_fit"] for r in rows])
+    memorized = np.array([r["memorized"] for r in rows])  # truth known here: the share of wrong labels fitted
+    assert memorized[-1] > memorized[0] + 0.4  # this run does memorize...
+    assert np.corrcoef(fit, memorized)[0, 1] > 0.9  # ...and the alarm's reading follows it without the truth
+    alarm = [r["epoch"] for r in res.history if r["alarm"]]
+    assert alarm and alarm == list(range(alarm[0], 20))  # sounds once, stays on
+    at = res.history[alarm[0]]
+    assert at["memorized"] < 0.75 and any("memorization alarm" in m for m in caplog.messages)
+    assert res.summary["alarm"]["warned_epoch"] == alarm[0]
+    # the history stopped at the alarm: it still flags wrong labels the final model has memorized
+    final_pred_flags = np.load(res.run_dir / "predictions.npz")["pred_probs"]
+    given = np.load(res.run_dir / "predictions.npz")["given_label"]
+    assert (final_pred_flags.argmax(1) != given).mean() < 0.1 < res.summary["detect"]["num_flagged"] / len(given)
+    assert res.summary["detect"]["recall"] > 0.5
+
+
+def test_a_healthy_run_raises_no_alarm(tmp_path):
+    res = train(tiny_config(tmp_path, **{"noise.kind": "none", "method.loss.name": "ce", "train.epochs": 6}))
+    assert not any(r["alarm"] for r in res.history) and res.summary["alarm"]["warned_epoch"] is None
+
+
+def test_elr_waits_for_the_alarm_then_regularizes_and_resumes_exactly(tmp_path):
+    cfg = tiny_config(tmp_path, **{**MEMORIZING, "method.loss.name": "elr", "method.loss.start": "alarm"})
+    full, resumed = full_and_resumed(cfg, tmp_path, stop_after_epoch=12)  # cut after the alarm sounded
+    alarm = next(r["epoch"] for r in full.history if r["alarm"])
+    assert alarm < 12
+    assert all(r["train_elr"] == 0.0 for r in full.history[: alarm + 1])  # plain CE until the alarm...
+    assert all(r["train_elr"] < 0.0 for r in full.history[alarm + 1:])  # ...ELR from the next epoch
+    assert numbers(resumed.history) == numbers(full.history)  # the switch survives a resume
+    ce = train(tiny_config(tmp_path, **{**MEMORIZING, "method.loss.name": "ce", "name": "ce"}))
+    assert full.history[-1]["memorized"] < ce.history[-1]["memorized"]
+
+
+def test_start_is_an_elr_setting_only(tmp_path):
+    from noisylab.config import ConfigError
+
+    with pytest.raises(ConfigError, match="start"):
+        tiny_config(tmp_path, **{"method.loss.name": "gce", "method.loss.start": "alarm"})
+
+
+def test_a_run_that_learned_nothing_says_so(tmp_path, caplog):
+    lost = train(tiny_config(tmp_path, **{"optim.lr": 1e-9, "train.epochs": 1, "data.val_fraction": 0.2,
+                                          "method.loss.name": "ce", "name": "lost"}))
+    assert lost.summary["learned_nothing"] is True
+    assert any("learned nothing" in m for m in caplog.messages)
+    learned = train(tiny_config(tmp_path, **{"noise.kind": "none", "train.epochs": 6, "data.val_fraction": 0.2,
+                                             "method.loss.name": "ce", "name": "learned"}))
+    assert learned.summary["learned_nothing"] is False
