@@ -264,8 +264,8 @@ def add_detect_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pred-probs", dest="pred_probs",
                    help="[N, C] probabilities (.npy; e.g. a cv run's pred_probs.npy) instead of a run")
     p.add_argument("--method", default="history", choices=list(DETECTORS), help="for a run: the detector")
-    p.add_argument("--filter-by", dest="filter_by", default="predicted_neq_given", choices=FILTERS,
-                   help="how probabilities become flags (the confident-learning ones need cleanlab)")
+    p.add_argument("--filter-by", dest="filter_by", default="auto", choices=FILTERS,
+                   help="how probabilities become flags (auto: prune_by_class with cleanlab, else predicted_neq_given)")
     p.add_argument("--threshold", type=_probability, default=0.5, help="for low_self_confidence (0 to 1)")
     p.add_argument("--rank-by", dest="rank_by", default="self_confidence", choices=SCORES,
                    help="with --labels/--pred-probs: the quality score")
@@ -307,13 +307,16 @@ def cmd_detect(args: argparse.Namespace) -> int:
     probs = _load_array(args.pred_probs, "pred_probs")
     if args.output is None:
         raise ConfigError("with --labels/--pred-probs give -o OUTPUT.csv")
+    from .detect.scores import resolve_filter
+
+    filter_by = resolve_filter(args.filter_by)
     try:
-        flagged = find_label_issues(given, probs, filter_by=args.filter_by, threshold=args.threshold)
+        flagged = find_label_issues(given, probs, filter_by=filter_by, threshold=args.threshold)
         quality = label_quality_scores(given, probs, args.rank_by)
     except (ValueError, ImportError) as err:
         raise ConfigError(str(err)) from None
     rows = write_label_issues_csv(args.output, given, probs, flagged, quality, only_flagged=args.only_flagged)
-    print(f"{int(flagged.sum())} of {len(given)} labels flagged ({args.filter_by}); {rows} rows -> {args.output}")
+    print(f"{int(flagged.sum())} of {len(given)} labels flagged ({filter_by}); {rows} rows -> {args.output}")
     return 0
 
 
@@ -340,7 +343,7 @@ def _detect_run(args: argparse.Namespace) -> int:
                                   true_labels=truth, class_names=names, only_flagged=args.only_flagged,
                                   paths=arrays["example_path"].tolist() if "example_path" in arrays else None,
                                   in_training=ev.in_training)
-    print(f"{int(found.flagged.sum())} of {len(ev.given)} labels flagged ({args.method}, {args.filter_by}); "
+    print(f"{int(found.flagged.sum())} of {len(ev.given)} labels flagged ({args.method}, {found.filter_by}); "
           f"{rows} rows -> {out}")
     s = detection_summary(found, ev.given, truth, ev.num_classes)
     print(f"estimated noise rate {s['noise_rate_estimate']:.3f}")
@@ -467,6 +470,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.raiseExceptions = False  # a log line that cannot be written (disk full) must not print a traceback
     if hasattr(signal, "SIGXFSZ"):
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a file-size limit fails the write (EFBIG), not the process
+    if hasattr(signal, "SIGPIPE") and args.command in ("detect", "report", "noise"):
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `noisylab detect RUN | head` ends quietly, as Unix tools do
     try:
         return int(args.func(args) or 0)
     except _user_errors() as err:

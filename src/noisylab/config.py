@@ -276,8 +276,8 @@ class DetectConfig(_Strict):
     """How the run flags suspected wrong labels at the end (noisylab.detect)."""
 
     method: str = Field("history", description="the detector: history, ensemble, targets, agreement, knn, predictions")
-    filter_by: str = Field("predicted_neq_given", description="how the detector's probabilities become flags "
-                                                              "(confident-learning filters need cleanlab)")
+    filter_by: str = Field("auto", description="how the detector's probabilities become flags: auto = prune_by_class "
+                                               "with cleanlab installed, else predicted_neq_given")
     threshold: float = Field(0.5, ge=0.0, le=1.0, description="for low_self_confidence")
 
     @model_validator(mode="before")

@@ -787,13 +787,15 @@ def write_cross_validated_outputs(cfg: Config, data: PreparedData, parent: Path,
                                   wall_time_s: float) -> dict[str, Any]:
     """``pred_probs.npy``, ``labels.npy``, ``label_issues.csv`` and ``summary.json`` of a cross-validation."""
     from .detect import Detection, find_label_issues, label_quality_scores
+    from .detect.scores import resolve_filter
 
     given = data.given
     atomic_write(parent / "pred_probs.npy", lambda tmp: np.save(tmp, pred_probs))
     atomic_write(parent / "labels.npy", lambda tmp: np.save(tmp, given))
-    flagged = find_label_issues(given, pred_probs, filter_by=cfg.detect.filter_by, threshold=cfg.detect.threshold)
+    filter_by = resolve_filter(cfg.detect.filter_by)
+    flagged = find_label_issues(given, pred_probs, filter_by=filter_by, threshold=cfg.detect.threshold)
     quality = label_quality_scores(given, pred_probs, "self_confidence")
-    found = Detection("cross_validated", cfg.detect.filter_by, pred_probs, quality, flagged, pred_probs.argmax(axis=1))
+    found = Detection("cross_validated", filter_by, pred_probs, quality, flagged, pred_probs.argmax(axis=1))
     truth = data.bundle.train_labels if data.truth_known else None
     paths = example_paths(data.bundle, "train")
     write_label_issues_csv(parent / "label_issues.csv", given, pred_probs, flagged, quality, true_labels=truth,
@@ -803,7 +805,7 @@ def write_cross_validated_outputs(cfg: Config, data: PreparedData, parent: Path,
                "wall_time_s": wall_time_s}
     write_json(parent / "summary.json", summary)
     log.info("cross-validation done: %d suspected wrong labels (%s) -> %s; out-of-sample probabilities -> %s",
-             int(flagged.sum()), cfg.detect.filter_by, parent / "label_issues.csv", parent / "pred_probs.npy")
+             int(flagged.sum()), filter_by, parent / "label_issues.csv", parent / "pred_probs.npy")
     return summary
 
 

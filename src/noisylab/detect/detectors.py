@@ -168,12 +168,13 @@ class Detection:
         return rows[np.argsort(self.quality[rows], kind="stable")]
 
 
-def detect_label_issues(ev: Evidence, method: str = "history", filter_by: str = "predicted_neq_given",
+def detect_label_issues(ev: Evidence, method: str = "history", filter_by: str = "auto",
                         threshold: float = 0.5) -> Detection:
     """Run detector ``method`` on ``ev`` and flag with ``filter_by`` (see :func:`find_label_issues`)."""
-    from .scores import find_label_issues
+    from .scores import find_label_issues, resolve_filter
 
     probs = run_detector(method, ev)
     quality = probs[np.arange(len(ev.given)), ev.given]
+    filter_by = resolve_filter(filter_by)
     flagged = find_label_issues(ev.given, probs, filter_by=filter_by, threshold=threshold)
     return Detection(method, filter_by, probs, quality, flagged, probs.argmax(axis=1))

@@ -14,9 +14,10 @@ SCORES = ("self_confidence", "normalized_margin")
 """Label quality scores of :func:`label_quality_scores` (cleanlab's formulas; the one list)."""
 CORE_FILTERS = ("predicted_neq_given", "low_self_confidence")
 CLEANLAB_FILTERS = ("prune_by_noise_rate", "prune_by_class", "both", "confident_learning", "low_normalized_margin")
-FILTERS = CORE_FILTERS + CLEANLAB_FILTERS
+FILTERS = ("auto",) + CORE_FILTERS + CLEANLAB_FILTERS
 """Filters of :func:`find_label_issues` (the one list of their names); the last five are
-``cleanlab.filter.find_label_issues``'s ``filter_by`` choices and need cleanlab."""
+``cleanlab.filter.find_label_issues``'s ``filter_by`` choices and need cleanlab; ``auto`` is
+``prune_by_class`` when cleanlab is installed, else ``predicted_neq_given``."""
 CLEANLAB_MISSING = "needs the cleanlab package: pip install 'noisylab[detect]' (or pip install cleanlab)"
 
 
@@ -70,6 +71,19 @@ def import_cleanlab_filter():
     return cleanlab.filter
 
 
+def resolve_filter(filter_by: str) -> str:
+    """``auto`` -> ``prune_by_class`` with cleanlab installed (per class, the examples least likely to
+    belong to their given class, as many as the confident joint estimates: the count adapts to the
+    noise rate), else ``predicted_neq_given``; any other name as it is."""
+    if filter_by != "auto":
+        return filter_by
+    try:
+        import_cleanlab_filter()
+    except ImportError:
+        return "predicted_neq_given"
+    return "prune_by_class"
+
+
 def find_label_issues(labels, pred_probs, *, filter_by: str = "predicted_neq_given", threshold: float = 0.5,
                       return_indices_ranked_by: str | None = None) -> np.ndarray:
     """Flag examples whose given label is likely wrong.
@@ -79,8 +93,9 @@ def find_label_issues(labels, pred_probs, *, filter_by: str = "predicted_neq_giv
         pred_probs: ``[N, C]`` predicted probabilities (out-of-sample for confident learning), or
             any detector's estimate of the true-label distribution (rows are normalised).
         filter_by: ``predicted_neq_given`` (argmax differs from the label: ELR's rule),
-            ``low_self_confidence`` (``p[y] < threshold``), or one of cleanlab's filters
-            (:data:`CLEANLAB_FILTERS`; needs cleanlab, which also takes care of the threshold).
+            ``low_self_confidence`` (``p[y] < threshold``), one of cleanlab's filters
+            (:data:`CLEANLAB_FILTERS`; needs cleanlab, which also takes care of the threshold),
+            or ``auto`` (:func:`resolve_filter`).
         return_indices_ranked_by: if given, the flagged indices sorted from most to least
             suspicious by this score (:data:`SCORES`) instead of a mask.
 
@@ -88,12 +103,16 @@ def find_label_issues(labels, pred_probs, *, filter_by: str = "predicted_neq_giv
         ``bool [N]`` mask, or ``int64 [K]`` ranked indices.
     """
     labels, p = check_labels_probs(labels, pred_probs)
+    filter_by = resolve_filter(filter_by)
     if filter_by == "predicted_neq_given":
         mask = p.argmax(axis=1) != labels
     elif filter_by == "low_self_confidence":
         mask = p[np.arange(len(labels)), labels] < threshold
     elif filter_by in CLEANLAB_FILTERS:
-        mask = import_cleanlab_filter().find_label_issues(labels, p, filter_by=filter_by)
+        try:
+            mask = import_cleanlab_filter().find_label_issues(labels, p, filter_by=filter_by, n_jobs=1)
+        except (ValueError, IndexError) as err:  # e.g. a class with too few examples
+            raise ValueError(f"cleanlab's {filter_by} filter failed ({err}); use filter_by=predicted_neq_given") from None
     else:
         raise ValueError(f"unknown filter_by '{filter_by}' (valid: {', '.join(FILTERS)})")
     mask = np.asarray(mask, dtype=bool)
