@@ -58,13 +58,21 @@ def base_config(args: argparse.Namespace, label_set: str, name: str, out: Path) 
     }
 
 
-def timed_train(cfg: dict):
+def timed_train(cfg: dict, reuse: bool = False):
+    """``(run folder, summary, wall seconds)``; with ``reuse``, a finished run of the same name in the
+    output folder is read instead of trained again (its summary.json holds its wall time)."""
+    import json
+
     from noisylab.config import build_config
     from noisylab.engine import train
 
+    folder = Path(cfg["output_dir"]) / cfg["name"]
+    if reuse and (folder / "summary.json").is_file():
+        summary = json.loads((folder / "summary.json").read_text())
+        return folder, summary, summary["wall_time_s"]
     t0 = time.time()
     res = train(build_config(cfg))
-    return res, time.time() - t0
+    return res.run_dir, res.summary, time.time() - t0
 
 
 def metrics_row(label_set: str, detector: str, source: str, flagged, quality, is_noisy, wall: float) -> dict:
@@ -85,21 +93,22 @@ def noisylab_rows(args, label_set: str, out: Path) -> list[dict]:
         cfg = base_config(args, label_set, f"{label_set}_{loss}", out)
         if loss == "elr":
             cfg["method"]["loss"] = {"name": "elr", "lam": 3.0, "beta": 0.7}
-        res, wall = timed_train(cfg)
-        arrays, ev = read_evidence(res.run_dir / "predictions.npz")
+        run_dir, s, wall = timed_train(cfg, args.reuse)
+        arrays, ev = read_evidence(run_dir / "predictions.npz")
         is_noisy = ev.given != arrays["true_label"]
-        s = res.summary
         print(f"  {loss} run: {wall:.0f} s, test top-1 {s['test_top1_last']:.4f}, memorized "
               f"{s['memorization_last']['noisy_memorized']:.3f} of the wrong labels at the end, memorization alarm "
               f"at epoch {'-' if s['alarm']['warned_epoch'] is None else s['alarm']['warned_epoch'] + 1}", flush=True)
         for name in DETECTORS:
-            try:
-                t0 = time.time()
-                found = detect_label_issues(ev, name)
-                extra = time.time() - t0
-            except DetectorUnavailable:
-                continue
-            rows.append(metrics_row(label_set, name, f"{loss} run", found.flagged, found.quality, is_noisy, wall + extra))
+            for filter_by in ("auto", "predicted_neq_given"):
+                try:
+                    t0 = time.time()
+                    found = detect_label_issues(ev, name, filter_by)
+                    extra = time.time() - t0
+                except DetectorUnavailable:
+                    continue
+                rows.append(metrics_row(label_set, f"{name} ({found.filter_by})", f"{loss} run", found.flagged,
+                                        found.quality, is_noisy, wall + extra))
     return rows
 
 
@@ -111,10 +120,10 @@ def cleanlab_rows(args, label_set: str, out: Path) -> list[dict]:
 
     cfg = base_config(args, label_set, f"{label_set}_cv{args.folds}", out)
     cfg["cv"] = {"folds": args.folds}
-    res, wall = timed_train(cfg)
-    probs = np.load(res.run_dir / "pred_probs.npy")
-    given = np.load(res.run_dir / "labels.npy")
-    with np.load(res.run_dir / "fold_0" / "predictions.npz") as z:
+    run_dir, _, wall = timed_train(cfg, args.reuse)
+    probs = np.load(run_dir / "pred_probs.npy")
+    given = np.load(run_dir / "labels.npy")
+    with np.load(run_dir / "fold_0" / "predictions.npz") as z:
         order = np.argsort(z["index"])
         true = z["true_label"][order]
     is_noisy = given != true
@@ -123,7 +132,7 @@ def cleanlab_rows(args, label_set: str, out: Path) -> list[dict]:
     rows = []
     for fb in FILTERS:
         t0 = time.time()
-        flagged = cleanlab.filter.find_label_issues(given, probs, filter_by=fb)
+        flagged = cleanlab.filter.find_label_issues(given, probs, filter_by=fb, n_jobs=1)
         rows.append(metrics_row(label_set, f"cleanlab {fb}", f"{args.folds}-fold CV", flagged, quality, is_noisy,
                                 wall + time.time() - t0))
     return rows
@@ -148,6 +157,8 @@ def main() -> None:
     p.add_argument("--regime", choices=list(REGIMES), default="realistic",
                    help="realistic: crop+flip, weight decay 5e-4; memorization: neither (CE memorizes)")
     p.add_argument("--out", default="runs/bench_detection")
+    p.add_argument("--reuse", metavar="DIR", help="tabulate the finished runs in DIR (an earlier --out/<time> "
+                                                   "folder) instead of training them again; missing ones are trained")
     args = p.parse_args()
 
     import torch
@@ -155,7 +166,7 @@ def main() -> None:
     from noisylab.report.summary import format_table
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
-    out = Path(args.out) / time.strftime("%Y%m%d-%H%M%S")
+    out = Path(args.reuse) if args.reuse else Path(args.out) / time.strftime("%Y%m%d-%H%M%S")
     rows = []
     for label_set in args.label_sets:
         print(f"{label_set}:", flush=True)
