@@ -620,15 +620,19 @@ ALARM_RISE = 0.2
 def memorization_alarm(run: Run, epoch: int) -> dict[str, Any]:
     """``suspect_fit`` and ``num_suspected`` of the epoch (:meth:`TrainingDynamics.suspect_fit`),
     and ``alarm`` = 1 from the epoch ``suspect_fit`` has risen :data:`ALARM_RISE` (and three
-    standard errors of its sampling noise) above its lowest value: the model has started to fit
-    the labels it doubted. Warned about once in the log; the history detector stops there."""
+    standard errors of its sampling noise) above its lowest value since the second epoch: the model
+    has started to fit the labels it doubted. Warned about once in the log; the history detector
+    stops there."""
     fit, size = run.dynamics.suspect_fit(run.data.given, run.data.train_idx)
-    previous = [r["suspect_fit"] for r in run.history if r.get("suspect_fit", float("nan")) == r.get("suspect_fit")]
-    low = min(previous + [fit]) if fit == fit else min(previous, default=float("nan"))
+    # the first epoch reads 0 by construction (its suspects are its own disagreements): the baseline
+    # is the lowest reading from the second epoch on, so that rising from 0 (plain learning) is no alarm
+    readable = epoch >= 1 and fit == fit
+    readings = [v for r in run.history if r["epoch"] >= 1 for v in [r.get("suspect_fit", float("nan"))] if v == v]
+    low = min(readings + ([fit] if readable else []), default=float("nan"))
     already = any(r.get("alarm") for r in run.history)
     # the rise must also stand out from the sampling noise of a small suspected set (3 standard errors)
-    rise_needed = max(ALARM_RISE, 3.0 * float(np.sqrt(fit * (1.0 - fit) / max(size, 1)))) if fit == fit else 1.0
-    sounding = already or (fit == fit and fit - low >= rise_needed)
+    rise_needed = max(ALARM_RISE, 3.0 * float(np.sqrt(fit * (1.0 - fit) / max(size, 1)))) if readable else 1.0
+    sounding = already or (readable and fit - low >= rise_needed)
     if sounding and not already:
         run.dynamics.freeze()  # the history detector keeps what the model thought before memorizing
         if run.method.on_memorization_alarm() and run.dist.is_main:
