@@ -443,15 +443,9 @@ def plot_transition_matrix(noisy_labels: NoisyLabels, path: str | Path, *, title
     ax.set_xlabel("noisy label")
     ax.set_ylabel("true class")
     if C <= _MAX_PRINTED_CLASSES:
-        names = noisy_labels.class_names or [str(c) for c in range(C)]
-        ax.set_xticks(range(C), names, rotation=90)
-        ax.set_yticks(range(C), names)
-        for i in range(C):
-            for j in range(C):
-                if P[i, j] > 0:
-                    text = f"{100 * P[i, j]:.0f}" if P[i, j] >= 0.005 else "<1"
-                    ax.text(j, i, text, ha="center", va="center", fontsize=7,
-                            color="black" if P[i, j] > 0.6 else "white")
+        from ..report.plots import annotate_matrix
+
+        annotate_matrix(ax, P, noisy_labels.class_names or [str(c) for c in range(C)])
     rate = "" if noisy_labels.rate is None else f" {noisy_labels.rate:g}"
     ax.set_title(title or f"{noisy_labels.kind}{rate}: actual rate {noisy_labels.actual_rate:.3f}")
     fig.tight_layout()

@@ -439,15 +439,9 @@ def draw_heatmap(fig, ax, matrix: np.ndarray, title: str, names: list[str]) -> N
     ax.set_title(title, fontsize=10)
     ax.set(xlabel="given label", ylabel="true class")
     if c <= MAX_ANNOTATED_CLASSES:
-        labels = names if len(names) == c else [str(k) for k in range(c)]
-        ax.set_xticks(range(c), labels, rotation=90, fontsize=8)
-        ax.set_yticks(range(c), labels, fontsize=8)
-        for i in range(c):
-            for j in range(c):
-                if matrix[i, j] > 0:
-                    text = f"{100 * matrix[i, j]:.0f}" if matrix[i, j] >= 0.005 else "<1"
-                    ax.text(j, i, text, ha="center", va="center", fontsize=7,
-                            color="black" if matrix[i, j] > 0.6 else "white")
+        from .plots import annotate_matrix
+
+        annotate_matrix(ax, matrix, names if len(names) == c else [str(k) for k in range(c)])
 
 
 def transition_section(run: RunFiles) -> str:

@@ -84,3 +84,17 @@ def plot_memorization(curves: dict[str, dict[str, np.ndarray]], path: str | Path
     path = Path(path)
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110))
     return path
+
+
+def annotate_matrix(ax, matrix: np.ndarray, labels: list[str]) -> None:
+    """Class names on both axes and each non-zero cell's value in % (``<1`` below 0.5%) of a
+    heatmap of ``matrix [C, C]`` (rows: true class, columns: given label)."""
+    c = len(matrix)
+    ax.set_xticks(range(c), labels, rotation=90, fontsize=8)
+    ax.set_yticks(range(c), labels, fontsize=8)
+    for i in range(c):
+        for j in range(c):
+            if matrix[i, j] > 0:
+                text = f"{100 * matrix[i, j]:.0f}" if matrix[i, j] >= 0.005 else "<1"
+                ax.text(j, i, text, ha="center", va="center", fontsize=7,
+                        color="black" if matrix[i, j] > 0.6 else "white")
