@@ -30,7 +30,7 @@ def test_defaults_validate_and_overrides_are_typed():
     (["method.name=repreg", "method.tau=0"], "config key 'method.tau': Input should be greater than 0"),
     (["method.loss.name=gce", "method.loss.lam=2"], "unknown config key 'method.loss.lam' (valid keys here: name, q)"),
     (["data.augment=weak"], "unknown augmentation 'weak' (valid: auto, none, crop, crop_flip, simclr)"),
-    (["detect.filter_by=magic"], "unknown filter 'magic' (valid: predicted_neq_given,"),
+    (["detect.filter_by=magic"], "unknown filter 'magic' (valid: auto, predicted_neq_given,"),
     (["method.name=repreg", "method.ce_warmup_epochs=5", "method.reg_start_epoch=2"], "must not come before"),
     (["noise.kind=gaussian"], "unknown noise kind 'gaussian' (valid:"),
     (["train.epochs=abc"], "train.epochs"),
