@@ -47,6 +47,7 @@ from .methods.base import Batch, EvalData
 from .noise import NoiseError, NoisyLabels, down_sample, make_noisy_labels, split_per_class
 from .report.memorization import MEMO_COLUMNS, memorization_fractions
 from .run_folder import (
+    DAMAGED_NPZ_ERRORS,
     attach_file_log,
     detach_file_log,
     epoch_log_line,
@@ -381,12 +382,10 @@ def has_checkpoint(folder: Path) -> bool:
 
 def read_split(path: Path) -> np.ndarray:
     """The training indices of a run's ``split.npz``; one line when the file is damaged."""
-    import zipfile
-
     try:
         with np.load(path, allow_pickle=False) as z:
             return np.asarray(z["train_idx"], dtype=np.int64)
-    except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile, NotImplementedError):
+    except (KeyError, ValueError, *DAMAGED_NPZ_ERRORS):
         raise ConfigError(f"'{path}' is damaged; restore it or start the run again") from None
 
 

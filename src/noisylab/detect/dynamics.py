@@ -46,6 +46,7 @@ class TrainingDynamics:
         self.ema = torch.zeros(num_examples, num_classes, device=device)
         self.ema_weight = torch.zeros(num_examples, device=device)
         self.frozen = torch.zeros((), dtype=torch.bool, device=device)
+        self._frozen = False  # its host copy: reading the tensor every step would sync a GPU
 
     @torch.no_grad()
     def record_logits(self, logits: torch.Tensor, index: torch.Tensor, gather: bool = True) -> None:
@@ -66,7 +67,7 @@ class TrainingDynamics:
         self.prob_sum.index_add_(0, index, probs)
         self.count.index_add_(0, index, torch.ones_like(index))
         self.last_pred[index] = probs.argmax(dim=1)
-        if not bool(self.frozen):
+        if not self._frozen:
             d = HISTORY_DECAY
             self.ema[index] = d * self.ema[index] + (1 - d) * probs
             self.ema_weight[index] = d * self.ema_weight[index] + (1 - d)
@@ -74,6 +75,7 @@ class TrainingDynamics:
     def freeze(self) -> None:
         """Stop updating the moving average (the history detector's input) from now on."""
         self.frozen.fill_(True)
+        self._frozen = True
 
     def mean_probs(self) -> np.ndarray:
         """``float64 [N, C]``: the mean of all records (uniform where nothing was recorded)."""
@@ -105,6 +107,7 @@ class TrainingDynamics:
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         for k, v in state.items():
             getattr(self, k).copy_(v)
+        self._frozen = bool(self.frozen)
 
 
 def _ratio(total: torch.Tensor, weight: torch.Tensor) -> np.ndarray:

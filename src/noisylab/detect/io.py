@@ -93,9 +93,7 @@ def read_evidence(path: str | Path):
     """``(arrays, Evidence)`` from a run's ``predictions.npz`` (``arrays``: every array by name, see
     :func:`evidence_arrays`); ValueError with one line when the file is damaged, incomplete, or from
     an older noisylab."""
-    import zipfile
-    import zlib
-
+    from ..run_folder import DAMAGED_NPZ_ERRORS
     from .detectors import Evidence
 
     try:
@@ -105,7 +103,7 @@ def read_evidence(path: str | Path):
                 raise ValueError(f"'{path}' lacks {', '.join(missing)}: it was not written by this version of "
                                  "noisylab; train the run again")
             a = {k: z[k] for k in z.files}
-    except (zipfile.BadZipFile, zlib.error, OSError, EOFError, NotImplementedError) as err:  # damaged bytes
+    except DAMAGED_NPZ_ERRORS as err:
         raise ValueError(f"'{path}' is damaged ({type(err).__name__}); train the run again or restore the file") from None
     n = len(a["index"])
     shaped = [a["given_label"].shape == (n,), a["in_training"].shape == (n,), a["pred_probs"].ndim == 2]
