@@ -80,12 +80,6 @@ def random_encoder_knn(args: argparse.Namespace, out: Path) -> float:
         return method.evaluate(EvalData(train_b, {"noisy_val": (val_b, data.given[data.val_idx])}))["knn_top1"]
 
 
-def table(header: list[str], rows: list[list]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
-    return "\n".join(lines)
-
-
 def write_csv(path: Path, header: list[str], rows: list[list]) -> None:
     with path.open("w", newline="") as fh:
         w = csv.writer(fh)
@@ -94,6 +88,8 @@ def write_csv(path: Path, header: list[str], rows: list[list]) -> None:
 
 
 def main() -> None:
+    from noisylab.report.summary import markdown_table
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "data"), help="folder of cifar10_jpeg.npz")
     p.add_argument("--train-size", type=int, default=10000)
@@ -122,7 +118,7 @@ def main() -> None:
         header = ["SimCLR", "NT-Xent loss", "kNN top-1 % (held-out)", "s/epoch"]
         print(f"\n## SimCLR pre-training, {args.train_size} CIFAR-10 images (10% held out), cnn_small width "
               f"{args.width}, {args.pretrain_epochs} epochs, {wall:.0f} s wall\n")
-        print(table(header, rows), flush=True)
+        print(markdown_table(header, rows), flush=True)
         write_csv(out / "simclr.csv", header, rows)
 
     # ---- 2. noisy labels
@@ -150,7 +146,7 @@ def main() -> None:
             print(" | ".join(rows[-1]), flush=True)
         noise = res.summary["noise"]
         print(f"\n## {noise}, {args.epochs} epochs each\n")
-        print(table(header, rows), flush=True)
+        print(markdown_table(header, rows), flush=True)
         all_rows += rows
     write_csv(out / "noisy.csv", header, all_rows)
     (out / "settings.json").write_text(json.dumps(vars(args), indent=2))

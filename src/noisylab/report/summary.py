@@ -16,6 +16,12 @@ def format_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join([line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)])
 
 
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    """The same table as GitHub markdown (benchmarks print these for the README)."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows])
+
+
 def read_summary(run: Path) -> dict[str, Any]:
     """A run's ``summary.json``; one ConfigError line when it is missing or damaged."""
     from ..config import ConfigError
