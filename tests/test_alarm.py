@@ -29,11 +29,13 @@ def test_alarm_rises_with_true_memorization_and_freezes_the_history(tmp_path, ca
     given = np.load(res.run_dir / "predictions.npz")["given_label"]
     assert (final_pred_flags.argmax(1) != given).mean() < 0.1 < res.summary["detect"]["num_flagged"] / len(given)
     assert res.summary["detect"]["recall"] > 0.5
+    assert np.load(res.run_dir / "predictions.npz")["history_frozen"]  # so the detector leaves the final model out
 
 
 def test_a_healthy_run_raises_no_alarm(tmp_path):
     res = train(tiny_config(tmp_path, **{"noise.kind": "none", "method.loss.name": "ce", "train.epochs": 6}))
     assert not any(r["alarm"] for r in res.history) and res.summary["alarm"]["warned_epoch"] is None
+    assert not np.load(res.run_dir / "predictions.npz")["history_frozen"]
 
 
 def test_elr_waits_for_the_alarm_then_regularizes_and_resumes_exactly(tmp_path):

@@ -387,7 +387,8 @@ def synthetic_evidence(seed=0, memorized=0.5):
 
     history, targets and both networks: probabilities around the true class, with some mass on the
     given label; predictions: the same but a share ``memorized`` of the wrong labels fitted (centred
-    on the given label); knn: the vote of neighbours in Gaussian blobs around each true class."""
+    on the given label), so the run's memorization alarm has stopped the history (``history_frozen``);
+    knn: the vote of neighbours in Gaussian blobs around each true class."""
     rng = np.random.default_rng(seed)
     true = rng.integers(0, C, N)
     noisy = rng.random(N) < 0.3
@@ -400,7 +401,7 @@ def synthetic_evidence(seed=0, memorized=0.5):
                   in_training=rng.random(N) < 0.8,
                   targets=0.7 * peaked(rng, true, given, C),  # ELR targets sum to 1 - beta^k
                   networks=(peaked(rng, true, given, C), peaked(rng, true, given, C)),
-                  knn=knn_vote(features, given, C))
+                  knn=knn_vote(features, given, C), history_frozen=True)
     return true, ev
 
 
@@ -409,7 +410,8 @@ def shuffled(ev, seed=5):
     perm = np.random.default_rng(seed).permutation(len(ev.given))
     return Evidence(given=ev.given, history=ev.history[perm], predictions=ev.predictions[perm],
                     in_training=ev.in_training, targets=ev.targets[perm],
-                    networks=(ev.networks[0][perm], ev.networks[1][perm]), knn=ev.knn[perm])
+                    networks=(ev.networks[0][perm], ev.networks[1][perm]), knn=ev.knn[perm],
+                    history_frozen=ev.history_frozen)
 
 
 @pytest.fixture(scope="module")
@@ -470,7 +472,11 @@ def test_detector_formulas(evidence):
     tr = ev.in_training
     hist = ev.history / ev.history.sum(1, keepdims=True)
     targ = ev.targets / ev.targets.sum(1, keepdims=True)
-    np.testing.assert_allclose(run_detector("history", ev), hist)
+    pred = ev.predictions / ev.predictions.sum(1, keepdims=True)
+    np.testing.assert_allclose(run_detector("history", ev), hist)  # the alarm sounded: the history alone
+    # no alarm: the final model has not memorized, and joins the history with equal weight
+    unfrozen = Evidence(**{**ev.__dict__, "history_frozen": False})
+    np.testing.assert_allclose(run_detector("history", unfrozen), (hist + pred) / 2)
     np.testing.assert_allclose(run_detector("predictions", ev), ev.predictions / ev.predictions.sum(1, keepdims=True))
     np.testing.assert_allclose(run_detector("knn", ev), ev.knn)
     # targets: trained rows from the (normalised) targets, held-out rows from the history
@@ -486,9 +492,9 @@ def test_detector_formulas(evidence):
     # ensemble: the mean of history, targets (held-out rows: history) and kNN
     t_rows = np.where(tr[:, None], targ, hist)
     np.testing.assert_allclose(run_detector("ensemble", ev), (hist + t_rows + ev.knn) / 3)
-    # without targets and kNN the ensemble is the history alone
+    # without targets and kNN the ensemble is the history detector alone
     bare = Evidence(given=ev.given, history=ev.history, predictions=ev.predictions, in_training=tr)
-    np.testing.assert_allclose(run_detector("ensemble", bare), hist)
+    np.testing.assert_allclose(run_detector("ensemble", bare), (hist + pred) / 2)
     # a held-out row is scored from its history even when its targets say otherwise
     held = np.flatnonzero(~tr)[0]
     changed = Evidence(**{**ev.__dict__, "targets": ev.targets.copy()})
@@ -564,14 +570,16 @@ def test_evidence_file_round_trip(tmp_path, evidence):
     true, full = evidence
     ev = Evidence(given=full.given[:40], history=full.history[:40], predictions=full.predictions[:40],
                   in_training=full.in_training[:40], targets=full.targets[:40],
-                  networks=(full.networks[0][:40], full.networks[1][:40]), knn=full.knn[:40])
+                  networks=(full.networks[0][:40], full.networks[1][:40]), knn=full.knn[:40],
+                  history_frozen=True)
     write_predictions(tmp_path / "p.npz", ev, true_labels=true[:40], class_names=["a", "b", "c", "d"],
                       paths=[f"f{i}" for i in range(40)])
     arrays, back = read_evidence(tmp_path / "p.npz")
     path_keys = [k for k in arrays if k.endswith("path")]  # the example paths (file datasets)
     assert len(path_keys) == 1 and arrays[path_keys[0]].tolist() == [f"f{i}" for i in range(40)]
     assert set(arrays) == {*EVIDENCE_ARRAYS, "targets", "pred_hist1", "pred_hist2", "knn", "true_label",
-                           "class_names", *path_keys}
+                           "class_names", "history_frozen", *path_keys}
+    assert back.history_frozen is True
     assert np.array_equal(arrays["index"], np.arange(10, 50)) and np.array_equal(arrays["true_label"], true[:40])
     assert arrays["class_names"].tolist() == ["a", "b", "c", "d"]
     assert back.given.dtype == np.int64 and np.array_equal(back.given, ev.given)
@@ -585,8 +593,11 @@ def test_evidence_file_round_trip(tmp_path, evidence):
     bare = Evidence(given=ev.given, history=ev.history, predictions=ev.predictions, in_training=ev.in_training)
     write_predictions(tmp_path / "bare.npz", bare)
     arrays, back = read_evidence(tmp_path / "bare.npz")
-    assert set(arrays) == set(EVIDENCE_ARRAYS)
+    assert set(arrays) == {*EVIDENCE_ARRAYS, "history_frozen"} and back.history_frozen is False
     assert back.targets is None and back.networks is None and back.knn is None
+    # a file written before the flag existed reads as "no alarm"
+    save_arrays(tmp_path / "old.npz", **{k: v for k, v in arrays.items() if k != "history_frozen"})
+    assert read_evidence(tmp_path / "old.npz")[1].history_frozen is False
 
 
 def one_line_value_error(path):

@@ -894,7 +894,8 @@ def collect_evidence(run: Run) -> tuple[np.ndarray, Evidence]:
     return scored, Evidence(given=given, history=run.dynamics.history_probs()[scored].astype(np.float32),
                             predictions=predictions, in_training=in_training,
                             targets=state["targets"][scored] if "targets" in state else None, networks=networks,
-                            knn=None if knn is None else knn.astype(np.float32))
+                            knn=None if knn is None else knn.astype(np.float32),
+                            history_frozen=run.dynamics.is_frozen)
 
 
 def _knn_vote_of(run: Run, batch_sets: list[Any], given: np.ndarray) -> np.ndarray | None:

@@ -32,6 +32,8 @@ class Evidence:
         knn: ``[n, C]`` the vote of each example's neighbours in a representation (a
             self-supervised encoder's, or the classifier's penultimate layer; :func:`knn_vote`),
             or None.
+        history_frozen: True when the memorization alarm stopped the history: the final model
+            has started fitting wrong labels, so its predictions are not trusted.
     """
 
     given: np.ndarray
@@ -41,6 +43,7 @@ class Evidence:
     targets: np.ndarray | None = None
     networks: tuple[np.ndarray, np.ndarray] | None = None
     knn: np.ndarray | None = None
+    history_frozen: bool = False
 
     @property
     def num_classes(self) -> int:
@@ -62,8 +65,14 @@ def from_predictions(ev: Evidence) -> np.ndarray:
 
 
 def from_history(ev: Evidence) -> np.ndarray:
-    """The predictions over the epochs before memorization: wrong labels are fitted late, if ever."""
-    return normalize_rows(ev.history)
+    """The predictions over the epochs before memorization: wrong labels are fitted late, if ever.
+
+    When no memorization alarm sounded, the final model has not memorized either, and the mean of
+    the history and its predictions is steadier than both (it averages the noise of the last
+    training steps with the model that learned the most); after an alarm, the history alone."""
+    if ev.history_frozen:
+        return normalize_rows(ev.history)
+    return (normalize_rows(ev.history) + normalize_rows(ev.predictions)) / 2
 
 
 def from_targets(ev: Evidence) -> np.ndarray:

@@ -72,6 +72,11 @@ class TrainingDynamics:
             self.ema[index] = d * self.ema[index] + (1 - d) * probs
             self.ema_weight[index] = d * self.ema_weight[index] + (1 - d)
 
+    @property
+    def is_frozen(self) -> bool:
+        """Whether :meth:`freeze` was called (the memorization alarm sounded)."""
+        return self._frozen
+
     def freeze(self) -> None:
         """Stop updating the moving average (the history detector's input) from now on."""
         self.frozen.fill_(True)

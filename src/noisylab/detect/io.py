@@ -68,7 +68,8 @@ def write_label_issues_csv(
 
 
 EVIDENCE_ARRAYS = ("index", "in_training", "given_label", "pred_probs", "history")
-"""The arrays every ``predictions.npz`` holds (plus ``targets``, ``pred_hist1/2``, ``knn`` when the run has them)."""
+"""The arrays every ``predictions.npz`` holds (plus ``targets``, ``pred_hist1/2``, ``knn`` when the run has
+them, and ``history_frozen``, a 0-d bool; a file without it reads as False)."""
 
 
 def evidence_arrays(ev, index: np.ndarray, true_labels: np.ndarray | None = None,
@@ -79,7 +80,8 @@ def evidence_arrays(ev, index: np.ndarray, true_labels: np.ndarray | None = None
     extra = {"true_label": true_labels, "class_names": class_names, "example_path": paths}
     arrays = {k: np.asarray(v) for k, v in extra.items() if v is not None}
     arrays |= {"index": np.asarray(index), "in_training": ev.in_training, "given_label": ev.given,
-              "pred_probs": ev.predictions.astype(np.float32), "history": ev.history.astype(np.float32)}
+              "pred_probs": ev.predictions.astype(np.float32), "history": ev.history.astype(np.float32),
+              "history_frozen": np.asarray(bool(ev.history_frozen))}
     if ev.targets is not None:
         arrays["targets"] = ev.targets.astype(np.float32)
     if ev.networks is not None:
@@ -109,11 +111,12 @@ def read_evidence(path: str | Path):
     shaped = [a["given_label"].shape == (n,), a["in_training"].shape == (n,), a["pred_probs"].ndim == 2]
     c = a["pred_probs"].shape[1] if a["pred_probs"].ndim == 2 else -1
     shaped += [a[k].shape == (n,) for k in ("true_label", "example_path") if k in a]
+    shaped += [a["history_frozen"].shape == ()] if "history_frozen" in a else []
     shaped += [a[k].shape == (n, c) for k in ("pred_probs", "history", "targets", "pred_hist1", "pred_hist2", "knn") if k in a]
     if not all(shaped):
         raise ValueError(f"'{path}' is damaged (its arrays do not fit together); train the run again")
     networks = (a["pred_hist1"], a["pred_hist2"]) if "pred_hist1" in a and "pred_hist2" in a else None
     ev = Evidence(given=a["given_label"].astype(np.int64), history=a["history"], predictions=a["pred_probs"],
                   in_training=a["in_training"].astype(bool), targets=a.get("targets"), networks=networks,
-                  knn=a.get("knn"))
+                  knn=a.get("knn"), history_frozen=bool(a.get("history_frozen", False)))
     return a, ev
