@@ -13,6 +13,7 @@ import math
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -828,6 +829,40 @@ def test_load_rejects_corrupt_and_foreign_files(tmp_path):
         NoisyLabels.load(tmp_path / "flag.csv")
     with pytest.raises(NoiseError, match="does not exist"):
         NoisyLabels.load(tmp_path / "missing.npz")
+
+
+def damaged_members(path):
+    """Two broken copies of the compressed npz ``path``: a deflate stream that cannot be inflated
+    (zlib.error), and a header naming a compression method that does not exist (NotImplementedError)."""
+    raw = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as z:
+        first = z.infolist()[0]
+    h = first.header_offset
+    start = h + 30 + int.from_bytes(raw[h + 26:h + 28], "little") + int.from_bytes(raw[h + 28:h + 30], "little")
+    inflate = bytearray(raw)
+    inflate[start] = 0xFF  # deflate block type 11: reserved
+    method = bytearray(raw)
+    method[h + 8:h + 10] = (99).to_bytes(2, "little")  # the local header's compression method...
+    for c in range(len(method) - 4):  # ...and every central-directory entry's
+        if method[c:c + 4] == b"PK\x01\x02":
+            method[c + 10:c + 12] = (99).to_bytes(2, "little")
+    return bytes(inflate), bytes(method)
+
+
+def test_load_rejects_broken_compressed_files(tmp_path):
+    nl = make_noisy_labels(shuffled_labels([20] * 5), "symmetric", 0.4, 5, 0)
+    with np.load(nl.save(tmp_path / "good.npz")) as raw:
+        np.savez_compressed(tmp_path / "zipped.npz", **{k: raw[k] for k in raw.files})
+    assert NoisyLabels.load(tmp_path / "zipped.npz").noisy.tolist() == nl.noisy.tolist()
+    for i, (broken, raises) in enumerate(zip(damaged_members(tmp_path / "zipped.npz"),
+                                             (zlib.error, NotImplementedError))):
+        (tmp_path / f"broken{i}.npz").write_bytes(broken)
+        with pytest.raises(raises), np.load(tmp_path / f"broken{i}.npz") as z:  # what numpy raises...
+            [z[k] for k in z.files]
+        with pytest.raises(NoiseError, match="cannot be read as a pickle-free npz"):
+            NoisyLabels.load(tmp_path / f"broken{i}.npz")
+        with pytest.raises(NoiseError, match="cannot read .* as a CIFAR-N label file"):  # the CIFAR-N reader too
+            load_cifar_n(tmp_path / f"broken{i}.npz")
     with pytest.raises(NoiseError, match=".npz or .csv"):
         nl.save(tmp_path / "labels.json")
 

@@ -44,10 +44,9 @@ from .detect import (DetectorUnavailable, Evidence, TrainingDynamics, detect_lab
 from .detect.io import evidence_arrays
 from .methods import Method, MethodContext, build_method
 from .methods.base import Batch, EvalData
-from .noise import NoiseError, NoisyLabels, down_sample, make_noisy_labels, split_per_class
+from .noise import DAMAGED_NPZ_ERRORS, NoiseError, NoisyLabels, down_sample, make_noisy_labels, split_per_class
 from .report.memorization import MEMO_COLUMNS, memorization_fractions
 from .run_folder import (
-    DAMAGED_NPZ_ERRORS,
     attach_file_log,
     detach_file_log,
     epoch_log_line,

@@ -21,8 +21,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import zipfile
-import zlib
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +29,6 @@ import numpy as np
 from .checkpoint import atomic_write, output_error
 from .config import Config, ConfigError
 
-DAMAGED_NPZ_ERRORS = (zipfile.BadZipFile, zlib.error, OSError, EOFError, NotImplementedError)
-"""What ``np.load`` of a damaged ``.npz`` raises: a broken archive, a broken deflate stream, a
-truncated file, or (zipfile) a header naming a compression method that does not exist."""
 
 log = logging.getLogger("noisylab")
 

@@ -95,7 +95,7 @@ def read_evidence(path: str | Path):
     """``(arrays, Evidence)`` from a run's ``predictions.npz`` (``arrays``: every array by name, see
     :func:`evidence_arrays`); ValueError with one line when the file is damaged, incomplete, or from
     an older noisylab."""
-    from ..run_folder import DAMAGED_NPZ_ERRORS
+    from ..noise import DAMAGED_NPZ_ERRORS
     from .detectors import Evidence
 
     try:

@@ -18,11 +18,11 @@ from ._generate import (
     truncated_normal_mean,
 )
 from ._human import CIFAR_N_FILES, HUMAN_VARIANTS, download_cifar_n, load_cifar_n
-from ._labels import KINDS, NoiseError, NoisyLabels, plot_transition_matrix
+from ._labels import DAMAGED_NPZ_ERRORS, KINDS, NoiseError, NoisyLabels, plot_transition_matrix
 from ._splits import down_sample, split_per_class, stratified_folds
 
 __all__ = [
-    "KINDS", "NoiseError", "NoisyLabels", "make_noisy_labels", "check_noise_spec", "split_per_class", "down_sample",
+    "DAMAGED_NPZ_ERRORS", "KINDS", "NoiseError", "NoisyLabels", "make_noisy_labels", "check_noise_spec", "split_per_class", "down_sample",
     "stratified_folds",
     "load_cifar_n", "download_cifar_n", "plot_transition_matrix",
     "CIFAR10_ASYMMETRIC_MAP", "CIFAR_N_FILES", "HUMAN_VARIANTS", "truncated_normal", "truncated_normal_mean",

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from ._labels import NoiseError, NoisyLabels, as_label_array
+from ._labels import DAMAGED_NPZ_ERRORS, NoiseError, NoisyLabels, as_label_array
 from ._labels import labels_sha256 as _labels_digest
 
 CIFAR_N_FILES: dict[str, dict[str, Any]] = {
@@ -131,7 +131,7 @@ def load_cifar_n(path: str | Path) -> tuple[str, dict[str, np.ndarray]]:
     except pickle.UnpicklingError:
         raise NoiseError(f"{path} holds objects other than label arrays, so it is not loaded "
                          "(weights_only=True); use the official CIFAR-N file or an npz of its label arrays") from None
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError, RuntimeError) as err:
+    except (ValueError, RuntimeError, *DAMAGED_NPZ_ERRORS) as err:
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise NoiseError(f"cannot read {path} as a CIFAR-N label file (.pt saved by torch, or .npz): {first}") from None
     if not isinstance(raw, dict):

@@ -18,6 +18,7 @@ import io
 import json
 import math
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,10 @@ import numpy as np
 
 FORMAT_NAME = "noisylab-noisy-labels"
 FORMAT_VERSION = 1
+
+DAMAGED_NPZ_ERRORS = (zipfile.BadZipFile, zlib.error, OSError, EOFError, NotImplementedError)
+"""What ``np.load`` of a damaged ``.npz`` raises: a broken archive, a broken deflate stream, a
+truncated file, or (zipfile) a header naming a compression method that does not exist."""
 
 KINDS: tuple[str, ...] = ("none", "symmetric", "asymmetric", "pairflip", "instance", "matrix", "human")
 """Valid values of ``kind`` for :func:`noisylab.noise.make_noisy_labels`."""
@@ -350,8 +355,8 @@ def _read_npz(path: Path) -> tuple[dict, dict]:
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as err:
-        raise _bad_file(path, f"it cannot be read as a pickle-free npz archive ({err})") from None
+    except (ValueError, *DAMAGED_NPZ_ERRORS) as err:
+        raise _bad_file(path, f"it cannot be read as a pickle-free npz archive ({err or type(err).__name__})") from None
     for key in ("noisy", "is_noisy", "spec"):
         if key not in arrays:
             raise _bad_file(path, f"the array {key!r} is missing (found: {', '.join(sorted(arrays)) or 'none'})")
