@@ -56,6 +56,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from noisylab.report.summary import markdown_table
+
 LOOPS = ("bare", "ce", "ce_notrack", "elr", "elr_plus", "ce_reg", "peer")
 NOTES = {"bare": "hand-written, noisylab's batched crop/flip op", "ce": "noisylab, tracking on (default)",
          "ce_notrack": "noisylab, track_memorization=false", "elr": "noisylab, lam 3 beta 0.7",
@@ -350,13 +352,6 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {time.strftime('%Y-%m-%d %H:%M')}"
 
 
-def markdown(header: list[str], rows: list[list[str]]) -> str:
-    """A markdown pipe table (``format_table``'s padding: first column left, the others right)."""
-    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(header)]
-    cell = lambda cells: "| " + " | ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))) + " |"  # noqa: E731
-    return "\n".join([cell(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *(cell(r) for r in rows)])
-
-
 def f(v, fmt: str = ".2f") -> str:
     return "-" if v is None else format(v, fmt)
 
@@ -364,7 +359,7 @@ def f(v, fmt: str = ".2f") -> str:
 def throughput_table(med: list[dict]) -> str:
     rows = [[r["loop"], f(r["examples_per_s"], ".0f"), f(r.get("ratio_to_bare"), ".3f"), f(r["epoch_s"]),
              f(r.get("train_s")), f(r.get("eval_s")), NOTES[r["loop"]]] for r in med]
-    return markdown(["loop", "examples/s", "ratio to bare", "epoch s", "train s", "eval s", "what"], rows)
+    return markdown_table(["loop", "examples/s", "ratio to bare", "epoch s", "train s", "eval s", "what"], rows)
 
 
 def targets(med: list[dict]) -> list[str]:
@@ -436,12 +431,12 @@ def main() -> None:
     print("\n".join(targets(med)))
     if mem:
         print("\n## Peak resident memory of one run (all epochs + final outputs) in a fresh subprocess\n")
-        print(markdown(["run", "peak RSS MiB (ru_maxrss)", "VmHWM MiB"],
+        print(markdown_table(["run", "peak RSS MiB (ru_maxrss)", "VmHWM MiB"],
                        [[r["loop"], f(r["maxrss_mib"], ".0f"), f(r.get("vmhwm_mib"), ".0f")] for r in mem]))
         print("\n(import only: `import torch, noisylab.models` and nothing else, for scale)")
     sizes = state_sizes()
     print("\n## Per-example state (MiB, from the formulas: float32 4 B, int64 8 B)\n")
-    print(markdown(["dataset", "N", "C", "ELR targets N x C", "ELR+ 2 x N x C", "noisylab dynamics record",
+    print(markdown_table(["dataset", "N", "C", "ELR targets N x C", "ELR+ 2 x N x C", "noisylab dynamics record",
                     "ELR run: targets + record"],
                    [[r["loop"], str(r["n"]), str(r["c"]), f(r["elr_targets_mib"], ".1f"), f(r["elr_plus_mib"], ".1f"),
                      f(r["dynamics_mib"], ".1f"), f(r["elr_run_mib"], ".1f")] for r in sizes]))

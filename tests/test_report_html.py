@@ -311,3 +311,14 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, fragment):
     assert code == 2 and "\n" not in err and "Traceback" not in err, err
     assert err.startswith("noisylab") and fragment in err, err
     assert not (tmp_path / "badlabels" / "report.html").exists()
+
+
+def test_tables_for_the_terminal_and_for_markdown():
+    from noisylab.report.summary import format_table, markdown_table
+
+    header, rows = ["method", "test %"], [["CE", "51.60"], ["ELR+", 92.7]]
+    md = markdown_table(header, rows).splitlines()
+    # a GitHub table: header, separator, one line per row, every line with the same cells and width
+    assert md == ["| method | test % |", "|--------|--------|", "| CE     |  51.60 |", "| ELR+   |   92.7 |"]
+    text = format_table(header, [[str(c) for c in r] for r in rows]).splitlines()
+    assert text[2].split() == ["CE", "51.60"] and len(text) == 4
