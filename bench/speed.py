@@ -330,7 +330,8 @@ def state_sizes() -> list[dict]:
     rows = []
     for name, n, c in STATE_DATASETS:
         elr = 4 * n * c
-        record = 2 * 4 * n * c + 2 * 8 * n + 4 * n  # prob_sum, ema [N, C] f32; count, last_pred [N] i64; ema_weight
+        # prob_sum, ema, calm_ema [N, C] f32; count, last_pred [N] i64; ema_weight, calm_weight [N] f32
+        record = 3 * 4 * n * c + 2 * 8 * n + 2 * 4 * n
         rows.append({"section": "state_size", "loop": name, "n": n, "c": c, "elr_targets_mib": elr / 2**20,
                      "elr_plus_mib": 2 * elr / 2**20, "dynamics_mib": record / 2**20,
                      "elr_run_mib": (elr + record) / 2**20})

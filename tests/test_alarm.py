@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from helpers import full_and_resumed
-from noisylab.engine import train
+from noisylab.engine import ALARM_RISE, train
 from test_engine import numbers, tiny_config
 
 # an over-parameterized MLP on 40% symmetric noise, no weight decay: CE memorizes within 15 epochs
@@ -24,6 +24,12 @@ def test_alarm_rises_with_true_memorization_and_freezes_the_history(tmp_path, ca
     at = res.history[alarm[0]]
     assert at["memorized"] < 0.75 and any("memorization alarm" in m for m in caplog.messages)
     assert res.summary["alarm"]["warned_epoch"] == alarm[0]
+    # the history goes back to the last epoch whose reading had risen less than half the alarm's rise
+    rise = [r["suspect_fit"] - min(q["suspect_fit"] for q in res.history[1:e + 1]) for e, r in
+            enumerate(res.history) if e >= 1]  # each epoch's reading above the lowest so far
+    calm = res.summary["alarm"]["history_until_epoch"]
+    assert calm is not None and 1 <= calm < alarm[0]
+    assert rise[calm - 1] < ALARM_RISE / 2 and all(v >= ALARM_RISE / 2 for v in rise[calm:alarm[0]])
     # the history stopped at the alarm: it still flags wrong labels the final model has memorized
     final_pred_flags = np.load(res.run_dir / "predictions.npz")["pred_probs"]
     given = np.load(res.run_dir / "predictions.npz")["given_label"]

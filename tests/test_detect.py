@@ -334,6 +334,30 @@ def test_history_is_a_bias_corrected_moving_average_that_stops_at_freeze():
     np.testing.assert_allclose(other.history_probs()[1], 0.5)  # the frozen flag survives a checkpoint
 
 
+def test_freeze_goes_back_to_the_last_calm_epoch_and_survives_a_checkpoint():
+    from noisylab.detect.dynamics import HISTORY_DECAY as d
+
+    dyn = TrainingDynamics(2, 2, torch.device("cpu"))
+    calm, rising = np.array([[0.8, 0.2]]), np.array([[0.1, 0.9]])
+    dyn.record_probs(calm, np.array([0]))
+    dyn.keep_calm(epoch=0)
+    dyn.record_probs(rising, np.array([0]))  # the epoch the rise began: no copy kept
+    moved = dyn.history_probs()[0]
+    np.testing.assert_allclose(moved, (d * (1 - d) * calm[0] + (1 - d) * rising[0]) / (d * (1 - d) + (1 - d)),
+                               rtol=1e-6)
+    saved = TrainingDynamics(2, 2, torch.device("cpu"))
+    saved.load_state_dict(dyn.state_dict())  # a checkpoint between the copy and the alarm
+    for dynamics in (dyn, saved):
+        assert dynamics.freeze() == 0  # the alarm: back to epoch 0's average
+        np.testing.assert_allclose(dynamics.history_probs()[0], calm[0], rtol=1e-6)
+        dynamics.record_probs(rising, np.array([0]))
+        np.testing.assert_allclose(dynamics.history_probs()[0], calm[0], rtol=1e-6)
+    fresh = TrainingDynamics(2, 2, torch.device("cpu"))
+    fresh.record_probs(rising, np.array([1]))
+    assert fresh.freeze() is None  # no calm epoch yet: the average stops as it is
+    np.testing.assert_allclose(fresh.history_probs()[1], rising[0], rtol=1e-6)
+
+
 def test_dynamics_state_round_trip():
     dyn = TrainingDynamics(4, 3, torch.device("cpu"))
     dyn.record_logits(torch.tensor([[1.0, 0.0, 2.0], [0.0, 3.0, 1.0]]), torch.tensor([1, 3]))

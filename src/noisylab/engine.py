@@ -619,8 +619,9 @@ def memorization_alarm(run: Run, epoch: int) -> dict[str, Any]:
     """``suspect_fit`` and ``num_suspected`` of the epoch (:meth:`TrainingDynamics.suspect_fit`),
     and ``alarm`` = 1 from the epoch ``suspect_fit`` has risen :data:`ALARM_RISE` (and three
     standard errors of its sampling noise) above its lowest value since the second epoch: the model
-    has started to fit the labels it doubted. Warned about once in the log; the history detector
-    stops there."""
+    has started to fit the labels it doubted. Warned about once in the log. The history detector
+    stops there and goes back to the last calm epoch, whose reading had risen less than half of
+    :data:`ALARM_RISE`: the rise is only certain some epochs after it began."""
     fit, size = run.dynamics.suspect_fit(run.data.given, run.data.train_idx)
     # the first epoch reads 0 by construction (its suspects are its own disagreements): the baseline
     # is the lowest reading from the second epoch on, so that rising from 0 (plain learning) is no alarm
@@ -631,8 +632,13 @@ def memorization_alarm(run: Run, epoch: int) -> dict[str, Any]:
     # the rise must also stand out from the sampling noise of a small suspected set (3 standard errors)
     rise_needed = max(ALARM_RISE, 3.0 * float(np.sqrt(fit * (1.0 - fit) / max(size, 1)))) if readable else 1.0
     sounding = already or (readable and fit - low >= rise_needed)
+    if not sounding and not (readable and fit - low >= ALARM_RISE / 2):
+        run.dynamics.keep_calm(epoch)
     if sounding and not already:
-        run.dynamics.freeze()  # the history detector keeps what the model thought before memorizing
+        calm = run.dynamics.freeze()  # the history detector keeps what the model thought before memorizing
+        if run.dist.is_main and calm is not None:
+            log.info("epoch %d: the history detector keeps the predictions up to epoch %d, before the rise began",
+                     epoch + 1, calm + 1)
         if run.method.on_memorization_alarm() and run.dist.is_main:
             log.info("epoch %d: the memorization alarm switches on the ELR regularizer (method.loss.start=alarm)",
                      epoch + 1)
@@ -832,7 +838,9 @@ def write_final_outputs(run: Run) -> dict[str, Any]:
         summary["learned_nothing"] = learned_nothing(run)
         summary["detect"] = _detect(run)
         alarms = [r["epoch"] for r in run.history if r.get("alarm")]
+        calm = int(run.dynamics.calm_epoch) if run.dynamics is not None and run.dynamics.is_frozen else None
         summary["alarm"] = {"warned_epoch": alarms[0] if alarms else None,
+                            "history_until_epoch": None if calm is None or calm < 0 else calm,
                             "peak_suspect_fit": max((r["suspect_fit"] for r in run.history if r.get("suspect_fit") == r.get("suspect_fit")), default=None)}
     if run.memorization:
         summary["memorization_last"] = {k: run.memorization[-1][k] for k in MEMO_COLUMNS}

@@ -6,8 +6,9 @@ predictions for the batch's own examples (the forward pass it made anyway, so re
 
 - the mean of all records, whose disagreements with the given labels form the suspected set of
   the memorization alarm, read against each example's latest prediction;
-- a moving average of the records that stops when the alarm sounds: the ``history`` detector's
-  input. Networks fit clean labels first and wrong ones late, by memorizing (Arpit et al., ICML
+- a moving average of the records that stops when the alarm sounds, and then goes back to the
+  last epoch before the rise that set the alarm off began (a copy kept while the alarm's reading
+  was calm): the ``history`` detector's input. Networks fit clean labels first and wrong ones late, by memorizing (Arpit et al., ICML
   2017; Liu et al., NeurIPS 2020), so the average over the epochs before memorization sees the
   wrong labels as wrong; examples learned late rank low (compare the area under the margin,
   Pleiss et al., NeurIPS 2020).
@@ -37,6 +38,9 @@ class TrainingDynamics:
             not bias-corrected; ``ema_weight [N]`` is the weight it has accumulated.
         frozen: ``bool []``; once :meth:`freeze` was called (the memorization alarm sounded) the
             moving average keeps what the model thought before it started memorizing.
+        calm_ema, calm_weight: the moving average as it was at the end of epoch ``calm_epoch``
+            (``int64 []``, -1 before any), the last epoch :meth:`keep_calm` was called;
+            :meth:`freeze` goes back to it.
     """
 
     def __init__(self, num_examples: int, num_classes: int, device: torch.device) -> None:
@@ -46,6 +50,9 @@ class TrainingDynamics:
         self.ema = torch.zeros(num_examples, num_classes, device=device)
         self.ema_weight = torch.zeros(num_examples, device=device)
         self.frozen = torch.zeros((), dtype=torch.bool, device=device)
+        self.calm_ema = torch.zeros(num_examples, num_classes, device=device)
+        self.calm_weight = torch.zeros(num_examples, device=device)
+        self.calm_epoch = torch.full((), -1, dtype=torch.long, device=device)
         self._frozen = False  # its host copy: reading the tensor every step would sync a GPU
 
     @torch.no_grad()
@@ -77,10 +84,24 @@ class TrainingDynamics:
         """Whether :meth:`freeze` was called (the memorization alarm sounded)."""
         return self._frozen
 
-    def freeze(self) -> None:
-        """Stop updating the moving average (the history detector's input) from now on."""
+    def keep_calm(self, epoch: int) -> None:
+        """Copy the moving average as it is after ``epoch``: the model has not started memorizing yet."""
+        self.calm_ema.copy_(self.ema)
+        self.calm_weight.copy_(self.ema_weight)
+        self.calm_epoch.fill_(epoch)
+
+    def freeze(self) -> int | None:
+        """Stop updating the moving average (the history detector's input) and go back to the copy
+        :meth:`keep_calm` made last; returns that copy's epoch (None: there was none, the average
+        stops as it is)."""
         self.frozen.fill_(True)
         self._frozen = True
+        calm = int(self.calm_epoch)
+        if calm < 0:
+            return None
+        self.ema.copy_(self.calm_ema)
+        self.ema_weight.copy_(self.calm_weight)
+        return calm
 
     def mean_probs(self) -> np.ndarray:
         """``float64 [N, C]``: the mean of all records (uniform where nothing was recorded)."""
@@ -107,7 +128,8 @@ class TrainingDynamics:
         return float((latest == given[indices][suspected]).mean()), int(suspected.sum())
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {k: getattr(self, k) for k in ("prob_sum", "count", "last_pred", "ema", "ema_weight", "frozen")}
+        return {k: getattr(self, k) for k in ("prob_sum", "count", "last_pred", "ema", "ema_weight", "frozen",
+                                              "calm_ema", "calm_weight", "calm_epoch")}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         for k, v in state.items():
