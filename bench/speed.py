@@ -441,7 +441,7 @@ def main() -> None:
                     "ELR run: targets + record"],
                    [[r["loop"], str(r["n"]), str(r["c"]), f(r["elr_targets_mib"], ".1f"), f(r["elr_plus_mib"], ".1f"),
                      f(r["dynamics_mib"], ".1f"), f(r["elr_run_mib"], ".1f")] for r in sizes]))
-    print("\nrecord = prob_sum + ema (N x C float32 each) + count + last_pred (N int64 each) + ema_weight (N float32); "
+    print("\nrecord = prob_sum + ema + calm_ema (N x C float32 each) + count + last_pred (N int64 each) + ema_weight + calm_weight (N float32 each); "
           "every noisylab method with a classifier keeps it (ELR+: on top of its two histories)")
     write_csv(out / "speed.csv", runs + med + mem + sizes)
     print(f"\nresults -> {out / 'speed.csv'}")
