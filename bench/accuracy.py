@@ -153,14 +153,19 @@ def run_name(dataset: str, regime: str, noise: str, method: str, seed: int) -> s
 
 
 def train_or_read(cfg: dict) -> dict:
-    """The run's summary.json, training it first unless a finished run of that name exists."""
-    from noisylab.config import build_config
-    from noisylab.engine import train
+    """The run's summary.json, training it first unless a finished run of that name exists; a run
+    stopped part-way continues from its last checkpoint (noisylab's exact resume)."""
+    import shutil
 
-    summary_path = Path(cfg["output_dir"]) / cfg["name"] / "summary.json"
-    if not summary_path.is_file():
-        train(build_config(cfg))
-    return json.loads(summary_path.read_text())
+    from noisylab.config import build_config
+    from noisylab.engine import has_checkpoint, train
+
+    folder = Path(cfg["output_dir"]) / cfg["name"]
+    if not (folder / "summary.json").is_file():
+        if folder.is_dir() and not has_checkpoint(folder):
+            shutil.rmtree(folder)  # stopped before its first epoch ended: nothing to keep
+        train(build_config(cfg), resume=folder if folder.is_dir() else None)
+    return json.loads((folder / "summary.json").read_text())
 
 
 def pretrain_config(args, profile: dict, dataset: str) -> dict:
@@ -230,7 +235,7 @@ def print_tables(profile: dict, all_cells: list[dict], epochs: dict, width: int)
             mine = {(c["noise"], c["method"]): c for c in all_cells if c["dataset"] == dataset and c["regime"] == regime}
             if not mine:
                 continue
-            print(f"\n### {dataset}, {regime} regime ({REGIMES[regime]['augment']} augmentation, weight decay "
+            print(f"\n### {dataset}, {regime} regime (augmentation {REGIMES[regime]['augment']}, weight decay "
                   f"{REGIMES[regime]['weight_decay']:g}, {epochs[regime]} epochs, cnn_small width {width})\n")
             ceiling = cell_text(mine.get(("clean", "CE, clean labels")))
             rows = [[method] + [ceiling if method == "CE, clean labels" else cell_text(mine.get((n, method)))
@@ -267,16 +272,27 @@ def planned_runs(args, profile: dict, seeds: list[int], methods: list[str]) -> l
     return plan
 
 
-def _one_thread() -> None:
+def _one_thread(parent: int) -> None:
+    """Worker set-up: one thread, and exit when the bench process is gone (a killed bench must
+    not leave its workers training)."""
+    import threading
+
     import torch
 
     torch.set_num_threads(1)
 
+    def exit_with_parent() -> None:
+        while os.getppid() == parent:
+            time.sleep(2)
+        os._exit(1)
+
+    threading.Thread(target=exit_with_parent, daemon=True).start()
+
 
 def run_all(configs: list[dict], jobs: int) -> list[dict]:
     """The summaries of ``configs``, trained in order, or by ``jobs`` worker processes of one thread
-    each (two one-thread processes use 2 cores better than one two-thread process on these small
-    models, and do not fight over threads)."""
+    each (measured here: about the same throughput as one two-thread run at a time; two
+    two-thread processes would fight over the cores)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
@@ -287,7 +303,8 @@ def run_all(configs: list[dict], jobs: int) -> list[dict]:
 
     if jobs <= 1:
         return [report(c, train_or_read(c)) for c in configs]
-    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_one_thread) as pool:
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_one_thread,
+                             initargs=(os.getpid(),)) as pool:
         return [report(c, s) for c, s in zip(configs, pool.map(train_or_read, configs))]
 
 
