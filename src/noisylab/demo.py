@@ -117,8 +117,8 @@ def run_demo(dataset: str = "mnist1d", root: str | None = None, epochs: int | No
     wall = time.time() - t0
     notes = (
         "memorized = share of wrong-labelled training examples predicted as their wrong label (last epoch).\n"
-        "flagged/precision/recall: wrong labels flagged as argmax(ELR target) != given label (ELR),\n"
-        "or argmax(prediction) != given label (CE), against the known wrong labels."
+        "flagged/precision/recall: the labels each run's default detector flags (its prediction history,\n"
+        "stopped by the memorization alarm; flagging detect.filter_by=auto), against the known wrong labels."
     )
     text = f"{table}\n\n{notes}\nplot: {png}\nwall time: {wall:.1f} s"
     (Path(demo_dir) / "demo.txt").write_text(text + "\n")
