@@ -227,7 +227,7 @@ def cell_text(c: dict | None) -> str:
     return text
 
 
-def print_tables(profile: dict, all_cells: list[dict], epochs: dict, width: int) -> None:
+def print_tables(profile: dict, all_cells: list[dict], width: int) -> None:
     from noisylab.report.summary import markdown_table
 
     for dataset, noises in profile["datasets"].items():
@@ -236,7 +236,7 @@ def print_tables(profile: dict, all_cells: list[dict], epochs: dict, width: int)
             if not mine:
                 continue
             print(f"\n### {dataset}, {regime} regime (augmentation {REGIMES[regime]['augment']}, weight decay "
-                  f"{REGIMES[regime]['weight_decay']:g}, {epochs[regime]} epochs, cnn_small width {width})\n")
+                  f"{REGIMES[regime]['weight_decay']:g}, {profile['epochs'][regime]} epochs, cnn_small width {width})\n")
             ceiling = cell_text(mine.get(("clean", "CE, clean labels")))
             rows = [[method] + [ceiling if method == "CE, clean labels" else cell_text(mine.get((n, method)))
                                 for n in noises] for method in METHODS
@@ -244,8 +244,9 @@ def print_tables(profile: dict, all_cells: list[dict], epochs: dict, width: int)
             print(markdown_table(["method"] + noises, rows))
             alarms = [f"{n}: {mine[(n, 'recipe (ELR from the alarm)')]['alarm_epochs']}" for n in noises
                       if (n, "recipe (ELR from the alarm)") in mine]
+            when = f" The recipe's alarm sounded at epoch {'; '.join(alarms)} ('-': never)." if alarms else ""
             print("\nTest accuracy % at the best / last epoch (± half the range over seeds), (memorized % of the "
-                  "wrong labels). The recipe's alarm sounded at epoch " + "; ".join(alarms) + " ('-': never).")
+                  "wrong labels)." + when)
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
@@ -354,7 +355,7 @@ def main() -> None:
                                                         "threads_per_run": threads}, indent=2))
     print(f"\n{name} profile: {len(rows)} runs, {time.time() - t0:.0f} s, {args.jobs} at a time with {threads} "
           f"thread(s) each; per run -> {args.out / 'runs.csv'}, per cell -> {args.out / 'cells.csv'}")
-    print_tables(profile, all_cells, profile["epochs"], args.width)
+    print_tables(profile, all_cells, args.width)
 
 
 if __name__ == "__main__":

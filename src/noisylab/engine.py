@@ -838,9 +838,8 @@ def write_final_outputs(run: Run) -> dict[str, Any]:
         summary["learned_nothing"] = learned_nothing(run)
         summary["detect"] = _detect(run)
         alarms = [r["epoch"] for r in run.history if r.get("alarm")]
-        calm = int(run.dynamics.calm_epoch) if run.dynamics is not None and run.dynamics.is_frozen else None
         summary["alarm"] = {"warned_epoch": alarms[0] if alarms else None,
-                            "history_until_epoch": None if calm is None or calm < 0 else calm,
+                            "history_until_epoch": run.dynamics.history_until_epoch if run.dynamics else None,
                             "peak_suspect_fit": max((r["suspect_fit"] for r in run.history if r.get("suspect_fit") == r.get("suspect_fit")), default=None)}
     if run.memorization:
         summary["memorization_last"] = {k: run.memorization[-1][k] for k in MEMO_COLUMNS}

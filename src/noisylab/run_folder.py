@@ -29,7 +29,6 @@ import numpy as np
 from .checkpoint import atomic_write, output_error
 from .config import Config, ConfigError
 
-
 log = logging.getLogger("noisylab")
 
 

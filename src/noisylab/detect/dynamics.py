@@ -8,8 +8,8 @@ predictions for the batch's own examples (the forward pass it made anyway, so re
   the memorization alarm, read against each example's latest prediction;
 - a moving average of the records that stops when the alarm sounds, and then goes back to the
   last epoch before the rise that set the alarm off began (a copy kept while the alarm's reading
-  was calm): the ``history`` detector's input. Networks fit clean labels first and wrong ones late, by memorizing (Arpit et al., ICML
-  2017; Liu et al., NeurIPS 2020), so the average over the epochs before memorization sees the
+  was calm): the ``history`` detector's input. Networks fit clean labels first and wrong ones
+  late, by memorizing (Arpit et al., ICML 2017; Liu et al., NeurIPS 2020), so the average over the epochs before memorization sees the
   wrong labels as wrong; examples learned late rank low (compare the area under the margin,
   Pleiss et al., NeurIPS 2020).
 """
@@ -84,6 +84,13 @@ class TrainingDynamics:
         """Whether :meth:`freeze` was called (the memorization alarm sounded)."""
         return self._frozen
 
+    @property
+    def history_until_epoch(self) -> int | None:
+        """The epoch the frozen history went back to; None while it is not frozen, or when it
+        stopped as it was (no calm epoch before the alarm)."""
+        calm = int(self.calm_epoch)
+        return calm if self._frozen and calm >= 0 else None
+
     def keep_calm(self, epoch: int) -> None:
         """Copy the moving average as it is after ``epoch``: the model has not started memorizing yet."""
         self.calm_ema.copy_(self.ema)
@@ -96,12 +103,10 @@ class TrainingDynamics:
         stops as it is)."""
         self.frozen.fill_(True)
         self._frozen = True
-        calm = int(self.calm_epoch)
-        if calm < 0:
-            return None
-        self.ema.copy_(self.calm_ema)
-        self.ema_weight.copy_(self.calm_weight)
-        return calm
+        if self.history_until_epoch is not None:
+            self.ema.copy_(self.calm_ema)
+            self.ema_weight.copy_(self.calm_weight)
+        return self.history_until_epoch
 
     def mean_probs(self) -> np.ndarray:
         """``float64 [N, C]``: the mean of all records (uniform where nothing was recorded)."""

@@ -10,19 +10,26 @@ def _pct(v: Any) -> str:
     return "-" if v is None else f"{100 * float(v):.2f}"
 
 
+def _padded(header: list[str], rows: list[list]) -> list[list[str]]:
+    """Header and rows as strings padded to their column's width: the first column left-aligned,
+    the others right-aligned."""
+    rows = [[str(c) for c in r] for r in rows]
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(header)]
+    return [[c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))]
+            for cells in [list(header), *rows]]
+
+
 def format_table(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
-    line = lambda cells: "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
-    return "\n".join([line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)])
+    head, *body = _padded(header, rows)
+    return "\n".join(["  ".join(head), "  ".join("-" * len(c) for c in head), *("  ".join(r) for r in body)])
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     """The same table as GitHub markdown, padded as :func:`format_table` (benchmarks print these
     for the README)."""
-    rows = [[str(c) for c in r] for r in rows]
-    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(header)]
-    line = lambda cells: "| " + " | ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))) + " |"  # noqa: E731
-    return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *(line(r) for r in rows)])
+    head, *body = _padded(header, rows)
+    line = lambda cells: "| " + " | ".join(cells) + " |"  # noqa: E731
+    return "\n".join([line(head), "|" + "|".join("-" * (len(c) + 2) for c in head) + "|", *(line(r) for r in body)])
 
 
 def read_summary(run: Path) -> dict[str, Any]:
