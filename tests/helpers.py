@@ -46,3 +46,15 @@ def full_and_resumed(cfg, tmp_path, stop_after_epoch: int):
 def without_time(rows):
     """Metric rows without the wall-clock column, which differs between any two runs."""
     return [{k: v for k, v in r.items() if k != "time_s"} for r in rows]
+
+
+def default_detector_flag_count(arrays) -> int:
+    """How many labels the default detector flags, recomputed from a run's ``predictions.npz``
+    arrays by its documented rule: cleanlab's ``prune_by_class`` on the normalized prediction
+    history, averaged 1:1 with the final predictions when no memorization alarm froze it."""
+    import cleanlab.filter
+
+    history = arrays["history"] / arrays["history"].sum(1, keepdims=True)
+    if not arrays["history_frozen"]:
+        history = (history + arrays["pred_probs"] / arrays["pred_probs"].sum(1, keepdims=True)) / 2
+    return int(cleanlab.filter.find_label_issues(arrays["given_label"], history, filter_by="prune_by_class").sum())

@@ -18,7 +18,7 @@ import torch.nn as nn
 from noisylab.checkpoint import load_checkpoint
 from noisylab.config import ConfigError, build_config
 from noisylab.engine import train
-from helpers import config_with, free_port
+from helpers import config_with, default_detector_flag_count, free_port
 from noisylab.losses.elr_plus import ELRPlusLoss, ema_decay, mix, sample_mixup, sigmoid_rampup, update_ema
 from noisylab.methods import METHODS, Batch, MethodContext, build_method
 from noisylab.methods.elr_plus import ELRPlusMethod, resolve_reweight
@@ -424,12 +424,7 @@ def test_resumed_run_matches_the_uninterrupted_one_and_exports_pred_hist(tmp_pat
     assert sorted(a["index"][held_out]) == sorted(split["val_idx"]) and np.abs(a["targets"][held_out]).sum() == 0
     assert (a["pred_hist1"][a["in_training"]].sum(1) > 0).all()
     summary = json.loads((tmp_path / "full" / "summary.json").read_text())
-    import cleanlab.filter  # the default: history detector, cleanlab's prune_by_class filter
-
-    history = a["history"] / a["history"].sum(1, keepdims=True)
-    if not a["history_frozen"]:  # no alarm: the final predictions join the history with equal weight
-        history = (history + a["pred_probs"] / a["pred_probs"].sum(1, keepdims=True)) / 2
-    flagged = int(cleanlab.filter.find_label_issues(a["given_label"], history, filter_by="prune_by_class").sum())
+    flagged = default_detector_flag_count(a)
     assert summary["method"] == "elr_plus" and summary["detect"]["method"] == "history"
     assert summary["detect"]["num_flagged"] == flagged
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from noisylab.engine import train
-from helpers import config_with, full_and_resumed
+from helpers import config_with, default_detector_flag_count, full_and_resumed
 from noisylab.noise import NoisyLabels
 
 
@@ -61,13 +61,7 @@ def test_run_writes_every_output(tmp_path):
         # ELR targets of validation examples were never updated; their history holds 4 evaluations
         assert np.abs(z["targets"][~z["in_training"]]).sum() == 0
         np.testing.assert_allclose(z["history"].sum(axis=1), 1.0, atol=1e-5)
-        # the default: the history detector, cleanlab's prune_by_class filter (cleanlab is a test dependency)
-        import cleanlab.filter
-
-        history = z["history"] / z["history"].sum(1, keepdims=True)
-        if not z["history_frozen"]:  # no alarm: the final predictions join the history with equal weight
-            history = (history + z["pred_probs"] / z["pred_probs"].sum(1, keepdims=True)) / 2
-        flagged_expected = int(cleanlab.filter.find_label_issues(z["given_label"], history, filter_by="prune_by_class").sum())
+        flagged_expected = default_detector_flag_count(z)  # cleanlab is a test dependency
     summary = json.loads((out / "summary.json").read_text())
     assert summary["detect"]["method"] == "history" and summary["detect"]["num_scored"] == 480
     assert summary["detect"]["num_flagged"] == flagged_expected

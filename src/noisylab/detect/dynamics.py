@@ -9,9 +9,9 @@ predictions for the batch's own examples (the forward pass it made anyway, so re
 - a moving average of the records that stops when the alarm sounds, and then goes back to the
   last epoch before the rise that set the alarm off began (a copy kept while the alarm's reading
   was calm): the ``history`` detector's input. Networks fit clean labels first and wrong ones
-  late, by memorizing (Arpit et al., ICML 2017; Liu et al., NeurIPS 2020), so the average over the epochs before memorization sees the
-  wrong labels as wrong; examples learned late rank low (compare the area under the margin,
-  Pleiss et al., NeurIPS 2020).
+  late, by memorizing (Arpit et al., ICML 2017; Liu et al., NeurIPS 2020), so the average over
+  the epochs before memorization sees the wrong labels as wrong; examples learned late rank low
+  (compare the area under the margin, Pleiss et al., NeurIPS 2020).
 """
 from __future__ import annotations
 
@@ -103,10 +103,11 @@ class TrainingDynamics:
         stops as it is)."""
         self.frozen.fill_(True)
         self._frozen = True
-        if self.history_until_epoch is not None:
+        calm = self.history_until_epoch
+        if calm is not None:
             self.ema.copy_(self.calm_ema)
             self.ema_weight.copy_(self.calm_weight)
-        return self.history_until_epoch
+        return calm
 
     def mean_probs(self) -> np.ndarray:
         """``float64 [N, C]``: the mean of all records (uniform where nothing was recorded)."""

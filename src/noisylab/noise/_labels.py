@@ -28,7 +28,6 @@ import numpy as np
 FORMAT_NAME = "noisylab-noisy-labels"
 FORMAT_VERSION = 1
 
-# NotImplementedError is what zipfile raises for an unknown compression method: a damaged header
 DAMAGED_NPZ_ERRORS = (zipfile.BadZipFile, zlib.error, OSError, EOFError, NotImplementedError)
 """What ``np.load`` of a damaged ``.npz`` raises: a broken archive, a broken deflate stream, a
 truncated file, or (zipfile) a header naming a compression method that does not exist."""
