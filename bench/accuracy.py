@@ -179,7 +179,7 @@ def pretrain_config(args, profile: dict, dataset: str) -> dict:
         "noise": {"kind": "none"}, "model": {"arch": "cnn_small", "options": {"width": args.width}, "proj_dim": 128},
         "method": {"name": "simclr", "tau": 0.5}, "optim": {"name": "adam", "lr": 0.001, "weight_decay": 1e-6},
         "schedule": {"name": "constant"},
-        "train": {"epochs": profile["pretrain_epochs"], "batch_size": BATCH, "drop_last": True, "progress": False,
+        "train": {"epochs": profile["pretrain_epochs"], "batch_size": BATCH, "last_batch": "drop", "progress": False,
                   "tensorboard": False},
     }
 

@@ -122,8 +122,8 @@ CASES = [
     ("SimCLR views on vectors", lambda w: ["train", "-c", str(w["cfg"]), *TINY, "data.augment=simclr"], "needs images"),
     ("simclr without held-out", lambda w: ["train", "-c", str(w["cfg"]), *TINY, "method.name=simclr", "noise.kind=none"],
      "set data.val_fraction"),
-    ("drop_last leaves nothing", lambda w: ["train", "-c", str(w["cfg"]), *TINY, "train.batch_size=5000",
-                                             "train.drop_last=true"], "leaves no batch"),
+    ("last_batch=drop leaves nothing", lambda w: ["train", "-c", str(w["cfg"]), *TINY, "train.batch_size=5000",
+                                             "train.last_batch=drop"], "leaves no batch"),
     # ---- run names and output folders
     ("name escapes output_dir", lambda w: ["train", "-c", str(w["cfg"]), "name=../x"], "plain folder name"),
     ("absolute name", lambda w: ["train", "-c", str(w["cfg"]), "name=/tmp/x"], "plain folder name"),

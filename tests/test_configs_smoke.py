@@ -225,7 +225,7 @@ def pretrained_encoder(tmp_path_factory):
     """The tiny smoke version of configs/simclr_cifar10.yaml; its encoder.pt."""
     tmp = tmp_path_factory.mktemp("simclr")
     overrides = _fixture("simclr_cifar10", tmp / "data") + COMMON + [f"output_dir={tmp / 'runs'}", "data.val_fraction=0.2",
-                                                                     "train.drop_last=false"]
+                                                                     "train.last_batch=keep"]
     res = train(load_config(CONFIGS / "simclr_cifar10.yaml", overrides))
     assert 0.0 <= res.history[0]["knn_top1"] <= 1.0 and not (res.run_dir / "label_issues.csv").exists()
     return res.run_dir / "encoder.pt"

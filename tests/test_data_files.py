@@ -118,7 +118,7 @@ def test_sharding_and_subset_indices(tmp_path):
     assert len(parts[0]) == len(parts[1]) == 11
     assert sorted(torch.cat(parts).tolist()) == list(range(22))
     sub = np.array([1, 4, 9, 16, 21])
-    tb = make_train_batches(bundle, labels, 2, "cpu", indices=sub, drop_last=True, num_workers=0)
+    tb = make_train_batches(bundle, labels, 2, "cpu", indices=sub, last_batch="drop", num_workers=0)
     assert len(tb) == 2
     idx = _epoch(tb, 0)[2]
     assert len(idx) == 4 and set(idx.tolist()) <= set(sub.tolist())
@@ -259,3 +259,12 @@ def test_read_list_labels_must_be_plain_non_negative_integers(tmp_path):
     f.write_text("a.png 0\nb.png 4\n")
     with pytest.raises(DataError, match=r"list.txt line 2: label 4 is outside the class range \[0, 4\); correct"):
         read_list(f, num_classes=4)
+
+
+def test_spread_last_batch_for_file_images(tmp_path):
+    bundle, labels = make_bundle(tmp_path)  # 22 images: 5 batches of 4 and one of 2, or 5 of 4-5
+    for views in ("crop_flip", ()):
+        tb = make_train_batches(bundle, labels, 4, "cpu", views=views, last_batch="spread", num_workers=0)
+        batches = [idx.tolist() for _, _, idx in tb.epoch(1)]
+        assert len(tb) == 5 and sorted(map(len, batches)) == [4, 4, 4, 5, 5]
+        assert sorted(sum(batches, [])) == list(range(22))

@@ -72,7 +72,7 @@ def test_torchrun_repreg_with_warm_up_and_global_negatives(tmp_path):
            "-m", "noisylab.cli", "-q", "train", "-c", str(cfg), "device=cpu", "data.dataset=npz",
            f"data.root={image_npz(tmp_path)}", "data.options={labels_are_clean: true, augment: crop_flip}",
            "model.arch=cnn_small", "model.options.width=4", "model.proj_dim=8", "train.epochs=2",
-           "train.batch_size=16", "train.drop_last=true", "train.progress=false", "train.tensorboard=false",
+           "train.batch_size=16", "train.last_batch=drop", "train.progress=false", "train.tensorboard=false",
            f"output_dir={tmp_path / 'runs'}"]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

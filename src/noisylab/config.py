@@ -262,7 +262,10 @@ class TrainConfig(_Strict):
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(128, ge=1)
     eval_batch_size: int = Field(1000, ge=1)
-    drop_last: bool = False
+    last_batch: str = Field("keep", description=(
+        "the examples left after an epoch's full batches: keep (a smaller last batch, as PyTorch's "
+        "DataLoader), drop (a different few each epoch) or spread (one more in each full batch, so no "
+        "batch is smaller than batch_size; own-data recipe)"))
     amp: bool = Field(True, description="mixed precision on CUDA (ignored on CPU)")
     track_memorization: bool = True
     progress: bool = True
@@ -270,6 +273,25 @@ class TrainConfig(_Strict):
     log_every: int = Field(50, ge=1, description="progress-bar refresh in steps (each costs a device sync)")
     skip_nonfinite: bool = Field(False, description="skip batches whose loss is NaN/inf instead of stopping "
                                                     "(one device sync per step)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_drop_last_key(cls, data: Any) -> Any:
+        """Configs before ``last_batch`` said ``drop_last: true | false``."""
+        if isinstance(data, dict) and "drop_last" in data:
+            if "last_batch" in data:
+                raise ValueError("train.drop_last is now train.last_batch (keep | drop | spread): give only last_batch")
+            data = dict(data)
+            flag = data.pop("drop_last")
+            data["last_batch"] = {True: "drop", False: "keep"}.get(flag, flag)
+        return data
+
+    @field_validator("last_batch")
+    @classmethod
+    def _known_last_batch(cls, v: str) -> str:
+        from .data.base import LAST_BATCH
+
+        return check_choice(v, LAST_BATCH, "last_batch")
 
 
 class DetectConfig(_Strict):

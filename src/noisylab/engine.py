@@ -349,10 +349,10 @@ def setup_run(cfg: Config, resume: str | Path | None = None, run_dir: str | Path
     probe = MethodContext(cfg, bundle.num_classes, bundle.num_train, bundle.input_shape, device, 0, feature_batches)
     method = build_method(probe)
     train_batches = make_train_batches(bundle, data.given, cfg.train.batch_size, device, view_recipes_of(method, cfg),
-                                       indices=data.train_idx, drop_last=cfg.train.drop_last, rank=dinfo.rank,
+                                       indices=data.train_idx, last_batch=cfg.train.last_batch, rank=dinfo.rank,
                                        world_size=dinfo.world_size)
     if len(train_batches) == 0:
-        raise ConfigError(f"train.batch_size {cfg.train.batch_size} with train.drop_last leaves no batch of the "
+        raise ConfigError(f"train.batch_size {cfg.train.batch_size} with train.last_batch=drop leaves no batch of the "
                           f"{len(data.train_idx)} training examples; lower train.batch_size")
     probe.batches_per_epoch = len(train_batches)  # the context object the method holds
     # every labelled evaluation set: "test", extra splits of file datasets (Clothing1M "val",

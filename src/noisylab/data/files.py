@@ -29,7 +29,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from .base import Batch, BatchTransform, DataBundle, DataError, to_float
+from .base import Batch, BatchTransform, DataBundle, DataError, batch_bounds, to_float
 from .sampling import BalancedSubset
 
 FILE_DECODED_RECIPES = ("none", "crop", "crop_flip")
@@ -273,20 +273,20 @@ class _KeyBatches:
     def __init__(self) -> None:
         self.index = np.zeros(0, dtype=np.int64)
         self.seeds = np.zeros(0, dtype=np.int64)
-        self.batch_size = 1
-        self.num_batches = 0
+        self.bounds = np.zeros(1, dtype=np.int64)
 
-    def set(self, index: np.ndarray, seeds: np.ndarray, batch_size: int, num_batches: int) -> None:
+    def set(self, index: np.ndarray, seeds: np.ndarray, bounds: np.ndarray) -> None:
+        """Batch ``k`` of the next pass: keys ``bounds[k]:bounds[k + 1]`` (:func:`batch_bounds`)."""
         self.index, self.seeds = np.asarray(index, dtype=np.int64), np.asarray(seeds, dtype=np.int64)
-        self.batch_size, self.num_batches = int(batch_size), int(num_batches)
+        self.bounds = np.asarray(bounds, dtype=np.int64)
 
     def __iter__(self):
-        bs = self.batch_size
-        for k in range(self.num_batches):
-            yield list(zip(self.index[k * bs : (k + 1) * bs].tolist(), self.seeds[k * bs : (k + 1) * bs].tolist()))
+        bounds = self.bounds.tolist()
+        for lo, hi in zip(bounds[:-1], bounds[1:]):
+            yield list(zip(self.index[lo:hi].tolist(), self.seeds[lo:hi].tolist()))
 
     def __len__(self) -> int:
-        return self.num_batches
+        return len(self.bounds) - 1
 
 
 def _iterate(dataset, sampler, num_workers: int, device: torch.device) -> Iterator:
@@ -339,7 +339,7 @@ class FileTrainBatches:
     def __init__(
         self, images: FileImages, labels: np.ndarray | torch.Tensor, batch_size: int, device: torch.device,
         mean: Sequence[float] | None, std: Sequence[float] | None, views: str | Sequence[str] = "crop_flip",
-        indices: np.ndarray | None = None, drop_last: bool = False, rank: int = 0, world_size: int = 1,
+        indices: np.ndarray | None = None, last_batch: str = "keep", rank: int = 0, world_size: int = 1,
         num_workers: int = 0, balanced: BalancedSubset | None = None, num_classes: int | None = None,
         device_transforms: dict[int, BatchTransform] | None = None,
     ) -> None:
@@ -360,7 +360,8 @@ class FileTrainBatches:
         self.labels = torch.as_tensor(self.labels_np).to(self.device)
         self.mean, self.std = mean, std
         self.pool = np.arange(len(images), dtype=np.int64) if indices is None else np.asarray(indices, dtype=np.int64)
-        self.batch_size, self.drop_last = int(batch_size), drop_last
+        self.batch_size, self.last_batch = int(batch_size), last_batch
+        batch_bounds(0, self.batch_size, last_batch)  # an unknown choice fails here, not at the first epoch
         self.rank, self.world_size = rank, world_size
         self.num_workers = int(num_workers)
         self.balanced = balanced
@@ -380,9 +381,13 @@ class FileTrainBatches:
     def _per_rank(self) -> int:
         return -(-self.num_examples // self.world_size)
 
+    @property
+    def bounds(self) -> np.ndarray:
+        """The epoch's batch boundaries (:func:`batch_bounds`), the same on every rank."""
+        return batch_bounds(self._per_rank(), self.batch_size, self.last_batch)
+
     def __len__(self) -> int:
-        n = self._per_rank()
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        return len(self.bounds) - 1
 
     def epoch(self, seed: int) -> Iterator[Batch]:
         if self.balanced is not None and self.balanced.redraw_each_epoch:
@@ -397,12 +402,13 @@ class FileTrainBatches:
             order = order[self.rank : total : self.world_size]
             view_seeds = view_seeds[self.rank : total : self.world_size]
         idx = self.indices[order.numpy()]
+        bounds = self.bounds
         if not self.views:  # labels and indices only
-            for k in range(len(self)):
-                index = torch.as_tensor(idx[k * self.batch_size : (k + 1) * self.batch_size]).to(self.device)
+            for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+                index = torch.as_tensor(idx[lo:hi]).to(self.device)
                 yield (), self.labels[index], index
             return
-        self._sampler.set(idx, view_seeds.numpy(), self.batch_size, len(self))
+        self._sampler.set(idx, view_seeds.numpy(), bounds)
         on_device = self.device_transforms
         gen = torch.Generator(device=self.device).manual_seed(seed + 2) if on_device else None
         for item in _iterate(_ViewDataset(self.images, self._specs), self._sampler, self.num_workers, self.device):
@@ -433,7 +439,7 @@ class FileEvalBatches:
         self.mean, self.std = mean, std
         self.num_workers = int(num_workers)
         self._sampler = _KeyBatches()
-        self._sampler.set(self.indices, np.full(len(self.indices), -1), self.batch_size, len(self))
+        self._sampler.set(self.indices, np.full(len(self.indices), -1), batch_bounds(len(self.indices), self.batch_size))
 
     @property
     def num_examples(self) -> int:

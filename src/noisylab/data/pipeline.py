@@ -66,7 +66,7 @@ def make_train_batches(
     device: torch.device | str,
     views: str | Sequence[str] | None = None,
     indices: np.ndarray | None = None,
-    drop_last: bool = False,
+    last_batch: str = "keep",
     rank: int = 0,
     world_size: int = 1,
     *,
@@ -81,7 +81,7 @@ def make_train_batches(
         batch_size: per-rank batch size.
         views: the view recipe(s), see the module doc; None / "auto" = the dataset default.
         indices: dataset indices to train on (e.g. after a validation split); default all.
-        drop_last, rank, world_size: as :class:`TrainBatches`.
+        last_batch, rank, world_size: as :class:`TrainBatches`.
         num_workers: DataLoader workers for file datasets (default ``bundle.num_workers``);
             ignored for in-memory bundles.
         balanced: a :class:`BalancedSubset` (train each epoch on a class-balanced subset of
@@ -107,20 +107,20 @@ def make_train_batches(
         on_device = {k: view_transform(bundle, r) for k, r in enumerate(recipes) if r not in FILE_DECODED_RECIPES}
         return FileTrainBatches(
             bundle.train_x, labels_np, batch_size, device, bundle.mean, bundle.std,
-            views=recipes, device_transforms=on_device, indices=indices, drop_last=drop_last, rank=rank,
+            views=recipes, device_transforms=on_device, indices=indices, last_batch=last_batch, rank=rank,
             world_size=world_size, num_workers=workers, balanced=balanced, num_classes=bundle.num_classes,
         )
     transform = build_train_transform(bundle, views)
     pool = np.arange(bundle.num_train, dtype=np.int64) if indices is None else np.asarray(indices, dtype=np.int64)
     if balanced is None:
         return TrainBatches(bundle.train_x, labels_np, batch_size, device, transform, indices=indices,
-                            drop_last=drop_last, rank=rank, world_size=world_size)
+                            last_batch=last_batch, rank=rank, world_size=world_size)
     first = balanced.draw(labels_np, pool, batch_size, bundle.num_classes)
     if not balanced.redraw_each_epoch:
         return TrainBatches(bundle.train_x, labels_np, batch_size, device, transform, indices=first,
-                            drop_last=drop_last, rank=rank, world_size=world_size)
+                            last_batch=last_batch, rank=rank, world_size=world_size)
     return _RedrawnTrainBatches(bundle.train_x, labels_np, batch_size, device, transform, indices=first,
-                                drop_last=drop_last, rank=rank, world_size=world_size, balanced=balanced,
+                                last_batch=last_batch, rank=rank, world_size=world_size, balanced=balanced,
                                 pool=pool, labels_np=labels_np, num_classes=bundle.num_classes)
 
 
