@@ -191,14 +191,14 @@ def batch_bounds(n: int, batch_size: int, last_batch: str = "keep") -> np.ndarra
     memorization): results then hinge on the dataset size modulo the batch size."""
     if last_batch not in LAST_BATCH:
         raise ValueError(f"unknown last_batch '{last_batch}' (valid: {', '.join(LAST_BATCH)})")
-    full = n // batch_size
-    if last_batch == "drop" or (last_batch == "keep" and n % batch_size == 0):
-        sizes = np.full(full, batch_size)
-    elif last_batch == "keep":
-        sizes = np.append(np.full(full, batch_size), n % batch_size)
+    full, rest = divmod(n, batch_size)
+    if last_batch == "spread" and n:
+        k = max(full, 1)
+        sizes = n // k + (np.arange(k) < n % k)  # sizes differ by one at most
     else:
-        k = max(full, 1 if n else 0)
-        sizes = np.full(k, n // max(k, 1)) + (np.arange(k) < n % max(k, 1))
+        sizes = np.full(full, batch_size)
+        if last_batch == "keep" and rest:
+            sizes = np.append(sizes, rest)
     return np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
 
 
