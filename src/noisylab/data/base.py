@@ -202,7 +202,41 @@ def batch_bounds(n: int, batch_size: int, last_batch: str = "keep") -> np.ndarra
     return np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
 
 
-class TrainBatches:
+class EpochBatching:
+    """What every training-batch iterator shares: the rank's part of an epoch's order and the batch
+    boundaries within it. Subclasses set ``num_examples``, ``batch_size``, ``last_batch``, ``rank``
+    and ``world_size``."""
+
+    num_examples: int
+    batch_size: int
+    last_batch: str
+    rank: int
+    world_size: int
+
+    def _per_rank(self) -> int:
+        return -(-self.num_examples // self.world_size)  # ceil: ranks pad by repeating, as DistributedSampler
+
+    def shard(self, order: torch.Tensor) -> torch.Tensor:
+        """This rank's part of a tensor aligned with an epoch's order: the order padded by repeating
+        its start to a multiple of the world size, then every ``world_size``-th from ``rank``
+        (``DistributedSampler``'s split)."""
+        if self.world_size == 1:
+            return order
+        total = self._per_rank() * self.world_size
+        if total > len(order):
+            order = torch.cat([order, order[: total - len(order)]])
+        return order[self.rank : total : self.world_size]
+
+    @property
+    def bounds(self) -> np.ndarray:
+        """The epoch's batch boundaries (:func:`batch_bounds`), the same on every rank."""
+        return batch_bounds(self._per_rank(), self.batch_size, self.last_batch)
+
+    def __len__(self) -> int:
+        return len(self.bounds) - 1
+
+
+class TrainBatches(EpochBatching):
     """Shuffled, augmented mini-batches of an in-memory dataset, produced on ``device``.
 
     The order of epoch ``e`` depends only on the seed given to :meth:`epoch`, so a resumed run
@@ -245,26 +279,9 @@ class TrainBatches:
     def num_examples(self) -> int:
         return len(self.indices)
 
-    def _per_rank(self) -> int:
-        return -(-self.num_examples // self.world_size)  # ceil: ranks pad by repeating, as DistributedSampler
-
-    @property
-    def bounds(self) -> np.ndarray:
-        """The epoch's batch boundaries (:func:`batch_bounds`), the same on every rank."""
-        return batch_bounds(self._per_rank(), self.batch_size, self.last_batch)
-
-    def __len__(self) -> int:
-        return len(self.bounds) - 1
-
     def epoch(self, seed: int) -> Iterator[Batch]:
         gen_cpu = torch.Generator().manual_seed(seed)
-        order = torch.randperm(self.num_examples, generator=gen_cpu).to(self.device)
-        if self.world_size > 1:
-            per = self._per_rank()
-            total = per * self.world_size
-            if total > len(order):
-                order = torch.cat([order, order[: total - len(order)]])
-            order = order[self.rank : total : self.world_size]
+        order = self.shard(torch.randperm(self.num_examples, generator=gen_cpu).to(self.device))
         aug_gen = torch.Generator(device=self.device).manual_seed(seed + 1)
         bounds = self.bounds.tolist()
         for lo, hi in zip(bounds[:-1], bounds[1:]):

@@ -29,7 +29,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from .base import Batch, BatchTransform, DataBundle, DataError, batch_bounds, to_float
+from .base import Batch, BatchTransform, DataBundle, DataError, EpochBatching, batch_bounds, to_float
 from .sampling import BalancedSubset
 
 FILE_DECODED_RECIPES = ("none", "crop", "crop_flip")
@@ -312,7 +312,7 @@ def _raise_failure(item) -> None:
         raise DataError(item.message)
 
 
-class FileTrainBatches:
+class FileTrainBatches(EpochBatching):
     """Shuffled, augmented batches of a file-backed dataset, on ``device``.
 
     Same contract as :class:`~noisylab.data.base.TrainBatches`: ``len()`` batches per epoch,
@@ -378,29 +378,12 @@ class FileTrainBatches:
     def num_examples(self) -> int:
         return len(self.indices)
 
-    def _per_rank(self) -> int:
-        return -(-self.num_examples // self.world_size)
-
-    @property
-    def bounds(self) -> np.ndarray:
-        """The epoch's batch boundaries (:func:`batch_bounds`), the same on every rank."""
-        return batch_bounds(self._per_rank(), self.batch_size, self.last_batch)
-
-    def __len__(self) -> int:
-        return len(self.bounds) - 1
-
     def epoch(self, seed: int) -> Iterator[Batch]:
         if self.balanced is not None and self.balanced.redraw_each_epoch:
             self.indices = self.balanced.draw(self.labels_np, self.pool, self.batch_size, self.num_classes, seed)
         order = torch.randperm(self.num_examples, generator=torch.Generator().manual_seed(seed))
         view_seeds = torch.randint(0, 2**62, (len(order),), generator=torch.Generator().manual_seed(seed + 1))
-        if self.world_size > 1:
-            total = self._per_rank() * self.world_size
-            if total > len(order):
-                order = torch.cat([order, order[: total - len(order)]])
-                view_seeds = torch.cat([view_seeds, view_seeds[: total - len(view_seeds)]])
-            order = order[self.rank : total : self.world_size]
-            view_seeds = view_seeds[self.rank : total : self.world_size]
+        order, view_seeds = self.shard(order), self.shard(view_seeds)
         idx = self.indices[order.numpy()]
         bounds = self.bounds
         if not self.views:  # labels and indices only
