@@ -15,8 +15,8 @@ import torch
 
 from noisylab.detect import (CLEANLAB_FILTERS, DETECTORS, Detection, DetectorUnavailable, Evidence, TrainingDynamics,
                              auroc, average_precision, detect_label_issues, detection_metrics, find_label_issues,
-                             knn_vote, label_quality_scores, noise_estimates, normalize_rows, precision_recall_curve,
-                             run_detector, write_label_issues_csv)
+                             knn_vote, label_quality_scores, noise_estimates, normalize_rows, paired_f1_difference,
+                             precision_recall_curve, run_detector, write_label_issues_csv)
 from noisylab.detect.io import EVIDENCE_ARRAYS, evidence_arrays, read_evidence
 from noisylab.noise import NoiseError, stratified_folds
 from noisylab.run_folder import save_arrays
@@ -214,6 +214,36 @@ def test_detection_metrics_by_hand():
     assert m.as_dict()["f1"] == pytest.approx(1 / 3) and set(m.as_dict()) >= {"auroc", "auprc", "precision_at_noisy"}
     nothing = detection_metrics(np.zeros(6, bool), noisy)
     assert (nothing.precision, nothing.recall, nothing.f1) == (0.0, 0.0, 0.0)
+
+
+def test_paired_f1_difference_scores_both_verdicts_on_the_same_draws():
+    from noisylab.detect.metrics import _f1_of_draws
+
+    rng = np.random.default_rng(3)
+    noisy = rng.random(400) < 0.3
+    good = noisy ^ (rng.random(400) < 0.1)  # 10 % of verdicts wrong
+    poor = noisy ^ (rng.random(400) < 0.3)
+    # one draw's F1 from counts equals the F1 of the drawn examples, computed directly
+    idx = rng.integers(0, 400, 400)
+    weights = np.bincount(idx, minlength=400)[None].astype(float)
+    assert _f1_of_draws(weights, good, noisy)[0] == pytest.approx(detection_metrics(good[idx], noisy[idx]).f1)
+    d = paired_f1_difference(good, poor, noisy, draws=400)
+    assert d.difference == pytest.approx(detection_metrics(good, noisy).f1 - detection_metrics(poor, noisy).f1)
+    assert 0 < d.low < d.difference < d.high and d.share_ahead == 1.0
+    # the same seed draws the same examples: swapping the verdicts mirrors everything
+    back = paired_f1_difference(poor, good, noisy, draws=400)
+    assert (back.difference, back.low, back.high) == pytest.approx((-d.difference, -d.high, -d.low))
+    assert back.share_ahead == 0.0
+    # pairing: a verdict against itself differs by exactly 0 in every draw
+    same = paired_f1_difference(good, good, noisy, draws=50)
+    assert (same.difference, same.low, same.high, same.share_ahead) == (0.0, 0.0, 0.0, 0.0)
+    # two verdicts one example apart: an interval around a small difference, not a sure win
+    near = good.copy()
+    near[np.flatnonzero(noisy & good)[0]] = False
+    close = paired_f1_difference(good, near, noisy, draws=400)
+    assert close.low <= 0.0 < close.difference <= close.high and 0.3 < close.share_ahead < 1.0
+    with pytest.raises(ValueError, match="must be"):
+        paired_f1_difference(good, poor[:-1], noisy)
 
 
 # ----------------------------------------------------------------------------- noise estimates

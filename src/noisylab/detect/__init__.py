@@ -5,20 +5,23 @@ mask or indices ranked by a quality score in [0, 1], lower = more likely wrong).
 - :mod:`.scores`: quality scores and filters (confident learning through ``cleanlab``);
 - :mod:`.dynamics`: the per-example record of training the history detector and the alarm use;
 - :mod:`.estimate`: noise rate and transition matrix from a flagged set;
-- :mod:`.metrics`: precision, recall, F1, AUROC, AUPRC against known truth;
+- :mod:`.metrics`: precision, recall, F1, AUROC, AUPRC against known truth, and how sure a
+  difference in F1 between two detectors is;
 - :mod:`.io`: ``label_issues.csv``.
 """
 from .detectors import DETECTORS, Detection, DetectorUnavailable, Evidence, detect_label_issues, knn_vote, run_detector
 from .dynamics import TrainingDynamics
 from .estimate import noise_estimates
 from .io import write_label_issues_csv
-from .metrics import DetectionMetrics, auroc, average_precision, detection_metrics, precision_recall_curve
+from .metrics import (DetectionMetrics, PairedDifference, auroc, average_precision, detection_metrics,
+                      paired_f1_difference, precision_recall_curve)
 from .scores import (CLEANLAB_FILTERS, CORE_FILTERS, FILTERS, SCORES, find_label_issues, label_quality_scores,
                      normalize_rows)
 
 __all__ = [
     "CLEANLAB_FILTERS", "CORE_FILTERS", "DETECTORS", "Detection", "DetectionMetrics", "detect_label_issues", "DetectorUnavailable", "Evidence", "FILTERS",
     "SCORES", "TrainingDynamics", "auroc", "average_precision", "detection_metrics", "find_label_issues", "knn_vote",
-    "label_quality_scores", "noise_estimates", "normalize_rows", "precision_recall_curve", "run_detector",
+    "label_quality_scores", "noise_estimates", "normalize_rows", "PairedDifference", "paired_f1_difference",
+    "precision_recall_curve", "run_detector",
     "write_label_issues_csv",
 ]
