@@ -1,5 +1,7 @@
 """Small helpers shared by the test modules."""
 import socket
+import sys
+from pathlib import Path
 
 from noisylab.config import apply_settings, build_config
 
@@ -15,6 +17,13 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def torchrun(nproc: int, tmp_path: Path) -> list[str]:
+    """The command that starts ``nproc`` local processes, with torchrun's log folder inside
+    ``tmp_path`` (by default every launch leaves a ``torchelastic_*`` folder in the system's /tmp)."""
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port",
+            str(free_port()), "--log-dir", str(tmp_path / "torchrun_logs")]
 
 
 class Interrupt(Exception):

@@ -9,7 +9,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from helpers import free_port
+from helpers import free_port, torchrun
 from noisylab.losses import ELRLoss
 
 
@@ -42,8 +42,7 @@ def test_torchrun_two_cpu_processes(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("name: ddp\nnoise: {kind: symmetric, rate: 0.4}\nmethod: {loss: {name: elr}}\n")
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
-           "-m", "noisylab.cli", "-q", "train", "-c", str(cfg), "device=cpu", "data.options.num_samples=500",
+    cmd = [*torchrun(2, tmp_path), "-m", "noisylab.cli", "-q", "train", "-c", str(cfg), "device=cpu", "data.options.num_samples=500",
            "model.arch=mlp", "model.options.hidden=[32]", "train.epochs=2", "train.batch_size=25",
            "train.progress=false", "train.tensorboard=false", f"output_dir={tmp_path / 'runs'}"]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
@@ -68,8 +67,7 @@ def test_torchrun_repreg_with_warm_up_and_global_negatives(tmp_path):
     cfg.write_text("name: ddp\nnoise: {kind: symmetric, rate: 0.4}\n"
                    "method: {name: repreg, loss: {name: gce}, ce_warmup_epochs: 1, reg_start_epoch: 1}\n")
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
-           "-m", "noisylab.cli", "-q", "train", "-c", str(cfg), "device=cpu", "data.dataset=npz",
+    cmd = [*torchrun(2, tmp_path), "-m", "noisylab.cli", "-q", "train", "-c", str(cfg), "device=cpu", "data.dataset=npz",
            f"data.root={image_npz(tmp_path)}", "data.options={labels_are_clean: true, augment: crop_flip}",
            "model.arch=cnn_small", "model.options.width=4", "model.proj_dim=8", "train.epochs=2",
            "train.batch_size=16", "train.last_batch=drop", "train.progress=false", "train.tensorboard=false",

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import free_port
+from helpers import torchrun
 
 DRIVER = r'''
 import os, signal, sys
@@ -88,8 +88,7 @@ def run_driver(tmp_path: Path, cfg_text: str, out: str, kill_at: str = "", nproc
     if nproc == 1:
         cmd = [sys.executable, str(tmp_path / "driver.py"), *args]
     else:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port",
-               str(free_port()), str(tmp_path / "driver.py"), *args]
+        cmd = [*torchrun(nproc, tmp_path), str(tmp_path / "driver.py"), *args]
     return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
 
 

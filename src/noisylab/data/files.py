@@ -421,15 +421,16 @@ class FileEvalBatches:
         self.device = torch.device(device)
         self.mean, self.std = mean, std
         self.num_workers = int(num_workers)
+        self._bounds = batch_bounds(len(self.indices), self.batch_size)  # every example, the last batch kept
         self._sampler = _KeyBatches()
-        self._sampler.set(self.indices, np.full(len(self.indices), -1), batch_bounds(len(self.indices), self.batch_size))
+        self._sampler.set(self.indices, np.full(len(self.indices), -1), self._bounds)
 
     @property
     def num_examples(self) -> int:
         return len(self.indices)
 
     def __len__(self) -> int:
-        return -(-self.num_examples // self.batch_size)
+        return len(self._bounds) - 1
 
     def __iter__(self) -> Iterator[Batch]:
         for item in _iterate(_ViewDataset(self.images), self._sampler, self.num_workers, self.device):
