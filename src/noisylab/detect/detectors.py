@@ -1,7 +1,8 @@
 """Named detectors: each turns what one training run produced into an estimate ``P [n, C]`` of
 every scored example's true class. The quality score of an example is ``P[i, given_i]`` (in
 [0, 1], lower = more likely wrong) and the flagged set comes from a filter of
-:mod:`noisylab.detect.scores` applied to ``P`` (``predicted_neq_given`` by default).
+:mod:`noisylab.detect.scores` applied to ``P`` (``auto`` by default: ``prune_by_class`` with
+cleanlab installed, else ``predicted_neq_given``; :func:`~noisylab.detect.scores.resolve_filter`).
 
 ``DETECTORS`` is the one list of their names (``detect.method``, ``noisylab detect --method``).
 """
