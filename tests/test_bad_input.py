@@ -4,14 +4,12 @@ it was. The CLI runs in-process (``noisylab.cli.main`` is what the console scrip
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import pickle
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from noisylab.cli import main
 

@@ -7,7 +7,6 @@ import math
 import multiprocessing
 import sys
 import zipfile
-import zlib
 
 import numpy as np
 import pytest

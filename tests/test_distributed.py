@@ -1,7 +1,6 @@
 """DDP on CPU (gloo): ELR targets stay identical across ranks, and torchrun training works."""
 import os
 import subprocess
-import sys
 
 import numpy as np
 import pytest

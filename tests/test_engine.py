@@ -4,7 +4,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from noisylab.engine import train
 from helpers import config_with, default_detector_flag_count, full_and_resumed

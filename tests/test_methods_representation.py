@@ -9,7 +9,6 @@ import json
 import numpy as np
 import pytest
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 from helpers import config_with, full_and_resumed, without_time
@@ -18,7 +17,7 @@ from noisylab.engine import train
 from noisylab.losses import NTXentLoss, RKDAngleLoss, RKDDistanceLoss
 from noisylab.methods import Batch, Method, MethodContext, Phase, StepOutput, build_method
 from noisylab.methods.repreg import RepRegMethod
-from noisylab.models import create_model, load_encoder_checkpoint
+from noisylab.models import create_model
 
 
 def image_npz(tmp_path, n=96, n_test=30, size=12, classes=3, seed=0):
