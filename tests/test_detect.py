@@ -243,6 +243,8 @@ def test_paired_f1_difference_scores_both_verdicts_on_the_same_draws():
     assert close.low <= 0.0 < close.difference <= close.high and 0.3 < close.share_ahead < 1.0
     with pytest.raises(ValueError, match="must be"):
         paired_f1_difference(good, poor[:-1], noisy)
+    with pytest.raises(ValueError, match="needs examples and draws"):
+        paired_f1_difference(good[:0], poor[:0], noisy[:0])
 
 
 # ----------------------------------------------------------------------------- noise estimates

@@ -127,6 +127,8 @@ def paired_f1_difference(flagged_a: np.ndarray, flagged_b: np.ndarray, is_noisy:
     if not a.shape == b.shape == y.shape or a.ndim != 1:
         raise ValueError(f"flagged_a, flagged_b and is_noisy must be [n] alike, got {a.shape}, {b.shape}, {y.shape}")
     n = len(y)
+    if n == 0 or draws < 1:
+        raise ValueError(f"a paired bootstrap needs examples and draws, got {n} examples and {draws} draws")
     rng = np.random.default_rng(seed)
     diffs = []
     for lo in range(0, draws, chunk):
