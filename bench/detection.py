@@ -12,7 +12,8 @@ labelled examples.
 
 Every label set gets, with one setting for all of them:
 - one CE run and one ELR run (lambda 3, beta 0.7) through ``noisylab train``; from them every
-  detector of ``noisylab.detect.DETECTORS`` (flags: ``predicted_neq_given``);
+  detector of ``noisylab.detect.DETECTORS``, flagged two ways: ``auto`` (the default,
+  ``prune_by_class``) and ``predicted_neq_given``;
 - one 4-fold cross-validation with CE (``cv.folds=4``, the same network, epochs and optimizer),
   then ``cleanlab.filter.find_label_issues`` with every ``filter_by``, ranked by cleanlab's
   default self-confidence.
