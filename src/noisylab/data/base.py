@@ -180,6 +180,12 @@ them as a smaller last batch (PyTorch's ``DataLoader``), ``drop`` them (a differ
 or ``spread`` them over the full batches, one each, so no batch holds fewer than ``batch_size``."""
 
 
+def check_last_batch(last_batch: str) -> None:
+    """ValueError naming the choices unless ``last_batch`` is one of :data:`LAST_BATCH`."""
+    if last_batch not in LAST_BATCH:
+        raise ValueError(f"unknown last_batch '{last_batch}' (valid: {', '.join(LAST_BATCH)})")
+
+
 def batch_bounds(n: int, batch_size: int, last_batch: str = "keep") -> np.ndarray:
     """``int64 [K + 1]``: batch ``k`` of an epoch is positions ``bounds[k]:bounds[k + 1]`` of its
     order of ``n`` examples (:data:`LAST_BATCH`). ``spread`` with fewer than ``batch_size`` examples
@@ -189,8 +195,7 @@ def batch_bounds(n: int, batch_size: int, last_batch: str = "keep") -> np.ndarra
     step in 8, with the batch-norm statistics of 4 images) moved the test accuracy of 30-epoch runs
     by 6-7 points against ``spread`` (down on CIFAR-10, up on Fashion-MNIST, where it slowed
     memorization): results then hinge on the dataset size modulo the batch size."""
-    if last_batch not in LAST_BATCH:
-        raise ValueError(f"unknown last_batch '{last_batch}' (valid: {', '.join(LAST_BATCH)})")
+    check_last_batch(last_batch)
     full, rest = divmod(n, batch_size)
     if last_batch == "spread" and n:
         k = max(full, 1)
@@ -204,14 +209,18 @@ def batch_bounds(n: int, batch_size: int, last_batch: str = "keep") -> np.ndarra
 
 class EpochBatching:
     """What every training-batch iterator shares: the rank's part of an epoch's order and the batch
-    boundaries within it. Subclasses set ``num_examples``, ``batch_size``, ``last_batch``, ``rank``
-    and ``world_size``."""
+    boundaries within it. Subclasses provide ``num_examples`` and call :meth:`_set_batching`."""
 
     num_examples: int
     batch_size: int
     last_batch: str
     rank: int
     world_size: int
+
+    def _set_batching(self, batch_size: int, last_batch: str, rank: int, world_size: int) -> None:
+        check_last_batch(last_batch)  # fail here, not at the first epoch
+        self.batch_size, self.last_batch = int(batch_size), last_batch
+        self.rank, self.world_size = rank, world_size
 
     def _per_rank(self) -> int:
         return -(-self.num_examples // self.world_size)  # ceil: ranks pad by repeating, as DistributedSampler
@@ -268,12 +277,9 @@ class TrainBatches(EpochBatching):
         self.indices = torch.as_tensor(
             np.arange(len(x)) if indices is None else np.asarray(indices), dtype=torch.long
         ).to(device)
-        self.batch_size = batch_size
         self.device = device
         self.transform = transform
-        self.last_batch = last_batch
-        self.rank, self.world_size = rank, world_size
-        batch_bounds(0, batch_size, last_batch)  # an unknown choice fails here, not at the first epoch
+        self._set_batching(batch_size, last_batch, rank, world_size)
 
     @property
     def num_examples(self) -> int:

@@ -360,9 +360,7 @@ class FileTrainBatches(EpochBatching):
         self.labels = torch.as_tensor(self.labels_np).to(self.device)
         self.mean, self.std = mean, std
         self.pool = np.arange(len(images), dtype=np.int64) if indices is None else np.asarray(indices, dtype=np.int64)
-        self.batch_size, self.last_batch = int(batch_size), last_batch
-        batch_bounds(0, self.batch_size, last_batch)  # an unknown choice fails here, not at the first epoch
-        self.rank, self.world_size = rank, world_size
+        self._set_batching(batch_size, last_batch, rank, world_size)
         self.num_workers = int(num_workers)
         self.balanced = balanced
         self.num_classes = num_classes
