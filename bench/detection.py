@@ -16,7 +16,7 @@ Every label set gets, with one setting for all of them:
   ``prune_by_class``) and ``predicted_neq_given``;
 - one 4-fold cross-validation with CE (``cv.folds=4``, the same network, epochs and optimizer),
   then ``cleanlab.filter.find_label_issues`` with every ``filter_by``, ranked by cleanlab's
-  default self-confidence.
+  default self-confidence (noisylab's rows by ``detect.rank_by``, relative confidence).
 
 Model ``cnn_small`` (width 16), SGD lr 0.02 momentum 0.9 weight decay 5e-4, cosine schedule,
 batch 128, no held-out split (every example is scored); ``--regime realistic`` (default) trains
@@ -145,7 +145,7 @@ def cleanlab_rows(args, label_set: str, out: Path) -> list[dict]:
         order = np.argsort(z["index"])
         true = z["true_label"][order]
     is_noisy = given != true
-    quality = label_quality_scores(given, probs, "self_confidence")
+    quality = label_quality_scores(given, probs, "self_confidence")  # cleanlab's default ranking
     print(f"  {args.folds}-fold cross-validation: {wall:.0f} s", flush=True)
     rows = []
     for fb in FILTERS:

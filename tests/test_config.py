@@ -31,6 +31,7 @@ def test_defaults_validate_and_overrides_are_typed():
     (["method.loss.name=gce", "method.loss.lam=2"], "unknown config key 'method.loss.lam' (valid keys here: name, q)"),
     (["data.augment=weak"], "unknown augmentation 'weak' (valid: auto, none, crop, crop_flip, simclr)"),
     (["detect.filter_by=magic"], "unknown filter 'magic' (valid: auto, predicted_neq_given,"),
+    (["detect.rank_by=self_confident"], "unknown quality score 'self_confident' (did you mean 'self_confidence'?)"),
     (["method.name=repreg", "method.ce_warmup_epochs=5", "method.reg_start_epoch=2"], "must not come before"),
     (["noise.kind=gaussian"], "unknown noise kind 'gaussian' (valid:"),
     (["train.epochs=abc"], "train.epochs"),

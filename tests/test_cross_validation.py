@@ -107,7 +107,10 @@ def test_summary_and_label_issues_match_the_probabilities(cv_run):
     assert d["noise_rate_estimate"] == pytest.approx(np.mean(flagged & (p.argmax(axis=1) != labels)))
     assert d["precision"] == pytest.approx(tp / flagged.sum()) and d["recall"] == pytest.approx(tp / noisy.sum())
     assert d["f1"] == pytest.approx(2 * tp / (flagged.sum() + noisy.sum()))
-    quality = p[np.arange(N), labels]
+    p_y = p[np.arange(N), labels]
+    rival = np.where(np.eye(p.shape[1], dtype=bool)[labels], -1.0, p).max(axis=1)
+    quality = p_y / (p_y + rival)  # detect.rank_by's default, relative_confidence
+    assert d["rank_by"] == "relative_confidence"
     assert d["auroc"] == pytest.approx(metrics.roc_auc_score(noisy, -quality))
     assert d["auprc"] == pytest.approx(metrics.average_precision_score(noisy, -quality))
     assert d["auroc"] > 0.55  # three epochs already tell the wrong labels from the right ones a little

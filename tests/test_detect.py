@@ -57,6 +57,16 @@ def test_quality_scores_match_hand_formulas():
     np.testing.assert_allclose(label_quality_scores([0, 1], t), [0.7, 0.25])
     np.testing.assert_allclose(label_quality_scores([0, 1], t, "normalized_margin"),
                                [(0.7 - 0.2 + 1) / 2, (0.25 - 0.75 + 1) / 2])
+    # p[y] / (p[y] + max_{k != y} p[k]) = sigmoid(log p[y] - max_{k != y} log p[k]); 0 / 0 is a tie
+    np.testing.assert_allclose(label_quality_scores(y, p, "relative_confidence"),
+                               [0.7 / 0.9, 0.3 / 0.9, 0.5, 0.0])
+    np.testing.assert_allclose(label_quality_scores([2], [[0.5, 0.5, 0.0]], "relative_confidence"), [0.0])
+    np.testing.assert_allclose(label_quality_scores([2], [[0.0, 0.0, 0.0]], "relative_confidence"), [0.5])  # uniform
+    np.testing.assert_allclose(label_quality_scores([0, 1], t, "relative_confidence"), [0.7 / 0.9, 0.25])
+    # the three scores rank differently: p[y] alone misses a label that beats a lone rival by much
+    q = np.array([[0.40, 0.38, 0.11, 0.11], [0.35, 0.05, 0.30, 0.30]])
+    assert label_quality_scores([0, 0], q).argmin() == 1  # 0.40 > 0.35
+    assert label_quality_scores([0, 0], q, "relative_confidence").argmin() == 0  # 0.40 / 0.78 < 0.35 / 0.65
     with pytest.raises(ValueError, match="unknown score method 'entropy'"):
         label_quality_scores(y, p, "entropy")
 
@@ -491,7 +501,10 @@ def test_detector_finds_the_known_wrong_labels(name, filter_by, evidence):
     assert isinstance(found, Detection) and (found.method, found.filter_by) == (name, resolved)
     assert found.probs.shape == (N, C)
     np.testing.assert_allclose(found.probs.sum(axis=1), 1.0)
-    np.testing.assert_allclose(found.quality, found.probs[np.arange(N), ev.given])
+    p_y = found.probs[np.arange(N), ev.given]
+    rival = np.where(np.eye(C, dtype=bool)[ev.given], -1.0, found.probs).max(axis=1)
+    np.testing.assert_allclose(found.quality, p_y / (p_y + rival))  # the default rank_by, relative_confidence
+    assert found.rank_by == "relative_confidence"
     assert np.array_equal(found.suggested, found.probs.argmax(axis=1))
     if filter_by == "auto":
         assert np.array_equal(found.flagged, cleanlab.filter.find_label_issues(ev.given, found.probs,
@@ -573,7 +586,10 @@ def test_detectors_without_their_input_say_what_is_missing(evidence):
 def test_detect_with_another_filter(evidence):
     _, ev = evidence
     found = detect_label_issues(ev, "history", filter_by="low_self_confidence", threshold=0.3)
-    assert np.array_equal(found.flagged, found.quality < 0.3) and found.filter_by == "low_self_confidence"
+    p_y = found.probs[np.arange(N), ev.given]
+    assert np.array_equal(found.flagged, p_y < 0.3) and found.filter_by == "low_self_confidence"
+    by_p_y = detect_label_issues(ev, "history", filter_by="low_self_confidence", threshold=0.3, rank_by="self_confidence")
+    np.testing.assert_allclose(by_p_y.quality, p_y)
 
 
 # ----------------------------------------------------------------------------- files

@@ -258,6 +258,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- detect
 def add_detect_arguments(p: argparse.ArgumentParser) -> None:
     from .detect import DETECTORS, FILTERS, SCORES
+    from .detect.scores import DEFAULT_RANK_BY
 
     p.add_argument("run", nargs="?", help="a run folder (reads its predictions.npz)")
     p.add_argument("--labels", help="given labels (.npy, .csv one per line, or a label .npz) instead of a run")
@@ -267,8 +268,8 @@ def add_detect_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--filter-by", dest="filter_by", default="auto", choices=FILTERS,
                    help="how probabilities become flags (auto: prune_by_class with cleanlab, else predicted_neq_given)")
     p.add_argument("--threshold", type=_probability, default=0.5, help="for low_self_confidence (0 to 1)")
-    p.add_argument("--rank-by", dest="rank_by", default="self_confidence", choices=SCORES,
-                   help="with --labels/--pred-probs: the quality score")
+    p.add_argument("--rank-by", dest="rank_by", default=DEFAULT_RANK_BY, choices=SCORES,
+                   help="the quality score that ranks the examples (lower = more likely wrong)")
     p.add_argument("--only-flagged", action="store_true", help="write only the suspected rows")
     p.add_argument("-o", "--output", help="CSV to write (default: <run>/label_issues_<method>_<filter>.csv)")
 
@@ -333,7 +334,7 @@ def _detect_run(args: argparse.Namespace) -> int:
         raise ConfigError(f"'{run}' has no predictions.npz (is it a finished noisylab run folder with a classifier?)")
     try:
         arrays, ev = read_evidence(pred_file)
-        found = detect_label_issues(ev, args.method, args.filter_by, args.threshold)
+        found = detect_label_issues(ev, args.method, args.filter_by, args.threshold, args.rank_by)
     except (ValueError, ImportError) as err:
         raise ConfigError(str(err)) from None
     truth = arrays.get("true_label")

@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .detect.scores import DEFAULT_RANK_BY
+
 
 class ConfigError(ValueError):
     """A config file, key or value is wrong. The message is one line naming it and the fix
@@ -301,6 +303,8 @@ class DetectConfig(_Strict):
     filter_by: str = Field("auto", description="how the detector's probabilities become flags: auto = prune_by_class "
                                                "with cleanlab installed, else predicted_neq_given")
     threshold: float = Field(0.5, ge=0.0, le=1.0, description="for low_self_confidence")
+    rank_by: str = Field(DEFAULT_RANK_BY, description="the quality score that ranks the examples (the quality "
+                                                      "column): relative_confidence, self_confidence, normalized_margin")
 
     @model_validator(mode="before")
     @classmethod
@@ -319,6 +323,13 @@ class DetectConfig(_Strict):
         from .detect import DETECTORS
 
         return check_choice(v, tuple(DETECTORS), "detector")
+
+    @field_validator("rank_by")
+    @classmethod
+    def _known_score(cls, v: str) -> str:
+        from .detect import SCORES
+
+        return check_choice(v, SCORES, "quality score")
 
     @field_validator("filter_by")
     @classmethod

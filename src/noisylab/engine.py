@@ -802,8 +802,9 @@ def write_cross_validated_outputs(cfg: Config, data: PreparedData, parent: Path,
     atomic_write(parent / "labels.npy", lambda tmp: np.save(tmp, given))
     filter_by = resolve_filter(cfg.detect.filter_by)
     flagged = find_label_issues(given, pred_probs, filter_by=filter_by, threshold=cfg.detect.threshold)
-    quality = label_quality_scores(given, pred_probs, "self_confidence")
-    found = Detection("cross_validated", filter_by, pred_probs, quality, flagged, pred_probs.argmax(axis=1))
+    quality = label_quality_scores(given, pred_probs, cfg.detect.rank_by)
+    found = Detection("cross_validated", filter_by, cfg.detect.rank_by, pred_probs, quality, flagged,
+                      pred_probs.argmax(axis=1))
     truth = data.bundle.train_labels if data.truth_known else None
     paths = example_paths(data.bundle, "train")
     write_label_issues_csv(parent / "label_issues.csv", given, pred_probs, flagged, quality, true_labels=truth,
@@ -923,7 +924,8 @@ def _detect(run: Run) -> dict[str, Any]:
     paths = None if all_paths is None else [all_paths[i] for i in scored]
     save_arrays(out / "predictions.npz", **evidence_arrays(ev, scored, truth, data.bundle.class_names, paths))
     try:
-        found = detect_label_issues(ev, cfg.detect.method, cfg.detect.filter_by, cfg.detect.threshold)
+        d = cfg.detect
+        found = detect_label_issues(ev, d.method, d.filter_by, d.threshold, d.rank_by)
     except DetectorUnavailable as err:
         raise ConfigError(f"detect.method={cfg.detect.method}: {err}") from None
     write_label_issues_csv(out / "label_issues.csv", ev.given, found.probs, found.flagged, found.quality,
@@ -935,8 +937,8 @@ def _detect(run: Run) -> dict[str, Any]:
 def detection_summary(found, given: np.ndarray, truth: np.ndarray | None, num_classes: int) -> dict[str, Any]:
     """The ``detect`` block of summary.json: the detector, the flagged count, the noise estimates,
     and precision / recall / F1 / AUROC / AUPRC when the truth is known."""
-    summary = {"method": found.method, "filter_by": found.filter_by, "num_scored": len(given),
-               "num_flagged": int(found.flagged.sum()),
+    summary = {"method": found.method, "filter_by": found.filter_by, "rank_by": found.rank_by,
+               "num_scored": len(given), "num_flagged": int(found.flagged.sum()),
                **noise_estimates(given, found.flagged, found.suggested, num_classes)}
     if truth is not None:
         summary.update(detection_metrics(found.flagged, given != truth, found.quality).as_dict())

@@ -1,5 +1,6 @@
 """Named detectors: each turns what one training run produced into an estimate ``P [n, C]`` of
-every scored example's true class. The quality score of an example is ``P[i, given_i]`` (in
+every scored example's true class. The quality score of an example is a function of ``P[i]`` and
+its given label (``detect.rank_by``, by default ``P[i, y] / (P[i, y] + max_{k != y} P[i, k])``; in
 [0, 1], lower = more likely wrong) and the flagged set comes from a filter of
 :mod:`noisylab.detect.scores` applied to ``P`` (``auto`` by default: ``prune_by_class`` with
 cleanlab installed, else ``predicted_neq_given``; :func:`~noisylab.detect.scores.resolve_filter`).
@@ -14,7 +15,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .scores import normalize_rows
+from .scores import DEFAULT_RANK_BY, normalize_rows
 
 
 @dataclass
@@ -157,15 +158,16 @@ class Detection:
     """One detector's verdict on the scored examples.
 
     Attributes:
-        method, filter_by: how it was made.
+        method, filter_by, rank_by: how it was made.
         probs: ``[n, C]`` the detector's estimate of each example's true class.
-        quality: ``[n]`` ``probs[i, given_i]`` in [0, 1]; lower = more likely wrong.
+        quality: ``[n]`` in [0, 1], the ``rank_by`` score of ``probs``; lower = more likely wrong.
         flagged: ``bool [n]`` the suspected wrong labels.
         suggested: ``int64 [n]`` the most likely class.
     """
 
     method: str
     filter_by: str
+    rank_by: str
     probs: np.ndarray
     quality: np.ndarray
     flagged: np.ndarray
@@ -179,12 +181,13 @@ class Detection:
 
 
 def detect_label_issues(ev: Evidence, method: str = "history", filter_by: str = "auto",
-                        threshold: float = 0.5) -> Detection:
-    """Run detector ``method`` on ``ev`` and flag with ``filter_by`` (see :func:`find_label_issues`)."""
-    from .scores import find_label_issues, resolve_filter
+                        threshold: float = 0.5, rank_by: str = DEFAULT_RANK_BY) -> Detection:
+    """Run detector ``method`` on ``ev``, flag with ``filter_by`` (see :func:`find_label_issues`) and
+    score each example with ``rank_by`` (:data:`SCORES`)."""
+    from .scores import find_label_issues, label_quality_scores, resolve_filter
 
     probs = run_detector(method, ev)
-    quality = probs[np.arange(len(ev.given)), ev.given]
+    quality = label_quality_scores(ev.given, probs, rank_by)
     filter_by = resolve_filter(filter_by)
     flagged = find_label_issues(ev.given, probs, filter_by=filter_by, threshold=threshold)
-    return Detection(method, filter_by, probs, quality, flagged, probs.argmax(axis=1))
+    return Detection(method, filter_by, rank_by, probs, quality, flagged, probs.argmax(axis=1))

@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import numpy as np
 
-SCORES = ("self_confidence", "normalized_margin")
-"""Label quality scores of :func:`label_quality_scores` (cleanlab's formulas; the one list)."""
+SCORES = ("self_confidence", "normalized_margin", "relative_confidence")
+"""Label quality scores of :func:`label_quality_scores` (the one list): cleanlab's two formulas and
+noisylab's ranking default, ``relative_confidence``."""
+DEFAULT_RANK_BY = "relative_confidence"
+"""The score that ranks a run's examples (``detect.rank_by``): on CIFAR-10N it ranks the wrong labels
+higher than ``self_confidence`` does, from the same probabilities (README, Results)."""
 CORE_FILTERS = ("predicted_neq_given", "low_self_confidence")
 CLEANLAB_FILTERS = ("prune_by_noise_rate", "prune_by_class", "both", "confident_learning", "low_normalized_margin")
 FILTERS = ("auto",) + CORE_FILTERS + CLEANLAB_FILTERS
@@ -49,16 +53,25 @@ def label_quality_scores(labels, pred_probs, method: str = "self_confidence") ->
 
     - ``self_confidence``: ``p[y]``
     - ``normalized_margin``: ``(p[y] - max_{k != y} p[k] + 1) / 2``
+    - ``relative_confidence``: ``p[y] / (p[y] + max_{k != y} p[k])``, the sigmoid of the margin
+      ``log p[y] - max_{k != y} log p[k]`` that the area-under-the-margin ranking averages over
+      training (Pleiss et al., NeurIPS 2020); 0.5 where the given label ties its strongest rival.
+      It ranks a label by how it fares against the one class that contests it, not by how much mass
+      the rest of the classes take (``self_confidence``) nor in absolute terms (``normalized_margin``).
     """
     labels, p = check_labels_probs(labels, pred_probs)
     rows = np.arange(len(labels))
     p_y = p[rows, labels]
     if method == "self_confidence":
         return p_y
-    if method == "normalized_margin":
+    if method in ("normalized_margin", "relative_confidence"):
         other = p.copy()
         other[rows, labels] = -np.inf
-        return (p_y - other.max(axis=1) + 1.0) / 2.0
+        rival = other.max(axis=1)
+        if method == "normalized_margin":
+            return (p_y - rival + 1.0) / 2.0
+        pair = p_y + rival
+        return np.divide(p_y, pair, out=np.full_like(p_y, 0.5), where=pair > 0)  # 0 / 0: a tie
     raise ValueError(f"unknown score method '{method}' (valid: {', '.join(SCORES)})")
 
 
