@@ -63,7 +63,8 @@ def test_quality_scores_match_hand_formulas():
     np.testing.assert_allclose(label_quality_scores([2], [[0.5, 0.5, 0.0]], "relative_confidence"), [0.0])
     np.testing.assert_allclose(label_quality_scores([2], [[0.0, 0.0, 0.0]], "relative_confidence"), [0.5])  # uniform
     np.testing.assert_allclose(label_quality_scores([0, 1], t, "relative_confidence"), [0.7 / 0.9, 0.25])
-    # the three scores rank differently: p[y] alone misses a label that beats a lone rival by much
+    # p[y] alone puts a label that leads every rival clearly (0.35 vs 0.30) below one that nearly
+    # ties a rival (0.40 vs 0.38)
     q = np.array([[0.40, 0.38, 0.11, 0.11], [0.35, 0.05, 0.30, 0.30]])
     assert label_quality_scores([0, 0], q).argmin() == 1  # 0.40 > 0.35
     assert label_quality_scores([0, 0], q, "relative_confidence").argmin() == 0  # 0.40 / 0.78 < 0.35 / 0.65
@@ -588,7 +589,7 @@ def test_detect_with_another_filter(evidence):
     found = detect_label_issues(ev, "history", filter_by="low_self_confidence", threshold=0.3)
     p_y = found.probs[np.arange(N), ev.given]
     assert np.array_equal(found.flagged, p_y < 0.3) and found.filter_by == "low_self_confidence"
-    by_p_y = detect_label_issues(ev, "history", filter_by="low_self_confidence", threshold=0.3, rank_by="self_confidence")
+    by_p_y = detect_label_issues(ev, "history", "low_self_confidence", threshold=0.3, rank_by="self_confidence")
     np.testing.assert_allclose(by_p_y.quality, p_y)
 
 
