@@ -2,13 +2,15 @@
 learning (cleanlab) on K-fold cross-validated probabilities of the same network and epochs.
 
     OMP_NUM_THREADS=2 python bench/detection.py [--data ../shared/data] [--train-size 5000]
-        [--epochs 30] [--label-sets worst random1 rare] [--out runs/bench_detection]
+        [--epochs 30] [--label-sets worst random1 rare rare_human] [--out runs/bench_detection]
 
 Data: the first ``--train-size`` CIFAR-10 training images (``cifar10_jpeg.npz``, original order)
 with CIFAR-10N human labels (Wei et al., ICLR 2022): ``worst`` (about 40 % wrong) and ``random1``
 (about 17 % wrong); ``rare`` keeps the clean CIFAR-10 labels and flips 1 % of them (symmetric
 noise), the regime of real datasets, where errors are rare and hide among hard but correctly
-labelled examples.
+labelled examples; ``rare_human`` keeps the clean labels too and gives 1 % of the images (drawn
+with ``--seed`` among those whose CIFAR-10N ``random1`` label is wrong) that human label: rare
+errors of the kind people make, between classes that look alike.
 
 Every label set gets, with one setting for all of them:
 - one CE run and one ELR run (lambda 3, beta 0.7) through ``noisylab train``; from them every
@@ -51,9 +53,35 @@ FILTERS = ("prune_by_noise_rate", "prune_by_class", "both", "confident_learning"
            "low_normalized_margin", "low_self_confidence")
 
 
+LABEL_SETS = ("worst", "random1", "rare", "rare_human")
+"""Every label set of the bench (module docstring)."""
+
+
+def rare_human_label_file(args: argparse.Namespace, out: Path) -> Path:
+    """The ``rare_human`` labels of the first ``train_size`` images, written once to ``out``: clean,
+    except 1 % of the images, drawn with ``args.seed`` among those whose CIFAR-10N ``random1``
+    label is wrong, which get that label."""
+    from noisylab.noise import NoisyLabels, make_noisy_labels
+
+    file = out / f"rare_human_labels_seed{args.seed}.npz"
+    if file.is_file():
+        return file
+    human = make_noisy_labels(None, "human", path=str(Path(args.data) / "cifar10n_labels.npz"), variant="random1")
+    clean, noisy = human.clean[:args.train_size], human.noisy[:args.train_size]
+    wrong = np.flatnonzero(noisy != clean)
+    picked = np.random.default_rng(args.seed).choice(wrong, size=len(clean) // 100, replace=False)
+    given = clean.copy()
+    given[picked] = noisy[picked]
+    out.mkdir(parents=True, exist_ok=True)
+    return NoisyLabels(noisy=given, clean=clean, num_classes=10, kind="human", rate=None, seed=args.seed,
+                       options={"variant": "random1", "share_of_images": 0.01}).save(file)
+
+
 def base_config(args: argparse.Namespace, label_set: str, name: str, out: Path) -> dict:
     if label_set == "rare":
         noise = {"kind": "symmetric", "rate": 0.01}
+    elif label_set == "rare_human":
+        noise = {"file": str(rare_human_label_file(args, out))}
     else:
         noise = {"kind": "human", "options": {"path": str(Path(args.data) / "cifar10n_labels.npz"), "variant": label_set}}
     return {
@@ -171,7 +199,7 @@ def main() -> None:
     p.add_argument("--width", type=int, default=16)
     p.add_argument("--folds", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--label-sets", nargs="+", default=["worst", "random1", "rare"], choices=["worst", "random1", "rare"])
+    p.add_argument("--label-sets", nargs="+", default=["worst", "random1", "rare"], choices=LABEL_SETS)
     p.add_argument("--regime", choices=list(REGIMES), default="realistic",
                    help="realistic: crop+flip, weight decay 5e-4; memorization: neither (CE memorizes)")
     p.add_argument("--out", default="runs/bench_detection")
