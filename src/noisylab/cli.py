@@ -300,7 +300,8 @@ def cmd_detect(args: argparse.Namespace) -> int:
     import numpy as np
 
     from .config import ConfigError
-    from .detect import find_label_issues, label_quality_scores, write_label_issues_csv
+    from .detect import write_label_issues_csv
+    from .detect.detectors import detection_from_probs
 
     if not (args.labels and args.pred_probs):
         raise ConfigError("give a run folder, or both --labels and --pred-probs")
@@ -308,16 +309,13 @@ def cmd_detect(args: argparse.Namespace) -> int:
     probs = _load_array(args.pred_probs, "pred_probs")
     if args.output is None:
         raise ConfigError("with --labels/--pred-probs give -o OUTPUT.csv")
-    from .detect.scores import resolve_filter
-
-    filter_by = resolve_filter(args.filter_by)
     try:
-        flagged = find_label_issues(given, probs, filter_by=filter_by, threshold=args.threshold)
-        quality = label_quality_scores(given, probs, args.rank_by)
+        found = detection_from_probs("pred_probs", given, probs, args.filter_by, args.threshold, args.rank_by)
     except (ValueError, ImportError) as err:
         raise ConfigError(str(err)) from None
-    rows = write_label_issues_csv(args.output, given, probs, flagged, quality, only_flagged=args.only_flagged)
-    print(f"{int(flagged.sum())} of {len(given)} labels flagged ({filter_by}); {rows} rows -> {args.output}")
+    rows = write_label_issues_csv(args.output, given, probs, found.flagged, found.quality,
+                                  only_flagged=args.only_flagged)
+    print(f"{int(found.flagged.sum())} of {len(given)} labels flagged ({found.filter_by}); {rows} rows -> {args.output}")
     return 0
 
 

@@ -794,27 +794,23 @@ def train_cross_validated(cfg: Config, folder: str | Path | None = None,
 def write_cross_validated_outputs(cfg: Config, data: PreparedData, parent: Path, pred_probs: np.ndarray,
                                   wall_time_s: float) -> dict[str, Any]:
     """``pred_probs.npy``, ``labels.npy``, ``label_issues.csv`` and ``summary.json`` of a cross-validation."""
-    from .detect import Detection, find_label_issues, label_quality_scores
-    from .detect.scores import resolve_filter
+    from .detect.detectors import detection_from_probs
 
     given = data.given
     atomic_write(parent / "pred_probs.npy", lambda tmp: np.save(tmp, pred_probs))
     atomic_write(parent / "labels.npy", lambda tmp: np.save(tmp, given))
-    filter_by = resolve_filter(cfg.detect.filter_by)
-    flagged = find_label_issues(given, pred_probs, filter_by=filter_by, threshold=cfg.detect.threshold)
-    quality = label_quality_scores(given, pred_probs, cfg.detect.rank_by)
-    found = Detection("cross_validated", filter_by, cfg.detect.rank_by, pred_probs, quality, flagged,
-                      pred_probs.argmax(axis=1))
+    d = cfg.detect
+    found = detection_from_probs("cross_validated", given, pred_probs, d.filter_by, d.threshold, d.rank_by)
     truth = data.bundle.train_labels if data.truth_known else None
     paths = example_paths(data.bundle, "train")
-    write_label_issues_csv(parent / "label_issues.csv", given, pred_probs, flagged, quality, true_labels=truth,
-                           class_names=data.bundle.class_names, paths=paths)
+    write_label_issues_csv(parent / "label_issues.csv", given, pred_probs, found.flagged, found.quality,
+                           true_labels=truth, class_names=data.bundle.class_names, paths=paths)
     summary = {"name": cfg.name, "dataset": cfg.data.dataset, "method": cfg.method.name, "noise": noise_line(data.labels),
                "cv_folds": cfg.cv.folds, "detect": detection_summary(found, given, truth, data.bundle.num_classes),
                "wall_time_s": wall_time_s}
     write_json(parent / "summary.json", summary)
     log.info("cross-validation done: %d suspected wrong labels (%s) -> %s; out-of-sample probabilities -> %s",
-             int(flagged.sum()), filter_by, parent / "label_issues.csv", parent / "pred_probs.npy")
+             int(found.flagged.sum()), found.filter_by, parent / "label_issues.csv", parent / "pred_probs.npy")
     return summary
 
 

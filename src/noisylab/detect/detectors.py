@@ -184,10 +184,16 @@ def detect_label_issues(ev: Evidence, method: str = "history", filter_by: str = 
                         threshold: float = 0.5, rank_by: str = DEFAULT_RANK_BY) -> Detection:
     """Run detector ``method`` on ``ev``, flag with ``filter_by`` (see :func:`find_label_issues`) and
     score each example with ``rank_by`` (:data:`SCORES`)."""
+    return detection_from_probs(method, ev.given, run_detector(method, ev), filter_by, threshold, rank_by)
+
+
+def detection_from_probs(method: str, given: np.ndarray, probs: np.ndarray, filter_by: str = "auto",
+                         threshold: float = 0.5, rank_by: str = DEFAULT_RANK_BY) -> Detection:
+    """The :class:`Detection` of probabilities ``probs [n, C]`` (a detector's, or a cross-validation's
+    out-of-sample ones, named ``method``) for the given labels ``given [n]``."""
     from .scores import find_label_issues, label_quality_scores, resolve_filter
 
-    probs = run_detector(method, ev)
-    quality = label_quality_scores(ev.given, probs, rank_by)
+    quality = label_quality_scores(given, probs, rank_by)
     filter_by = resolve_filter(filter_by)
-    flagged = find_label_issues(ev.given, probs, filter_by=filter_by, threshold=threshold)
+    flagged = find_label_issues(given, probs, filter_by=filter_by, threshold=threshold)
     return Detection(method, filter_by, rank_by, probs, quality, flagged, probs.argmax(axis=1))
