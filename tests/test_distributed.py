@@ -78,3 +78,31 @@ def test_torchrun_repreg_with_warm_up_and_global_negatives(tmp_path):
     rows = list(csv.DictReader(open(tmp_path / "runs" / "ddp" / "metrics.csv")))
     assert rows[0]["train_ce"] and not rows[0]["train_infonce"]
     assert float(rows[1]["train_infonce"]) > 0 and rows[1]["train_rkd_dis"] and rows[1]["train_gce"]
+
+
+def test_unwrap_distributed_releases_every_wrapper():
+    """The end of a torchrun run frees the DDP wrappers (their reducers hold the process group)."""
+    import gc
+    import weakref
+
+    from helpers import config_with
+    from noisylab.methods import MethodContext, build_method
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
+    dist.init_process_group("gloo", rank=0, world_size=1)
+    try:
+        cfg = config_with({"device": "cpu", "model": {"arch": "mlp", "options": {"hidden": [8]}},
+                           "method": {"name": "elr_plus"}})
+        method = build_method(MethodContext(cfg, 3, 10, (5,), torch.device("cpu"), 2))
+        plain = dict(method.models)
+        method.wrap_distributed(torch.device("cpu"))
+        wrapped = {k: m for k, m in method.models.items() if isinstance(m, torch.nn.parallel.DistributedDataParallel)}
+        assert len(wrapped) == 2  # the two trained networks; their weight averages are not trained
+        refs = [weakref.ref(m) for m in wrapped.values()]
+        del wrapped
+        method.unwrap_distributed()
+        gc.collect()
+        assert all(method.models[k] is m for k, m in plain.items())
+        assert all(r() is None for r in refs)  # nothing else kept a wrapper
+    finally:
+        dist.destroy_process_group()

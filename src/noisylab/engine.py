@@ -699,6 +699,7 @@ def finish_run(run: Run) -> RunResult:
         detach_file_log()
         if run.dist.enabled and dist.is_initialized():
             dist.barrier()  # rank 0 has written the outputs
+            run.method.unwrap_distributed()  # the wrappers' reducers hold the group
             dist.destroy_process_group()
     return result
 

@@ -221,6 +221,16 @@ class Method(ABC):
                     m, device_ids=ids, find_unused_parameters=self.find_unused_parameters)
         # optimizers keep referencing the same parameter tensors, so they need no rebuild
 
+    def unwrap_distributed(self) -> None:
+        """Put back each model that :meth:`wrap_distributed` wrapped (the end of a torchrun run).
+
+        A wrapper's reducer holds the process group, which would otherwise outlive
+        ``destroy_process_group`` for as long as the method does (in a caller that keeps the run, up
+        to interpreter shutdown, where tearing down gloo's threads can abort the process:
+        pytorch/pytorch#179291)."""
+        for name in list(self.models):
+            self.models[name] = self.unwrap(name)
+
     def state_dict(self) -> dict[str, Any]:
         return {
             "models": {k: self.unwrap(k).state_dict() for k in self.models},
