@@ -106,3 +106,27 @@ def test_unwrap_distributed_releases_every_wrapper():
         assert all(r() is None for r in refs)  # nothing else kept a wrapper
     finally:
         dist.destroy_process_group()
+
+
+def _gather_worker(rank, world, port, out):
+    from noisylab.distributed import gather_across_ranks
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    n = 3 if rank == 0 else 1  # unequal batch sizes
+    values = torch.arange(n * 4, dtype=torch.float32).reshape(n, 2, 2) / 7 + rank  # not exact in float32 decimals
+    index = torch.arange(n, dtype=torch.long) + 2**50 + 10 * rank  # beyond float32's exact integers
+    got_values, got_index = gather_across_ranks(values, index)
+    out[rank] = {"values": got_values, "index": got_index, "sent": (values, index)}
+    dist.destroy_process_group()
+
+
+def test_gather_across_ranks_is_exact_with_unequal_batches():
+    out = mp.Manager().dict()
+    mp.spawn(_gather_worker, args=(2, free_port(), out), nprocs=2, join=True)
+    expected_values = torch.cat([out[0]["sent"][0], out[1]["sent"][0]])
+    expected_index = torch.cat([out[0]["sent"][1], out[1]["sent"][1]])
+    for r in (0, 1):
+        assert out[r]["values"].dtype == torch.float32 and out[r]["index"].dtype == torch.long
+        assert torch.equal(out[r]["values"], expected_values)  # shape [4, 2, 2], rank-major, bit-exact
+        assert torch.equal(out[r]["index"], expected_index)
