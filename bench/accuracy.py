@@ -23,8 +23,9 @@ T-shirt<->shirt, pullover<->coat, sandal->sneaker, ankle boot->sneaker), instanc
 
 Methods (``METHODS``), all with ``cnn_small`` (width ``width``), the same epochs, batch 128 and
 seed: CE on the clean labels (the ceiling), CE, GCE (q 0.7), ELR (lambda 3, beta 0.7, the
-CIFAR-10 setting), the recipe (ELR from the memorization alarm on: plain CE until the run's own
-predictions say it has started fitting labels it doubted; ``configs/own_images_elr.yaml``), ELR+
+CIFAR-10 setting), the recipe (ELR with its uniform class-prior term from the memorization alarm on: plain CE
+until the run's own predictions say it has started fitting labels it doubted;
+``configs/own_images_elr.yaml``), ELR+
 (two networks, mixup alpha 1, weight averages), the linear probe on a SimCLR encoder
 pre-trained on the same training images without their labels (``method.mode=fast``: features
 computed once; Adam 1e-3, the ICLR-2023 recipe), CE+reg and GCE+reg (InfoNCE on two SimCLR views
@@ -78,7 +79,7 @@ METHODS = {
     "GCE": {"method": {"name": "standard", "loss": {"name": "gce", "q": 0.7}}, "optim": _SGD},
     "ELR": {"method": {"name": "standard", "loss": {"name": "elr", "lam": 3.0, "beta": 0.7}}, "optim": _SGD},
     RECIPE: {
-        "method": {"name": "standard", "loss": {"name": "elr", "lam": 3.0, "beta": 0.7, "start": "alarm"}},
+        "method": {"name": "standard", "loss": {"name": "elr", "lam": 3.0, "beta": 0.7, "start": "alarm", "prior": 1.0}},
         "optim": _SGD},
     "ELR+": {"method": {"name": "elr_plus", "loss": {"name": "elr", "lam": 3.0, "beta": 0.7}, "mixup_alpha": 1.0},
              "optim": _SGD},

@@ -45,15 +45,31 @@ def test_a_healthy_run_raises_no_alarm(tmp_path):
 
 
 def test_elr_waits_for_the_alarm_then_regularizes_and_resumes_exactly(tmp_path):
-    cfg = tiny_config(tmp_path, **{**MEMORIZING, "method.loss.name": "elr", "method.loss.start": "alarm"})
+    # the own-data recipe: ELR and its class-prior term from the alarm on
+    cfg = tiny_config(tmp_path, **{**MEMORIZING, "method.loss.name": "elr", "method.loss.start": "alarm",
+                                   "method.loss.prior": 1.0})
     full, resumed = full_and_resumed(cfg, tmp_path, stop_after_epoch=12)  # cut after the alarm sounded
     alarm = next(r["epoch"] for r in full.history if r["alarm"])
     assert alarm < 12
-    assert all(r["train_elr"] == 0.0 for r in full.history[: alarm + 1])  # plain CE until the alarm...
-    assert all(r["train_elr"] < 0.0 for r in full.history[alarm + 1:])  # ...ELR from the next epoch
+    before, after = full.history[: alarm + 1], full.history[alarm + 1:]
+    assert all(r["train_elr"] == 0.0 == r["train_prior"] for r in before)  # plain CE until the alarm...
+    assert all(r["train_elr"] < 0.0 < r["train_prior"] for r in after)  # ...ELR from the next epoch
     assert numbers(resumed.history) == numbers(full.history)  # the switch survives a resume
     ce = train(tiny_config(tmp_path, **{**MEMORIZING, "method.loss.name": "ce", "name": "ce"}))
     assert full.history[-1]["memorized"] < ce.history[-1]["memorized"]
+
+
+def test_the_label_prior_comes_from_the_examples_trained_on(tmp_path):
+    from noisylab.engine import setup_run
+
+    cfg = tiny_config(tmp_path, **{"method.loss.name": "elr", "method.loss.prior": 1.0,
+                                   "method.loss.prior_from": "labels", "data.val_fraction": 0.3})
+    run = setup_run(cfg)
+    given = run.data.given[run.data.train_idx]  # not the held-out part's labels
+    assert len(given) < len(run.data.given)
+    shares = np.bincount(given, minlength=run.data.bundle.num_classes) / len(given)
+    np.testing.assert_allclose(run.method.criterion.class_prior.numpy(), shares, rtol=1e-6)
+    assert not np.allclose(shares, np.bincount(run.data.given, minlength=len(shares)) / len(run.data.given))
 
 
 def test_start_is_an_elr_setting_only(tmp_path):

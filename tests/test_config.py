@@ -120,7 +120,8 @@ def test_switching_a_method_or_loss_name_starts_that_section_afresh():
     assert build_config(data).method.loss.model_dump() == {"name": "gce", "q": 0.5}
     # the same name keeps the settings
     data = apply_overrides(__import__("copy").deepcopy(base), ["method.loss.name=elr", "method.loss.beta=0.8"])
-    assert build_config(data).method.loss.model_dump() == {"name": "elr", "lam": 7.0, "beta": 0.8, "start": "first_epoch"}
+    assert build_config(data).method.loss.model_dump() == {"name": "elr", "lam": 7.0, "beta": 0.8, "start": "first_epoch",
+                                                        "prior": 0.0, "prior_from": "uniform"}
     # a method switch resets the method, then its own keys apply in any order
     data = apply_overrides(__import__("copy").deepcopy(base), ["method.reg=rkd_angle", "method.name=repreg"])
     cfg = build_config(data)

@@ -136,3 +136,52 @@ def test_gce_gradient_stays_finite_when_the_label_probability_underflows():
     assert torch.isfinite(loss) and torch.isfinite(logits.grad).all()
     assert loss.item() == pytest.approx((1 / 0.7 + (1 - np_softmax(np.array([[1.0, 0, 0]]))[0, 0] ** 0.7) / 0.7) / 2,
                                         rel=1e-5)
+
+
+def np_prior_kl(z, pi):
+    """KL(pi || the batch's mean softmax), with 0 log 0 = 0."""
+    mean_p = np_softmax(z).mean(axis=0)
+    nz = pi > 0
+    return float(np.sum(pi[nz] * (np.log(pi[nz]) - np.log(mean_p[nz]))))
+
+
+# uniform; label counts with one class absent (shares exact in float32)
+@pytest.mark.parametrize("class_prior", [None, [2.0, 1.0, 0.0, 1.0]])
+def test_elr_class_prior_term_matches_formula(class_prior):
+    rng = np.random.default_rng(5)
+    n, c, lam, beta, weight = 8, 4, 3.0, 0.7, 0.5
+    ref = NumpyELR(n, c, lam, beta)
+    crit = ELRLoss(n, c, lam=lam, beta=beta, prior=weight,
+                   class_prior=None if class_prior is None else torch.tensor(class_prior)).double()
+    pi = np.full(c, 1 / c) if class_prior is None else np.array(class_prior) / sum(class_prior)
+    for idx in ([0, 1, 2, 3, 4], [4, 5, 6, 7, 0]):
+        z, y = rng.normal(size=(5, c)) * 2, rng.integers(0, c, 5)
+        terms = crit.terms(torch.tensor(z), torch.tensor(y), torch.tensor(idx))
+        assert terms["prior"].item() == pytest.approx(weight * np_prior_kl(z, pi), rel=1e-9)
+        assert sum(terms.values()).item() == pytest.approx(ref(z, y, idx) + weight * np_prior_kl(z, pi), rel=1e-9)
+    # a batch predicting every class in the prior's shares pays nothing
+    z = np.log(np.tile(np.where(pi > 0, pi, 1e-30), (2, 1)))
+    balanced = crit.terms(torch.tensor(z), torch.tensor([0, 1]), torch.tensor([0, 1]))["prior"]
+    assert balanced.item() == pytest.approx(0, abs=1e-9)
+
+
+def test_elr_class_prior_waits_for_the_alarm_and_is_absent_by_default():
+    z, y, idx = torch.randn(6, 3) * 3, torch.randint(0, 3, (6,)), torch.arange(6)
+    assert set(ELRLoss(6, 3).terms(z, y, idx)) == {"ce", "elr"}  # the paper's ELR
+    crit = ELRLoss(6, 3, prior=1.0, wait_for_alarm=True)
+    assert crit.terms(z, y, idx)["prior"].item() == 0.0
+    crit.start()
+    assert crit.terms(z, y, idx)["prior"].item() > 0.0
+
+
+def test_elr_prior_from_labels_takes_the_given_label_shares():
+    from noisylab.config import ELRLossConfig
+    from noisylab.losses.registry import build_loss
+
+    given = np.array([0, 0, 0, 2, 2, 1, 0, 2])
+    crit = build_loss(ELRLossConfig(prior=1.0, prior_from="labels"), 8, 4, given)
+    np.testing.assert_allclose(crit.class_prior.numpy(), [4 / 8, 1 / 8, 3 / 8, 0.0])
+    uniform = build_loss(ELRLossConfig(prior=1.0), 8, 4, given)
+    np.testing.assert_allclose(uniform.class_prior.numpy(), [0.25] * 4)
+    with pytest.raises(ValueError, match="class_prior"):
+        ELRLoss(8, 4, prior=1.0, class_prior=torch.zeros(4))

@@ -124,13 +124,19 @@ class GCELossConfig(_Strict):
 
 
 class ELRLossConfig(_Strict):
-    """Early-learning regularization (Liu et al., NeurIPS 2020): CE + lam * mean log(1 - <t, p>)."""
+    """Early-learning regularization (Liu et al., NeurIPS 2020): CE + lam * mean log(1 - <t, p>),
+    plus ``prior * KL(pi || mean p)`` when ``prior`` > 0 (not in the paper; the recipe's)."""
 
     name: Literal["elr"] = "elr"
     lam: float = Field(3.0, ge=0.0)
     beta: float = Field(0.7, ge=0.0, lt=1.0)
     start: Literal["first_epoch", "alarm"] = Field(
         "first_epoch", description="alarm: plain CE until the memorization alarm sounds, then ELR (the own-data recipe)")
+    prior: float = Field(0.0, ge=0.0, description=(
+        "weight of the class-prior term KL(pi || the batch's mean prediction), on with the regularizer "
+        "(Tanaka et al., CVPR 2018; DivideMix, ICLR 2020): keeps ELR from locking a class out"))
+    prior_from: Literal["uniform", "labels"] = Field("uniform", description=(
+        "pi: uniform, or the class frequencies of the given training labels (strongly imbalanced classes)"))
 
 
 class SCELossConfig(_Strict):

@@ -346,7 +346,8 @@ def setup_run(cfg: Config, resume: str | Path | None = None, run_dir: str | Path
     amp = cfg.train.amp and device.type == "cuda"
     ebs = cfg.train.eval_batch_size
     feature_batches = make_eval_batches(bundle, "train", ebs, device, labels=data.given)
-    probe = MethodContext(cfg, bundle.num_classes, bundle.num_train, bundle.input_shape, device, 0, feature_batches)
+    probe = MethodContext(cfg, bundle.num_classes, bundle.num_train, bundle.input_shape, device, 0, feature_batches,
+                          given=data.given[data.train_idx])
     method = build_method(probe)
     train_batches = make_train_batches(bundle, data.given, cfg.train.batch_size, device, view_recipes_of(method, cfg),
                                        indices=data.train_idx, last_batch=cfg.train.last_batch, rank=dinfo.rank,

@@ -26,6 +26,12 @@ class ELRLoss(nn.Module):
         num_classes: C.
         lam: weight of the regularizer (paper: 3 for CIFAR-10 symmetric, 1 asymmetric, 7 CIFAR-100).
         beta: temporal-ensembling momentum of the targets (0.7 or 0.9 in the paper).
+        wait_for_alarm: regularize only after :meth:`start` (the memorization alarm).
+        prior: weight of a class-prior term ``KL(pi || mean_b p_b)`` on the batch's mean prediction,
+            on with the regularizer; 0 (the paper's ELR) leaves it out. Self-training losses let
+            a class drop out of the predictions; this term (Tanaka et al., CVPR 2018; Li et al.,
+            DivideMix, ICLR 2020) holds every class's share near ``pi``.
+        class_prior: ``pi [C]`` (uniform when None); normalized here.
 
     Call ``loss = crit(logits [B, C], labels [B], index [B])``. The targets ``crit.targets``
     (``[N, C]``, a buffer, so ``state_dict()`` and ``.to(device)`` carry it) are updated in the
@@ -37,12 +43,14 @@ class ELRLoss(nn.Module):
     targets: torch.Tensor
 
     def __init__(self, num_examples: int, num_classes: int, lam: float = 3.0, beta: float = 0.7,
-                 wait_for_alarm: bool = False) -> None:
+                 wait_for_alarm: bool = False, prior: float = 0.0, class_prior: torch.Tensor | None = None) -> None:
         super().__init__()
         if not 0.0 <= beta < 1.0:
             raise ValueError(f"ELR beta must lie in [0, 1), got {beta}")
         if lam < 0:
             raise ValueError(f"ELR lambda must be >= 0, got {lam}")
+        if prior < 0:
+            raise ValueError(f"ELR prior weight must be >= 0, got {prior}")
         self.num_examples, self.num_classes = num_examples, num_classes
         self.lam, self.beta = float(lam), float(beta)
         self.register_buffer("targets", torch.zeros(num_examples, num_classes))
@@ -50,6 +58,12 @@ class ELRLoss(nn.Module):
         # engine's memorization alarm calls start(); not saved: the engine replays the alarm on resume
         self.waits_for_alarm = bool(wait_for_alarm)
         self.register_buffer("active", torch.tensor(not wait_for_alarm), persistent=False)
+        self.prior = float(prior)
+        pi = torch.ones(num_classes) if class_prior is None else torch.as_tensor(class_prior, dtype=torch.float32)
+        if pi.shape != (num_classes,) or not bool((pi >= 0).all()) or not float(pi.sum()) > 0:
+            raise ValueError(f"ELR class_prior must be {num_classes} non-negative weights, not all zero")
+        # not saved: rebuilt from the config and the given labels, as the loss itself
+        self.register_buffer("class_prior", pi / pi.sum(), persistent=False)
 
     def start(self) -> None:
         """Switch the regularizer on (the memorization alarm sounded)."""
@@ -62,11 +76,11 @@ class ELRLoss(nn.Module):
         self.targets[index] = self.beta * self.targets[index] + (1.0 - self.beta) * probs
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        terms = self.terms(logits, labels, index)
-        return terms["ce"] + terms["elr"]
+        return sum(self.terms(logits, labels, index).values())
 
     def terms(self, logits: torch.Tensor, labels: torch.Tensor, index: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``{"ce": CE, "elr": lam * mean log(1 - <t, p>)}`` (updates the targets, as ``forward``).
+        """``{"ce": CE, "elr": lam * mean log(1 - <t, p>)}`` (updates the targets, as ``forward``),
+        and ``"prior": prior * KL(pi || mean p)`` when ``prior`` > 0.
 
         The ``elr`` term is negative, and goes to ``lam * log(1e-4)`` (about -9.2 lam) as the
         predictions agree with their targets, so an ELR training loss well below zero is expected."""
@@ -83,11 +97,20 @@ class ELRLoss(nn.Module):
             # the checks cost device syncs, so they run only to explain a failure
             check_batch(logits, labels, index, self.num_examples, self.num_classes, "ELRLoss")
             raise
-        return {"ce": ce, "elr": self.lam * reg * self.active.to(reg.dtype)}
+        on = self.active.to(reg.dtype)
+        terms = {"ce": ce, "elr": self.lam * reg * on}
+        if self.prior > 0:
+            mean_p = F.softmax(logits, dim=1).mean(dim=0)  # [C], this batch's (this rank's) class shares
+            pi = self.class_prior.to(mean_p.dtype)
+            kl = (torch.xlogy(pi, pi) - pi * torch.log(mean_p.clamp_min(1e-12))).sum()
+            terms["prior"] = self.prior * kl * on
+        return terms
 
     def extra_repr(self) -> str:
         wait = ", wait_for_alarm=True" if self.waits_for_alarm else ""
-        return f"num_examples={self.num_examples}, num_classes={self.num_classes}, lam={self.lam}, beta={self.beta}{wait}"
+        prior = f", prior={self.prior}" if self.prior > 0 else ""
+        return (f"num_examples={self.num_examples}, num_classes={self.num_classes}, lam={self.lam}, "
+                f"beta={self.beta}{wait}{prior}")
 
 
 def check_batch(logits: torch.Tensor, labels: torch.Tensor, index: torch.Tensor, num_examples: int,

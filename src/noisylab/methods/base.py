@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn as nn
 
@@ -100,6 +101,7 @@ class MethodContext:
     device: torch.device
     batches_per_epoch: int
     feature_batches: Any = None  # un-augmented batches (x, given y, index) over every training example
+    given: np.ndarray | None = None  # int64 [n]: the given labels of the examples trained on
 
 
 @dataclass

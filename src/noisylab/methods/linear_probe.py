@@ -66,7 +66,7 @@ class LinearProbeMethod(Method):
         self.optimizers["net"] = opt
         self.schedulers["net"] = build_scheduler(opt, cfg.schedule, cfg.train.epochs)
         self.loss_name = mc.loss.name
-        self.criterion = build_loss(mc.loss, ctx.num_train, ctx.num_classes).to(ctx.device)
+        self.criterion = build_loss(mc.loss, ctx.num_train, ctx.num_classes, ctx.given).to(ctx.device)
         if loss_state(self.criterion):
             self.losses["loss"] = self.criterion
         self._features: torch.Tensor | None = None

@@ -53,7 +53,7 @@ class RepRegMethod(Method):
         opt = build_optimizer(self.models["net"].parameters(), cfg.optim)
         self.optimizers["net"] = opt
         self.schedulers["net"] = build_scheduler(opt, cfg.schedule, cfg.train.epochs)
-        self.base = build_loss(mc.loss, ctx.num_train, ctx.num_classes).to(ctx.device)
+        self.base = build_loss(mc.loss, ctx.num_train, ctx.num_classes, ctx.given).to(ctx.device)
         if loss_state(self.base):
             self.losses["base"] = self.base
         self.ce = CELoss()

@@ -30,7 +30,7 @@ class StandardMethod(Method):
         self.optimizers["net"] = opt
         self.schedulers["net"] = build_scheduler(opt, cfg.schedule, cfg.train.epochs)
         self.loss_name = cfg.method.loss.name
-        self.criterion = build_loss(cfg.method.loss, ctx.num_train, ctx.num_classes).to(ctx.device)
+        self.criterion = build_loss(cfg.method.loss, ctx.num_train, ctx.num_classes, ctx.given).to(ctx.device)
         if loss_state(self.criterion):
             self.losses["elr"] = self.criterion  # checkpointed with its per-example targets
 
