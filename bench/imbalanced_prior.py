@@ -60,7 +60,7 @@ def write_long_tailed_folder(npz: Path, root: Path, ratio: int) -> None:
 
 
 def run_config(out: Path, ratio: int, noise: str, method: str, seed: int) -> dict:
-    slug = method.split(" ")[0].lower() + ("_labels" if "labels" in method else "")
+    slug = {"CE": "ce", "recipe (uniform prior)": "recipe", "recipe, prior_from labels": "recipe_labels"}[method]
     return {
         "name": f"ratio{ratio}_{noise}_{slug}_s{seed}", "seed": seed, "device": "cpu", "output_dir": str(out),
         "data": {"dataset": "folder", "root": str(out / f"cifar10_ratio{ratio}"), "options": {"image_size": 32},
