@@ -185,3 +185,14 @@ def test_elr_prior_from_labels_takes_the_given_label_shares():
     np.testing.assert_allclose(uniform.class_prior.numpy(), [0.25] * 4)
     with pytest.raises(ValueError, match="class_prior"):
         ELRLoss(8, 4, prior=1.0, class_prior=torch.zeros(4))
+
+
+def test_prior_from_without_a_prior_weight_is_refused_in_one_line(tmp_path, capsys):
+    from noisylab.cli import main
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("method: {loss: {name: elr, prior_from: labels}}\n")
+    assert main(["train", "-c", str(cfg), "device=cpu", f"output_dir={tmp_path / 'runs'}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "method.loss.prior" in err and "Traceback" not in err
+    assert not (tmp_path / "runs").exists()

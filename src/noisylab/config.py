@@ -138,6 +138,13 @@ class ELRLossConfig(_Strict):
     prior_from: Literal["uniform", "labels"] = Field("uniform", description=(
         "pi: uniform, or the class frequencies of the given training labels (strongly imbalanced classes)"))
 
+    @model_validator(mode="after")
+    def _prior_from_needs_prior(self) -> "ELRLossConfig":
+        if self.prior_from != "uniform" and self.prior == 0:
+            raise ValueError(f"method.loss.prior_from={self.prior_from} has no effect while method.loss.prior is 0: "
+                             "set method.loss.prior (the recipe uses 1)")
+        return self
+
 
 class SCELossConfig(_Strict):
     """Symmetric cross-entropy (Wang et al., ICCV 2019): alpha * CE + beta * RCE."""

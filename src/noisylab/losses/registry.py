@@ -17,7 +17,9 @@ from .. import config as C
 from .classification import BootstrapLoss, CELoss, GCELoss, SCELoss
 from .elr import ELRLoss
 
+
 def _elr(cfg: C.ELRLossConfig, n: int, c: int, given: np.ndarray | None) -> ELRLoss:
+    """ELR, its class prior from the given labels' class counts when ``prior_from: labels``."""
     class_prior = None  # uniform
     if cfg.prior > 0 and cfg.prior_from == "labels":
         if given is None or len(given) == 0:
