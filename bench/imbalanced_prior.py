@@ -31,10 +31,11 @@ TOP = {10: 250, 50: 400}
 
 RECIPE_LOSS = A.METHODS[A.RECIPE]["method"]["loss"]
 LOSSES = {
-    "CE": {"name": "ce"},
-    "recipe (uniform prior)": RECIPE_LOSS,
-    "recipe, prior_from labels": dict(RECIPE_LOSS, prior_from="labels"),
+    "CE": ("ce", {"name": "ce"}),
+    "recipe (uniform prior)": ("recipe", RECIPE_LOSS),
+    "recipe, prior_from labels": ("recipe_labels", dict(RECIPE_LOSS, prior_from="labels")),
 }
+"""Every row: its name in run folders and its loss config."""
 
 
 def class_counts(ratio: int) -> np.ndarray:
@@ -60,13 +61,13 @@ def write_long_tailed_folder(npz: Path, root: Path, ratio: int) -> None:
 
 
 def run_config(out: Path, ratio: int, noise: str, method: str, seed: int) -> dict:
-    slug = {"CE": "ce", "recipe (uniform prior)": "recipe", "recipe, prior_from labels": "recipe_labels"}[method]
+    slug, loss = LOSSES[method]
     return {
         "name": f"ratio{ratio}_{noise}_{slug}_s{seed}", "seed": seed, "device": "cpu", "output_dir": str(out),
         "data": {"dataset": "folder", "root": str(out / f"cifar10_ratio{ratio}"), "options": {"image_size": 32},
                  "augment": "none"},
         "noise": A.NOISES[noise], "model": {"arch": "cnn_small", "options": {"width": 16}},
-        "method": {"name": "standard", "loss": LOSSES[method]}, "optim": dict(A._SGD, weight_decay=0.0),
+        "method": {"name": "standard", "loss": loss}, "optim": dict(A._SGD, weight_decay=0.0),
         "schedule": {"name": "cosine"},
         "train": {"epochs": 30, "batch_size": A.BATCH, "progress": False, "tensorboard": False},
     }

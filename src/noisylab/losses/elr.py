@@ -88,7 +88,8 @@ class ELRLoss(nn.Module):
             raise ValueError("ELRLoss needs the dataset index of every example (its target persists across epochs)")
         try:
             logits = upcast(logits)
-            p = F.softmax(logits, dim=1).clamp(CLAMP, 1.0 - CLAMP)
+            probs = F.softmax(logits, dim=1)
+            p = probs.clamp(CLAMP, 1.0 - CLAMP)
             p_hat = p.detach()
             self.update_targets(p_hat / p_hat.sum(dim=1, keepdim=True), index)
             ce = F.cross_entropy(logits, labels)
@@ -100,7 +101,7 @@ class ELRLoss(nn.Module):
         on = self.active.to(reg.dtype)
         terms = {"ce": ce, "elr": self.lam * reg * on}
         if self.prior > 0:
-            mean_p = F.softmax(logits, dim=1).mean(dim=0)  # [C], this batch's (this rank's) class shares
+            mean_p = probs.mean(dim=0)  # [C], this batch's (this rank's) class shares, unclamped
             pi = self.class_prior.to(mean_p.dtype)
             kl = (torch.xlogy(pi, pi) - pi * torch.log(mean_p.clamp_min(1e-12))).sum()
             terms["prior"] = self.prior * kl * on
