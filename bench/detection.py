@@ -14,8 +14,9 @@ errors of the kind people make, between classes that look alike.
 
 Every label set gets, with one setting for all of them:
 - one CE run and one ELR run (lambda 3, beta 0.7) through ``noisylab train``; from them every
-  detector of ``noisylab.detect.DETECTORS``, flagged two ways: ``auto`` (the default,
-  ``prune_by_class``) and ``predicted_neq_given``;
+  detector of ``noisylab.detect.DETECTORS``, flagged three ways: ``auto`` (the default,
+  ``expected_f1``), ``prune_by_class`` (cleanlab's per-class count; the default until 2026-11-25)
+  and ``predicted_neq_given``;
 - one 4-fold cross-validation with CE (``cv.folds=4``, the same network, epochs and optimizer),
   then ``cleanlab.filter.find_label_issues`` with every ``filter_by``, ranked by cleanlab's
   default self-confidence (noisylab's rows by ``detect.rank_by``, relative confidence).
@@ -28,8 +29,8 @@ fitting most wrong labels. Wall time is the training
 cleanlab for confident learning. Printed: F1, precision, recall of the flagged set; AUROC,
 AUPRC and precision among the k least-quality examples (k = the number of wrong labels) of the
 ranking. Then the default detector (``detect`` config defaults: history, auto) against CE's own
-final predictions (``argmax != label``, the simplest baseline) and against cleanlab's best filter
-of the label set: the difference in F1 with a 95 % interval from a paired bootstrap over the
+final predictions (``argmax != label``, the simplest baseline), the previous default
+(``prune_by_class``) and cleanlab's best filter of the label set: the difference in F1 with a 95 % interval from a paired bootstrap over the
 examples (both verdicts on the same resampled examples), and how often the default wins.
 Results go to ``--out`` (CSV). Not part of the test run.
 """
@@ -147,7 +148,7 @@ def noisylab_rows(args, label_set: str, out: Path) -> list[dict]:
               f"{s['memorization_last']['noisy_memorized']:.3f} of the wrong labels at the end, memorization alarm "
               f"at epoch {'-' if s['alarm']['warned_epoch'] is None else s['alarm']['warned_epoch'] + 1}", flush=True)
         for name in DETECTORS:
-            for filter_by in ("auto", "predicted_neq_given"):
+            for filter_by in ("auto", "prune_by_class", "predicted_neq_given"):
                 try:
                     t0 = time.time()
                     found = detect_label_issues(ev, name, filter_by)
@@ -241,15 +242,18 @@ def main() -> None:
 
 
 def print_paired_comparison(rows: list[dict]) -> None:
-    """The default detector's F1 minus CE's own argmax flags' and minus cleanlab's best filter's
-    (chosen after the fact, per label set: the strongest baseline), paired bootstrap intervals."""
+    """The default detector's F1 minus CE's own argmax flags', the previous default's and cleanlab's
+    best filter's (chosen after the fact, per label set: the strongest baseline), paired bootstrap
+    intervals."""
     from noisylab.detect import paired_f1_difference
     from noisylab.report.summary import format_table
 
     by_name = {(r["detector"], r["from"]): r for r in rows}
     default = by_name.get((default_detector_name(), "ce run"))
     cleanlab = [r for r in rows if r["detector"].startswith("cleanlab ")]
-    baselines = [("CE final predictions, argmax != label", by_name.get(("predictions (predicted_neq_given)", "ce run")))]
+    baselines = [("CE final predictions, argmax != label", by_name.get(("predictions (predicted_neq_given)", "ce run"))),
+                 ("history, prune_by_class (the default until 2026-11-25)",
+                  by_name.get(("history (prune_by_class)", "ce run")))]
     if cleanlab:
         best = max(cleanlab, key=lambda r: r["f1"])
         baselines.append((f"{best['detector']} (best filter here)", best))

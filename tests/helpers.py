@@ -57,13 +57,61 @@ def without_time(rows):
     return [{k: v for k, v in r.items() if k != "time_s"} for r in rows]
 
 
+def confidently_other(given, probs):
+    """``bool [N]``: membership in the confident joint's off-diagonal, from its definition (Northcutt
+    et al., JAIR 2021): class k's threshold is the mean p[k] of the examples labelled k; an example
+    belongs to the classes whose p reaches their threshold (the largest p among several) and counts
+    off the diagonal when that class is not its label."""
+    import numpy as np
+
+    c = probs.shape[1]
+    thresholds = np.array([probs[given == k, k].mean() for k in range(c)])
+    confident = probs >= thresholds - 1e-6
+    guess = np.where(confident.sum(1) > 1, probs.argmax(1), confident.argmax(1))
+    return confident.any(1) & (guess != given)
+
+
+def pool_adjacent_violators(values):
+    """The non-increasing least-squares fit to ``values`` (in their order): merge neighbouring blocks
+    while a later block's mean exceeds an earlier one's."""
+    import numpy as np
+
+    blocks = []  # [sum, count]
+    for v in values:
+        blocks.append([float(v), 1])
+        while len(blocks) > 1 and blocks[-1][0] / blocks[-1][1] > blocks[-2][0] / blocks[-2][1]:
+            s, n = blocks.pop()
+            blocks[-1][0] += s
+            blocks[-1][1] += n
+    return np.concatenate([np.full(n, s / n) for s, n in blocks])
+
+
+def expected_f1_flags(given, probs):
+    """The ``expected_f1`` filter's flags from its documented rule, written independently: rank by
+    relative confidence ``p[y] / (p[y] + max_{k != y} p[k])``; estimate P(wrong) along the ranking
+    as the monotone fit of confident-joint off-diagonal membership; flag the prefix that maximises
+    ``2 * sum(P(wrong) flagged) / (k + sum(P(wrong)))``. Scores must have no ties."""
+    import numpy as np
+
+    probs = probs / probs.sum(1, keepdims=True)
+    rows = np.arange(len(given))
+    p_y = probs[rows, given]
+    rival = np.where(np.eye(probs.shape[1], dtype=bool)[given], -1.0, probs).max(1)
+    order = np.argsort(p_y / (p_y + rival))
+    wrong = pool_adjacent_violators(confidently_other(given, probs)[order])
+    flags = np.zeros(len(given), dtype=bool)
+    if wrong.sum() == 0:
+        return flags
+    expected_f1 = 2 * np.cumsum(wrong) / (np.arange(1, len(order) + 1) + wrong.sum())
+    flags[order[:int(np.argmax(expected_f1)) + 1]] = True
+    return flags
+
+
 def default_detector_flag_count(arrays) -> int:
     """How many labels the default detector flags, recomputed from a run's ``predictions.npz``
-    arrays by its documented rule: cleanlab's ``prune_by_class`` on the normalized prediction
-    history, averaged 1:1 with the final predictions when no memorization alarm froze it."""
-    import cleanlab.filter
-
+    arrays by its documented rule: the ``expected_f1`` filter on the normalized prediction history,
+    averaged 1:1 with the final predictions when no memorization alarm froze it."""
     history = arrays["history"] / arrays["history"].sum(1, keepdims=True)
     if not arrays["history_frozen"]:
         history = (history + arrays["pred_probs"] / arrays["pred_probs"].sum(1, keepdims=True)) / 2
-    return int(cleanlab.filter.find_label_issues(arrays["given_label"], history, filter_by="prune_by_class").sum())
+    return int(expected_f1_flags(arrays["given_label"], history).sum())

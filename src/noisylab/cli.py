@@ -266,7 +266,7 @@ def add_detect_arguments(p: argparse.ArgumentParser) -> None:
                    help="[N, C] probabilities (.npy; e.g. a cv run's pred_probs.npy) instead of a run")
     p.add_argument("--method", default="history", choices=list(DETECTORS), help="for a run: the detector")
     p.add_argument("--filter-by", dest="filter_by", default="auto", choices=FILTERS,
-                   help="how probabilities become flags (auto: prune_by_class with cleanlab, else predicted_neq_given)")
+                   help="how probabilities become flags (auto: expected_f1 with cleanlab, else predicted_neq_given)")
     p.add_argument("--threshold", type=_probability, default=0.5, help="for low_self_confidence (0 to 1)")
     p.add_argument("--rank-by", dest="rank_by", default=DEFAULT_RANK_BY, choices=SCORES,
                    help="the quality score that ranks the examples (lower = more likely wrong)")

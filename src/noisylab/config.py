@@ -313,7 +313,7 @@ class DetectConfig(_Strict):
     """How the run flags suspected wrong labels at the end (noisylab.detect)."""
 
     method: str = Field("history", description="the detector: history, ensemble, targets, agreement, knn, predictions")
-    filter_by: str = Field("auto", description="how the detector's probabilities become flags: auto = prune_by_class "
+    filter_by: str = Field("auto", description="how the detector's probabilities become flags: auto = expected_f1 "
                                                "with cleanlab installed, else predicted_neq_given")
     threshold: float = Field(0.5, ge=0.0, le=1.0, description="for low_self_confidence")
     rank_by: str = Field(DEFAULT_RANK_BY, description="the quality score that ranks the examples (the quality "

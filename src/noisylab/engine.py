@@ -391,9 +391,9 @@ def read_split(path: Path) -> np.ndarray:
 
 def check_filter_available(cfg: Config) -> None:
     """Refuse before training, not after it, a ``detect.filter_by`` whose package is missing."""
-    from .detect.scores import CLEANLAB_FILTERS, import_cleanlab_filter
+    from .detect.scores import NEEDS_CLEANLAB, import_cleanlab_filter
 
-    if cfg.detect.filter_by in CLEANLAB_FILTERS:
+    if cfg.detect.filter_by in NEEDS_CLEANLAB:
         try:
             import_cleanlab_filter()
         except ImportError as err:
@@ -937,7 +937,7 @@ def detection_summary(found, given: np.ndarray, truth: np.ndarray | None, num_cl
     and precision / recall / F1 / AUROC / AUPRC when the truth is known."""
     summary = {"method": found.method, "filter_by": found.filter_by, "rank_by": found.rank_by,
                "num_scored": len(given), "num_flagged": int(found.flagged.sum()),
-               **noise_estimates(given, found.flagged, found.suggested, num_classes)}
+               **noise_estimates(given, found.flagged, found.suggested, num_classes, found.probs)}
     if truth is not None:
         summary.update(detection_metrics(found.flagged, given != truth, found.quality).as_dict())
     return summary

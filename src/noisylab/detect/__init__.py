@@ -15,13 +15,13 @@ from .estimate import noise_estimates
 from .io import write_label_issues_csv
 from .metrics import (DetectionMetrics, PairedDifference, auroc, average_precision, detection_metrics,
                       paired_f1_difference, precision_recall_curve)
-from .scores import (CLEANLAB_FILTERS, CORE_FILTERS, FILTERS, SCORES, find_label_issues, label_quality_scores,
-                     normalize_rows)
+from .scores import (CLEANLAB_FILTERS, CORE_FILTERS, FILTERS, NEEDS_CLEANLAB, SCORES, expected_f1_issues,
+                     find_label_issues, label_quality_scores, normalize_rows)
 
 __all__ = [
-    "CLEANLAB_FILTERS", "CORE_FILTERS", "DETECTORS", "Detection", "DetectionMetrics", "detect_label_issues", "DetectorUnavailable", "Evidence", "FILTERS",
-    "SCORES", "TrainingDynamics", "auroc", "average_precision", "detection_metrics", "find_label_issues", "knn_vote",
-    "label_quality_scores", "noise_estimates", "normalize_rows", "PairedDifference", "paired_f1_difference",
-    "precision_recall_curve", "run_detector",
-    "write_label_issues_csv",
+    "CLEANLAB_FILTERS", "CORE_FILTERS", "DETECTORS", "Detection", "DetectionMetrics", "DetectorUnavailable", "Evidence",
+    "FILTERS", "NEEDS_CLEANLAB", "PairedDifference", "SCORES", "TrainingDynamics", "auroc", "average_precision",
+    "detect_label_issues", "detection_metrics", "expected_f1_issues", "find_label_issues", "knn_vote",
+    "label_quality_scores", "noise_estimates", "normalize_rows", "paired_f1_difference", "precision_recall_curve",
+    "run_detector", "write_label_issues_csv",
 ]

@@ -2,8 +2,9 @@
 every scored example's true class. The quality score of an example is a function of ``P[i]`` and
 its given label (``detect.rank_by``, by default ``P[i, y] / (P[i, y] + max_{k != y} P[i, k])``; in
 [0, 1], lower = more likely wrong) and the flagged set comes from a filter of
-:mod:`noisylab.detect.scores` applied to ``P`` (``auto`` by default: ``prune_by_class`` with
-cleanlab installed, else ``predicted_neq_given``; :func:`~noisylab.detect.scores.resolve_filter`).
+:mod:`noisylab.detect.scores` applied to ``P`` (``auto`` by default: ``expected_f1``, a prefix of
+the ranking, with cleanlab installed, else ``predicted_neq_given``;
+:func:`~noisylab.detect.scores.resolve_filter`).
 
 ``DETECTORS`` is the one list of their names (``detect.method``, ``noisylab detect --method``).
 """
@@ -195,5 +196,5 @@ def detection_from_probs(method: str, given: np.ndarray, probs: np.ndarray, filt
 
     quality = label_quality_scores(given, probs, rank_by)
     filter_by = resolve_filter(filter_by)
-    flagged = find_label_issues(given, probs, filter_by=filter_by, threshold=threshold)
+    flagged = find_label_issues(given, probs, filter_by=filter_by, threshold=threshold, rank_by=rank_by)
     return Detection(method, filter_by, rank_by, probs, quality, flagged, probs.argmax(axis=1))

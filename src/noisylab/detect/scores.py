@@ -4,7 +4,8 @@
 targets, which sum to ``1 - beta^k``, work too), lower quality = more likely mislabeled. The two
 filters that need nothing but an argmax or a threshold are computed here; every confident-learning
 filter (Northcutt et al., JAIR 2021) comes from the ``cleanlab`` package
-(``pip install 'noisylab[detect]'``), which noisylab calls rather than re-implements.
+(``pip install 'noisylab[detect]'``), which noisylab calls rather than re-implements, and so does
+the confident joint under noisylab's own ``expected_f1`` filter.
 """
 from __future__ import annotations
 
@@ -18,10 +19,12 @@ DEFAULT_RANK_BY = "relative_confidence"
 higher than ``self_confidence`` does, from the same probabilities (README, Results)."""
 CORE_FILTERS = ("predicted_neq_given", "low_self_confidence")
 CLEANLAB_FILTERS = ("prune_by_noise_rate", "prune_by_class", "both", "confident_learning", "low_normalized_margin")
-FILTERS = ("auto",) + CORE_FILTERS + CLEANLAB_FILTERS
-"""Filters of :func:`find_label_issues` (the one list of their names); the last five are
-``cleanlab.filter.find_label_issues``'s ``filter_by`` choices and need cleanlab; ``auto`` is
-``prune_by_class`` when cleanlab is installed, else ``predicted_neq_given``."""
+NEEDS_CLEANLAB = ("expected_f1",) + CLEANLAB_FILTERS
+FILTERS = ("auto",) + CORE_FILTERS + NEEDS_CLEANLAB
+"""Filters of :func:`find_label_issues` (the one list of their names). ``expected_f1`` is noisylab's
+(:func:`expected_f1_issues`) and builds on cleanlab's confident joint; the last five are
+``cleanlab.filter.find_label_issues``'s ``filter_by`` choices; all six need cleanlab. ``auto`` is
+``expected_f1`` when cleanlab is installed, else ``predicted_neq_given``."""
 CLEANLAB_MISSING = "needs the cleanlab package: pip install 'noisylab[detect]' (or pip install cleanlab)"
 
 
@@ -85,20 +88,55 @@ def import_cleanlab_filter():
 
 
 def resolve_filter(filter_by: str) -> str:
-    """``auto`` -> ``prune_by_class`` with cleanlab installed (per class, the examples least likely to
-    belong to their given class, as many as the confident joint estimates: the count adapts to the
-    noise rate), else ``predicted_neq_given``; any other name as it is."""
+    """``auto`` -> ``expected_f1`` with cleanlab installed (a prefix of the ranking whose length
+    adapts to the noise: :func:`expected_f1_issues`), else ``predicted_neq_given``; any other name
+    as it is."""
     if filter_by != "auto":
         return filter_by
     try:
         import_cleanlab_filter()
     except ImportError:
         return "predicted_neq_given"
-    return "prune_by_class"
+    return "expected_f1"
+
+
+def expected_f1_issues(labels: np.ndarray, probs: np.ndarray, quality: np.ndarray) -> np.ndarray:
+    """``bool [N]``: the k lowest-``quality`` examples, k chosen to maximise the expected F1 of the flags.
+
+    Which examples are wrong is unknown, so each gets an estimate ``w [N]`` of the probability that
+    its label is wrong, and k maximises ``2 * sum(w[flagged]) / (k + sum(w))``, the expected number
+    of wrong labels caught over the expected size of both sets (the F1 of expected counts; for
+    calibrated ``w`` its optimum flags down to ``w = F1 / 2``, Lipton et al., ECML PKDD 2014).
+    ``w`` is the isotonic (monotone in ``quality``) regression of membership in the confident
+    joint's off-diagonal, i.e. of "confidently belongs to a class other than its label"
+    (Northcutt et al., JAIR 2021; cleanlab's per-class thresholds): a smooth, label-free estimate
+    of the error rate at each quality level. Where wrong labels are many, the estimate stays high far
+    down the ranking and k exceeds their expected number (recall is worth more than precision
+    there); where they are few, k stops well short of ``argmax != label``.
+
+    Args:
+        labels: ``int64 [N]``; probs: ``[N, C]`` rows summing to 1; quality: ``[N]`` the ranking
+            score (lower = more likely wrong), the order the flags are a prefix of.
+    """
+    from cleanlab.count import compute_confident_joint
+    from sklearn.isotonic import IsotonicRegression
+
+    _, off_diagonal = compute_confident_joint(labels, probs, calibrate=False, return_indices_of_off_diagonals=True)
+    confident_other = np.zeros(len(labels))
+    confident_other[off_diagonal] = 1.0
+    flagged = np.zeros(len(labels), dtype=bool)
+    if not confident_other.any():
+        return flagged
+    wrong = IsotonicRegression(increasing=False).fit(quality, confident_other).predict(quality)
+    order = np.argsort(quality, kind="stable")
+    caught = np.cumsum(wrong[order])
+    expected_f1 = 2 * caught / (np.arange(1, len(order) + 1) + wrong.sum())
+    flagged[order[:int(expected_f1.argmax()) + 1]] = True
+    return flagged
 
 
 def find_label_issues(labels, pred_probs, *, filter_by: str = "predicted_neq_given", threshold: float = 0.5,
-                      return_indices_ranked_by: str | None = None) -> np.ndarray:
+                      rank_by: str = DEFAULT_RANK_BY, return_indices_ranked_by: str | None = None) -> np.ndarray:
     """Flag examples whose given label is likely wrong.
 
     Args:
@@ -106,9 +144,11 @@ def find_label_issues(labels, pred_probs, *, filter_by: str = "predicted_neq_giv
         pred_probs: ``[N, C]`` predicted probabilities (out-of-sample for confident learning), or
             any detector's estimate of the true-label distribution (rows are normalised).
         filter_by: ``predicted_neq_given`` (argmax differs from the label: ELR's rule),
-            ``low_self_confidence`` (``p[y] < threshold``), one of cleanlab's filters
-            (:data:`CLEANLAB_FILTERS`; needs cleanlab, which also takes care of the threshold),
-            or ``auto`` (:func:`resolve_filter`).
+            ``low_self_confidence`` (``p[y] < threshold``), ``expected_f1`` (the prefix of the
+            ``rank_by`` ranking that maximises the expected F1, :func:`expected_f1_issues`), one of
+            cleanlab's filters (:data:`CLEANLAB_FILTERS`, which take care of their own thresholds),
+            or ``auto`` (:func:`resolve_filter`). All but the first two need cleanlab.
+        rank_by: the score (:data:`SCORES`) whose ranking ``expected_f1`` flags a prefix of.
         return_indices_ranked_by: if given, the flagged indices sorted from most to least
             suspicious by this score (:data:`SCORES`) instead of a mask.
 
@@ -121,11 +161,15 @@ def find_label_issues(labels, pred_probs, *, filter_by: str = "predicted_neq_giv
         mask = p.argmax(axis=1) != labels
     elif filter_by == "low_self_confidence":
         mask = p[np.arange(len(labels)), labels] < threshold
-    elif filter_by in CLEANLAB_FILTERS:
+    elif filter_by in NEEDS_CLEANLAB:
+        cleanlab_filter = import_cleanlab_filter()
         try:
-            mask = import_cleanlab_filter().find_label_issues(labels, p, filter_by=filter_by, n_jobs=1)
+            if filter_by == "expected_f1":
+                mask = expected_f1_issues(labels, p, label_quality_scores(labels, p, rank_by))
+            else:
+                mask = cleanlab_filter.find_label_issues(labels, p, filter_by=filter_by, n_jobs=1)
         except (ValueError, IndexError) as err:  # e.g. a class with too few examples
-            raise ValueError(f"cleanlab's {filter_by} filter failed ({err}); use filter_by=predicted_neq_given") from None
+            raise ValueError(f"the {filter_by} filter failed ({err}); use filter_by=predicted_neq_given") from None
     else:
         raise ValueError(f"unknown filter_by '{filter_by}' (valid: {', '.join(FILTERS)})")
     mask = np.asarray(mask, dtype=bool)

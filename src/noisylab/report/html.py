@@ -269,11 +269,16 @@ def actual_per_class(run: RunFiles) -> np.ndarray | None:
     return 1.0 - np.diag(run.labels.transition_matrix)
 
 
+def estimated_by(det: dict) -> str:
+    """How summary.json's noise estimates were made, in words (runs before 2026-11-25 counted flags)."""
+    return "the confident joint" if det.get("noise_estimated_by") == "confident_joint" else "the detector's flags"
+
+
 def noise_section(run: RunFiles) -> str:
     """Requested / actual / estimated noise rates and the per-class estimates."""
     s, det = run.summary, run.detect
     rates = [("setting (requested)", noise_setting(run)), ("actual", s.get("actual_noise_rate")),
-             ("estimated by the detector", det.get("noise_rate_estimate"))]
+             (f"estimated from {estimated_by(det)}", det.get("noise_rate_estimate"))]
     rates = [(k, v if isinstance(v, str) else pct(v)) for k, v in rates if v is not None]
     if not rates:
         return ""
@@ -427,7 +432,7 @@ def transition_matrices(run: RunFiles) -> list[tuple[str, np.ndarray]]:
             raise ConfigError(f"'{run.folder / 'summary.json'}' is damaged (detect.transition_estimate is not "
                               "a matrix of numbers); run the training again or restore the file") from None
         if matrix.ndim == 2 and matrix.shape[0] == matrix.shape[1]:
-            out.append(("estimated by the detector (rows: estimated true class)", matrix))
+            out.append((f"estimated from {estimated_by(run.detect)} (rows: estimated true class)", matrix))
     return out
 
 
