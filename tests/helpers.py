@@ -97,7 +97,7 @@ def expected_f1_flags(given, probs):
     rows = np.arange(len(given))
     p_y = probs[rows, given]
     rival = np.where(np.eye(probs.shape[1], dtype=bool)[given], -1.0, probs).max(1)
-    order = np.argsort(p_y / (p_y + rival))
+    order = np.argsort(p_y / (p_y + rival), kind="stable")
     wrong = pool_adjacent_violators(confidently_other(given, probs)[order])
     flags = np.zeros(len(given), dtype=bool)
     if wrong.sum() == 0:
