@@ -57,18 +57,25 @@ def without_time(rows):
     return [{k: v for k, v in r.items() if k != "time_s"} for r in rows]
 
 
-def confidently_other(given, probs):
-    """``bool [N]``: membership in the confident joint's off-diagonal, from its definition (Northcutt
-    et al., JAIR 2021): class k's threshold is the mean p[k] of the examples labelled k; an example
-    belongs to the classes whose p reaches their threshold (the largest p among several) and counts
-    off the diagonal when that class is not its label."""
+def confident_class(given, probs):
+    """``(counted bool [N], guess int [N])``: the confident joint's view of each example, from its
+    definition (Northcutt et al., JAIR 2021): class k's threshold is the mean p[k] of the examples
+    labelled k; an example is counted when some class's p reaches its threshold, and belongs to that
+    class (the largest p among several)."""
     import numpy as np
 
     c = probs.shape[1]
     thresholds = np.array([probs[given == k, k].mean() for k in range(c)])
     confident = probs >= thresholds - 1e-6
     guess = np.where(confident.sum(1) > 1, probs.argmax(1), confident.argmax(1))
-    return confident.any(1) & (guess != given)
+    return confident.any(1), guess
+
+
+def confidently_other(given, probs):
+    """``bool [N]``: membership in the confident joint's off-diagonal (counted, and its confident
+    class is not its label)."""
+    counted, guess = confident_class(given, probs)
+    return counted & (guess != given)
 
 
 def pool_adjacent_violators(values):

@@ -20,7 +20,7 @@ from noisylab.detect import (CLEANLAB_FILTERS, DETECTORS, NEEDS_CLEANLAB, Detect
 from noisylab.detect.io import EVIDENCE_ARRAYS, evidence_arrays, read_evidence
 from noisylab.noise import NoiseError, stratified_folds
 from noisylab.run_folder import save_arrays
-from helpers import expected_f1_flags
+from helpers import confident_class, expected_f1_flags
 
 
 @pytest.fixture
@@ -341,14 +341,12 @@ def test_noise_estimates_from_the_confident_joint(one_process):
     pytest.importorskip("cleanlab.count")
     true, given, probs = fitted_problem(0.2)
     c = probs.shape[1]
-    # the confident joint from its definition (Northcutt et al., 2021): counts of (given label,
-    # confident class) over the examples confident of some class, at least 1 on the diagonal, each
-    # row rescaled to its label's count (cleanlab also rounds the cells to integers)
-    thresholds = np.array([probs[given == k, k].mean() for k in range(c)])
-    confident = probs >= thresholds - 1e-6
-    guess = np.where(confident.sum(1) > 1, probs.argmax(1), confident.argmax(1))
+    # the confident joint from its definition (tests/helpers.py): counts of (given label, confident
+    # class) over the counted examples, at least 1 on the diagonal, each row rescaled to its label's
+    # count (cleanlab also rounds the cells to integers)
+    counted, guess = confident_class(given, probs)
     joint = np.zeros((c, c))
-    np.add.at(joint, (given[confident.any(1)], guess[confident.any(1)]), 1.0)
+    np.add.at(joint, (given[counted], guess[counted]), 1.0)
     joint[np.diag_indices(c)] = np.maximum(joint.diagonal(), 1)
     joint = joint / joint.sum(1, keepdims=True) * np.bincount(given, minlength=c)[:, None]
     transition = joint.T / joint.T.sum(1, keepdims=True)  # rows: true class
