@@ -16,9 +16,9 @@ def test_defaults_validate_and_overrides_are_typed():
     (["foo=1"], "unknown config key 'foo'"),
     (["noise.rate=1.0"], "config key 'noise.rate': Input should be less than 1"),
     (["noise.rate=-0.1"], "noise.rate"),
-    (["method.loss.name=mse"], "config key 'method.loss.name': unknown name 'mse' (did you mean 'sce'?) (valid: ce, gce, elr, sce, bootstrap)"),
+    (["method.loss.name=mse"], "config key 'method.loss.name': unknown name 'mse' (did you mean 'sce'?) (valid: ce, gce, sce, bootstrap, elr)"),
     (["method.loss.name=elrr"], "unknown name 'elrr' (did you mean 'elr'?)"),
-    (["method.name=elr+"], "config key 'method.name': unknown name 'elr+' (valid: standard, elr_plus, simclr,"),
+    (["method.name=elr+"], "config key 'method.name': unknown name 'elr+' (valid: coteaching, elr_plus, linear_probe, repreg, simclr, standard)"),
     (["noise.kind=symetric"], "unknown noise kind 'symetric' (did you mean 'symmetric'?)"),
     (["optim.lr=nan"], "config key 'optim.lr': not a number (nan); give a number"),
     (["optim.lr=.inf"], "config key 'optim.lr': inf is not a finite number"),
@@ -132,12 +132,13 @@ def test_valid_names_come_from_one_registry_each():
     from noisylab.config import LossConfig, MethodConfig, union_members
     from noisylab.data.augment import VIEW_RECIPES
     from noisylab.detect import FILTERS
-    from noisylab.losses.registry import LOSSES
     from noisylab.methods import METHODS
+    from noisylab.registry import LOSSES, METHODS as METHOD_REGISTRY
 
-    assert list(METHODS) == list(union_members(MethodConfig)) == ["standard", "elr_plus", "simclr", "linear_probe", "repreg"]
-    assert list(LOSSES) == list(union_members(LossConfig)) == ["ce", "gce", "elr", "sce", "bootstrap"]
-    assert all(METHODS[n].config_class is s for n, s in union_members(MethodConfig).items())
+    assert list(METHODS) == list(union_members(MethodConfig)) == [
+        "coteaching", "elr_plus", "linear_probe", "repreg", "simclr", "standard"]
+    assert LOSSES.names() == list(union_members(LossConfig)) == ["ce", "gce", "sce", "bootstrap", "elr"]
+    assert all(METHOD_REGISTRY.get(n).obj is METHODS[n] for n in METHODS)
     # the CLI offers exactly the registry's filters
     detect = build_parser()._subparsers._group_actions[0].choices["detect"]
     choices = {a.dest: a.choices for a in detect._actions}
@@ -157,3 +158,33 @@ def test_asym_flag_on_a_symmetric_config_drops_symmetric_options(tmp_path):
     import numpy as np
 
     make_noisy_labels(np.arange(50) % 10, cfg.noise.kind, cfg.noise.rate, 10, 0, **cfg.noise.options)
+
+
+def test_a_method_registered_outside_the_package_is_a_config_choice(tmp_path):
+    """A plugin method registers itself with its schema; the config then validates it like a built-in."""
+    from typing import Literal
+
+    from noisylab.config import Schema
+    from noisylab.methods import StandardMethod
+    from noisylab.registry import METHODS, register_method
+
+    class ToyConfig(Schema):
+        name: Literal["toy"] = "toy"
+        strength: float = 1.0
+
+    @register_method("toy", schema=ToyConfig)
+    class Toy(StandardMethod):
+        name = "toy"
+
+    try:
+        cfg = load_config(None, ["method.name=toy", "method.strength=2"])
+        assert isinstance(cfg.method, ToyConfig) and cfg.method.strength == 2.0
+        assert cfg.to_dict()["method"] == {"name": "toy", "strength": 2.0}
+        with pytest.raises(ConfigError, match=r"unknown config key 'method.lam' \(valid keys here: name, strength\)"):
+            load_config(None, ["method.name=toy", "method.lam=2"])
+        with pytest.raises(ConfigError, match="unknown name 'tooy' \\(did you mean 'toy'\\?\\)"):
+            load_config(None, ["method.name=tooy"])
+        with pytest.raises(ValueError, match="needs a field `name: Literal\\['other'\\]"):
+            register_method("other", schema=ToyConfig)(Toy)
+    finally:
+        METHODS._entries.pop("toy")

@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .detect.scores import DEFAULT_RANK_BY
+from .registry import LOSSES, METHODS, Registry, did_you_mean
 
 
 class ConfigError(ValueError):
@@ -23,6 +24,8 @@ class ConfigError(ValueError):
 
 
 class _Strict(BaseModel):
+    """The base of every config schema: unknown keys are refused, assignments validated."""
+
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
@@ -45,6 +48,9 @@ def _plain_data(value: Any, where: str, depth: int = 0) -> Any:
         raise ValueError(f"{where} is a {type(value).__name__}: give text, a number, true/false, a list or a mapping")
     return value
 
+
+Schema = _Strict
+"""The base class for a registered method's or loss's config schema (``name: Literal[...]``)."""
 
 PlainOptions = Annotated[dict[str, Any], AfterValidator(lambda v: _plain_data(v, "options"))]
 
@@ -161,10 +167,34 @@ class BootstrapLossConfig(_Strict):
     beta: float = Field(0.8, ge=0.0, le=1.0)
 
 
-LossConfig = Annotated[
-    Union[CELossConfig, GCELossConfig, ELRLossConfig, SCELossConfig, BootstrapLossConfig],
-    Field(discriminator="name"),
-]
+def _registered(registry: Registry, default: str):
+    """A config section whose schema is the one ``registry`` holds under the section's ``name``
+    (``default`` when the name is left out): the open union of every registered kind."""
+    def validate(value: Any) -> Any:
+        if isinstance(value, BaseModel):
+            return value
+        if not isinstance(value, dict):
+            return value if value is None else registry.schema(default).model_validate(value)  # pydantic's own error
+        name = value.get("name", default)
+        if not isinstance(name, str) or name not in registry:
+            names = registry.names()
+            raise ValidationError.from_exception_data(registry.kind, [{
+                "type": "union_tag_invalid", "loc": ("name",), "input": name,
+                "ctx": {"discriminator": "'name'", "tag": str(name), "expected_tags": ", ".join(map(repr, names))}}])
+        return registry.schema(name).model_validate(value)
+
+    return Annotated[Any, BeforeValidator(validate), _Section(registry, default)]
+
+
+class _Section:
+    """Marks a field as a registry section (for error messages: the schema of the keys there)."""
+
+    def __init__(self, registry: Registry, default: str) -> None:
+        self.registry, self.default = registry, default
+
+
+LossConfig = _registered(LOSSES, "ce")
+"""A ``method.loss`` section: any registered loss (``noisylab.registry.LOSSES``)."""
 
 
 # ----------------------------------------------------------------------------- methods
@@ -241,17 +271,20 @@ class RepRegConfig(_Strict):
         return self
 
 
-MethodConfig = Annotated[
-    Union[StandardConfig, ELRPlusConfig, SimCLRConfig, LinearProbeConfig, RepRegConfig],
-    Field(discriminator="name"),
-]
+MethodConfig = _registered(METHODS, "standard")
+"""The ``method`` section: any registered method (``noisylab.registry.METHODS``)."""
 
 
-def union_members(union: Any) -> dict[str, type[BaseModel]]:
-    """``{name: schema}`` of a discriminated union above (the one list of loss / method names)."""
-    if get_origin(union) is Annotated:
-        union = get_args(union)[0]
-    return {m.model_fields["name"].default: m for m in get_args(union)}
+def union_members(section: Any) -> dict[str, type[BaseModel]]:
+    """``{name: schema}`` of a registry section (:data:`MethodConfig`, :data:`LossConfig`)."""
+    marker = _section_of(section)
+    return {e.name: e.schema for e in marker.registry.entries()} if marker is not None else {}
+
+
+def _section_of(annotation: Any) -> "_Section | None":
+    if get_origin(annotation) is Annotated:
+        return next((m for m in get_args(annotation)[1:] if isinstance(m, _Section)), None)
+    return None
 
 
 class OptimConfig(_Strict):
@@ -417,50 +450,46 @@ class Config(_Strict):
 
 
 # ----------------------------------------------------------------------------- loading
-def _walk(model: type[BaseModel], loc: tuple) -> tuple[list[str], Any]:
-    """The config-file path of a pydantic error location (union tags dropped) and the schema
-    that holds its last key."""
+def _walk(model: type[BaseModel], loc: tuple, data: Any = None) -> tuple[list[str], Any]:
+    """The config-file path of a pydantic error location and the schema that holds its last key
+    (a registry section's schema is the one its ``name`` in ``data`` picks)."""
     path: list[str] = []
     node: Any = model
     parts = list(loc)
     while parts:
         part = str(parts.pop(0))
         path.append(part)
+        data = data.get(part) if isinstance(data, dict) else None
         field = node.model_fields.get(part) if isinstance(node, type) and issubclass(node, BaseModel) else None
         if field is None:
             node = None
             continue
+        section = _section_of(field.annotation) or next(
+            (m for m in field.metadata if isinstance(m, _Section)), None)
         node = field.annotation
-        members = _union_schemas(node)
-        if members and parts and str(parts[0]) in members:
-            node = members[str(parts.pop(0))]  # the tag pydantic puts in the location
+        if section is not None:
+            name = data.get("name", section.default) if isinstance(data, dict) else section.default
+            node = section.registry.schema(name) if name in section.registry else None
     return path, node
 
 
-def _union_schemas(annotation: Any) -> dict[str, type[BaseModel]]:
-    try:
-        return union_members(annotation)
-    except (AttributeError, IndexError, KeyError, TypeError):
-        return {}
-
-
-def _format_error(err: ValidationError, model: type[BaseModel]) -> str:
+def _format_error(err: ValidationError, model: type[BaseModel], data: Any = None) -> str:
     first = err.errors()[0]
     if first["type"] == "extra_forbidden":
-        path, _ = _walk(model, first["loc"])
-        _, parent = _walk(model, first["loc"][:-1]) if len(first["loc"]) > 1 else ([], model)
+        path, _ = _walk(model, first["loc"], data)
+        _, parent = _walk(model, first["loc"][:-1], data) if len(first["loc"]) > 1 else ([], model)
         valid = sorted(parent.model_fields) if isinstance(parent, type) and issubclass(parent, BaseModel) else []
         hint = did_you_mean(path[-1], valid) if valid else ""
         return f"unknown config key '{'.'.join(path)}'{hint}" + (f" (valid keys here: {', '.join(valid)})" if valid else "")
-    path, _ = _walk(model, first["loc"])
+    path, _ = _walk(model, first["loc"], data)
     loc = ".".join(path)
     msg = first["msg"].removeprefix("Value error, ")
     got = first.get("input")
     if first["type"] == "union_tag_invalid":
         tags = first.get("ctx", {}).get("expected_tags", "").replace("'", "")
         tag = first["ctx"]["tag"]
-        return (f"config key '{loc}.name': unknown name '{tag}'{did_you_mean(tag, tags.split(', '))} "
-                f"(valid: {tags})")
+        where = loc if loc.endswith("name") else f"{loc}.name"
+        return f"config key '{where}': unknown name '{tag}'{did_you_mean(tag, tags.split(', '))} (valid: {tags})"
     as_number = _as_float(got)
     if as_number is not None and as_number != as_number:
         return f"config key '{loc}': not a number (nan); give a number"
@@ -499,7 +528,7 @@ def _fill_union_names(data: dict[str, Any]) -> dict[str, Any]:
         method.setdefault("name", "standard")
         if not isinstance(method["name"], str):
             raise ConfigError(f"config key 'method.name' must be a method name, not {type(method['name']).__name__}")
-        schema = union_members(MethodConfig).get(method["name"])
+        schema = METHODS.schema(method["name"]) if method["name"] in METHODS else None
         loss = method.get("loss")
         if schema is not None and isinstance(loss, dict) and "loss" in schema.model_fields:
             loss.setdefault("name", schema.model_fields["loss"].default_factory().name)
@@ -545,7 +574,8 @@ def _default_name(data: dict[str, Any], section: list[str]) -> str:
     if section == ["method"]:
         return "standard"
     method = data.get("method") if isinstance(data.get("method"), dict) else {}
-    schema = union_members(MethodConfig).get(method.get("name", "standard"))
+    name = method.get("name", "standard")
+    schema = METHODS.schema(name) if name in METHODS else None
     loss = schema.model_fields.get("loss") if schema is not None else None
     return loss.default_factory().name if loss is not None else ""
 
@@ -612,19 +642,11 @@ def check_choice(value: str, choices: Any, what: str) -> str:
     return value
 
 
-def did_you_mean(word: str, choices: Any) -> str:
-    """`` (did you mean 'x'?)`` for the closest of ``choices`` to a misspelled ``word``, or ''."""
-    import difflib
-
-    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""
-
-
 def build_config(data: dict[str, Any]) -> Config:
     try:
         return Config.model_validate(_fill_union_names(data))
     except ValidationError as err:
-        raise ConfigError(_format_error(err, Config)) from None
+        raise ConfigError(_format_error(err, Config, data)) from None
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:

@@ -501,14 +501,17 @@ def fit_epoch(run: Run, epoch: int) -> dict[str, Any]:
     for p_i, phase in enumerate(phases):
         for x, y, idx in run.train_batches.epoch(epoch_seed(cfg.seed, epoch, p_i)):
             batch = Batch(x if isinstance(x, tuple) else (x,), y, idx)
+            method.before_step(phase, batch, run.step)
             with _autocast(device, run.amp):
                 out = method.batch_loss(phase, batch, run.step)
-            phase.optimizer.zero_grad(set_to_none=True)
+            for opt in phase.optimizers:
+                opt.zero_grad(set_to_none=True)
             if cfg.train.skip_nonfinite and not bool(torch.isfinite(out.loss)):  # a host sync, only when asked
                 skipped += 1
             else:
                 run.scaler.scale(out.loss).backward()
-                run.scaler.step(phase.optimizer)
+                for opt in phase.optimizers:  # each unscaled and checked for inf on its own, one update after
+                    run.scaler.step(opt)
                 run.scaler.update()
                 method.after_step(phase, run.step)
             run.step += 1

@@ -120,3 +120,13 @@ class BootstrapLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return f"beta={self.beta}"
+
+
+# ---- registered with their config schemas (noisylab.registry); the builder maps a section to a module
+from .. import config as _C  # noqa: E402  (the schemas; config imports nothing of the losses)
+from ..registry import register_loss  # noqa: E402
+
+register_loss("ce", schema=_C.CELossConfig)(lambda cfg, n, c, given: CELoss())
+register_loss("gce", schema=_C.GCELossConfig)(lambda cfg, n, c, given: GCELoss(q=cfg.q))
+register_loss("sce", schema=_C.SCELossConfig)(lambda cfg, n, c, given: SCELoss(c, alpha=cfg.alpha, beta=cfg.beta))
+register_loss("bootstrap", schema=_C.BootstrapLossConfig)(lambda cfg, n, c, given: BootstrapLoss(beta=cfg.beta))

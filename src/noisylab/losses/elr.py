@@ -128,3 +128,22 @@ def check_batch(logits: torch.Tensor, labels: torch.Tensor, index: torch.Tensor,
                          f"{int(index.min())}..{int(index.max())}")
     if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
         raise ValueError(f"{who}: labels must lie in [0, {num_classes}), found {int(labels.min())}..{int(labels.max())}")
+
+
+# ---- registered with its config schema (noisylab.registry)
+from .. import config as _C  # noqa: E402
+from ..registry import register_loss  # noqa: E402
+
+
+@register_loss("elr", schema=_C.ELRLossConfig)
+def build_elr(cfg: "_C.ELRLossConfig", n: int, c: int, given) -> ELRLoss:
+    """ELR from its section; the class prior from the given labels' class counts when ``prior_from: labels``."""
+    import numpy as np
+
+    class_prior = None  # uniform
+    if cfg.prior > 0 and cfg.prior_from == "labels":
+        if given is None or len(given) == 0:
+            raise ValueError("ELR prior_from=labels needs the given training labels")
+        class_prior = torch.as_tensor(np.bincount(np.asarray(given), minlength=c)[:c], dtype=torch.float32)
+    return ELRLoss(n, c, lam=cfg.lam, beta=cfg.beta, wait_for_alarm=cfg.start == "alarm", prior=cfg.prior,
+                   class_prior=class_prior)

@@ -1,22 +1,29 @@
-"""Training methods: ``build_method(ctx)`` picks one by its config schema (``method.name``)."""
-from ..config import MethodConfig, union_members
-from .base import Batch, EvalData, Method, MethodContext, Phase, StepOutput
-from .elr_plus import ELRPlusMethod
-from .linear_probe import LinearProbeMethod
-from .repreg import RepRegMethod
-from .simclr import SimCLRMethod
-from .standard import StandardMethod
+"""Training methods: ``build_method(ctx)`` builds the one registered under ``method.name``.
 
-_CLASSES = (StandardMethod, ELRPlusMethod, SimCLRMethod, LinearProbeMethod, RepRegMethod)
-METHODS: dict[str, type[Method]] = {
-    name: next(m for m in _CLASSES if m.config_class is schema) for name, schema in union_members(MethodConfig).items()
-}
-"""Every method by its name (the names are those of the config schemas)."""
+Each method registers itself with its config schema beside its class
+(``@register_method(name, schema=...)``, :mod:`noisylab.registry`); nothing here lists them.
+"""
+from ..registry import METHODS as _REGISTRY
+from .base import Batch, EvalData, Method, MethodContext, Phase, StepOutput
+
+
+def method_class(name: str) -> type[Method]:
+    """The class registered as method ``name``."""
+    return _REGISTRY.get(name).obj
 
 
 def build_method(ctx: MethodContext) -> Method:
-    return METHODS[ctx.config.method.name](ctx)
+    return method_class(ctx.config.method.name)(ctx)
 
 
-__all__ = ["Method", "MethodContext", "Phase", "Batch", "StepOutput", "EvalData", "METHODS", "build_method",
-           "StandardMethod", "ELRPlusMethod", "SimCLRMethod", "LinearProbeMethod", "RepRegMethod"]
+def __getattr__(attr: str):
+    # METHODS and the built-in classes by name, read from the registry on first use
+    if attr == "METHODS":
+        return {e.name: e.obj for e in _REGISTRY.entries()}
+    for entry in _REGISTRY.entries():
+        if entry.obj.__name__ == attr:
+            return entry.obj
+    raise AttributeError(f"module 'noisylab.methods' has no attribute '{attr}'")
+
+
+__all__ = ["Method", "MethodContext", "Phase", "Batch", "StepOutput", "EvalData", "build_method", "method_class"]

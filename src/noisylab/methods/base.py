@@ -10,7 +10,7 @@ The contract, in the order the engine uses it:
 * ``views``: the views of each training example the method needs, by role: ``"weak"`` (the recipe
   ``data.augment``, e.g. crop + flip) and ``"strong"`` (``data.strong_augment``, SimCLR's); the
   batch carries one tensor per entry, in order (``()`` for none: labels and indices only);
-* :meth:`phases` then, per batch, :meth:`batch_loss` -> :class:`StepOutput` (the loss to minimise,
+* :meth:`phases` then, per batch, :meth:`before_step`, :meth:`batch_loss` -> :class:`StepOutput` (the loss to minimise,
   its named terms for the logs, the logits for the training accuracy when there is a classifier),
   then :meth:`after_step`; :meth:`end_epoch` after the last phase;
 * ``has_classifier``: False for methods without one (SimCLR pre-training): the engine then skips
@@ -36,11 +36,18 @@ from ..config import Config, ConfigError
 
 @dataclass
 class Phase:
-    """One pass over the training batches: the engine steps ``optimizer`` on ``loss`` for each batch."""
+    """One pass over the training batches: for each batch the engine back-propagates the loss once
+    and steps ``optimizer`` and then each of ``more_optimizers`` (SOP's per-example u and v), all
+    under one AMP gradient scaler (each optimizer's scheduler, if any, is the method's own)."""
 
     name: str
     model: nn.Module
     optimizer: torch.optim.Optimizer
+    more_optimizers: tuple[torch.optim.Optimizer, ...] = ()
+
+    @property
+    def optimizers(self) -> tuple[torch.optim.Optimizer, ...]:
+        return (self.optimizer, *self.more_optimizers)
 
 
 @dataclass
@@ -124,7 +131,6 @@ class Method(ABC):
     with a classifier, :meth:`predict` (module doc: the contract)."""
 
     name = "method"
-    config_class: type = type(None)  # the method's config schema (noisylab.config)
     has_classifier = True
     monitor: str | None = None  # the metric of evaluate() that selects best.pt (None: the engine's default)
     feature_model = "net"  # the model whose encoder :meth:`features` uses
@@ -146,6 +152,9 @@ class Method(ABC):
     @abstractmethod
     def batch_loss(self, phase: Phase, batch: Batch, step: int) -> StepOutput:
         """The loss of one training batch (see :class:`StepOutput`)."""
+
+    def before_step(self, phase: Phase, batch: Batch, step: int) -> None:
+        """Hook before each batch's loss (schedules that change per step, such as a forget rate)."""
 
     def after_step(self, phase: Phase, step: int) -> None:
         """Hook after each optimizer step (EMA updates)."""
@@ -195,7 +204,7 @@ class Method(ABC):
             sched.step()
 
     def current_lr(self) -> float:
-        opt = next(iter(self.optimizers.values()))
+        opt = next(iter(self.optimizers.values()))  # the first optimizer's (the network's)
         return float(opt.param_groups[0]["lr"])
 
     def train(self, mode: bool = True) -> None:

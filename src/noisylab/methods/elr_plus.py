@@ -61,6 +61,7 @@ from ..config import ELRPlusConfig
 from ..losses.classification import upcast
 from ..losses.elr_plus import ELRPlusLoss, ema_decay, mix, sample_mixup, update_ema
 from ..optim import build_optimizer, build_scheduler
+from ..registry import register_method
 from .base import Batch, Method, MethodContext, Phase, StepOutput, build_network
 
 NETS = ("net1", "net2")
@@ -75,6 +76,7 @@ def resolve_reweight(option: bool | str, num_classes: int) -> bool:
     return bool(option)
 
 
+@register_method("elr_plus", schema=ELRPlusConfig)
 class ELRPlusMethod(Method):
     """ELR+: two networks, mixup, targets from the other network's weight average (module doc).
 
@@ -85,7 +87,6 @@ class ELRPlusMethod(Method):
 
     name = "elr_plus"
     feature_model = "net1"
-    config_class = ELRPlusConfig
 
     def __init__(self, ctx: MethodContext) -> None:
         super().__init__(ctx)

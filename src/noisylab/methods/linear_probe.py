@@ -21,6 +21,7 @@ import torch.nn as nn
 from ..config import LinearProbeConfig
 from ..losses.registry import build_loss
 from ..optim import build_optimizer, build_scheduler
+from ..registry import register_method
 from .base import Batch, Method, MethodContext, Phase, StepOutput, build_network, loss_state, supervised_step
 
 log = logging.getLogger("noisylab")
@@ -46,11 +47,11 @@ class FrozenEncoderClassifier(nn.Module):
         return super().train(False)  # BatchNorm and dropout of the frozen encoder stay in eval mode
 
 
+@register_method("linear_probe", schema=LinearProbeConfig)
 class LinearProbeMethod(Method):
     """Linear probe: views ``(weak,)`` (faithful) or none (fast); loss ``method.loss`` on ``fc``."""
 
     name = "linear_probe"
-    config_class = LinearProbeConfig
 
     def __init__(self, ctx: MethodContext) -> None:
         super().__init__(ctx)

@@ -31,17 +31,18 @@ from ..losses import CELoss, NTXentLoss, RKDAngleLoss, RKDDistanceLoss
 from ..losses.registry import build_loss, loss_terms
 from ..models import MultiViewNet
 from ..optim import build_optimizer, build_scheduler
+from ..registry import register_method
 from .base import Batch, Method, MethodContext, Phase, StepOutput, build_network, loss_state
 
 REGULARIZERS = {"rkd_dis": RKDDistanceLoss, "rkd_angle": RKDAngleLoss}
 
 
+@register_method("repreg", schema=RepRegConfig)
 class RepRegMethod(Method):
     """Views ``(weak, strong, strong)``; terms ``<base loss>``, ``infonce`` and ``rkd_dis`` /
     ``rkd_angle`` (module doc)."""
 
     name = "repreg"
-    config_class = RepRegConfig
     find_unused_parameters = True  # warm-up epochs leave the projection head without gradients
 
     def __init__(self, ctx: MethodContext) -> None:

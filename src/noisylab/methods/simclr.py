@@ -26,6 +26,7 @@ from ..config import ConfigError, SimCLRConfig
 from ..losses import NTXentLoss
 from ..models import MultiViewNet, save_encoder_checkpoint
 from ..optim import build_optimizer, build_scheduler
+from ..registry import register_method
 from .base import Batch, EvalData, Method, MethodContext, Phase, StepOutput, build_network
 
 
@@ -48,11 +49,11 @@ def weighted_knn_scores(queries: torch.Tensor, bank: torch.Tensor, bank_labels: 
     return torch.cat(out) if out else torch.zeros(0, num_classes)
 
 
+@register_method("simclr", schema=SimCLRConfig)
 class SimCLRMethod(Method):
     """SimCLR pre-training: views ``(strong, strong)``, loss NT-Xent, no classifier (module doc)."""
 
     name = "simclr"
-    config_class = SimCLRConfig
     has_classifier = False
     monitor = "knn_top1"
 

@@ -7,9 +7,11 @@ import torch
 from ..config import StandardConfig
 from ..losses.registry import build_loss
 from ..optim import build_optimizer, build_scheduler
+from ..registry import register_method
 from .base import Batch, Method, MethodContext, Phase, StepOutput, build_network, loss_state, supervised_step
 
 
+@register_method("standard", schema=StandardConfig)
 class StandardMethod(Method):
     """One model, one optimizer, one loss ``loss(logits, labels, index)`` on the weak view.
 
@@ -19,7 +21,6 @@ class StandardMethod(Method):
     """
 
     name = "standard"
-    config_class = StandardConfig
 
     def __init__(self, ctx: MethodContext) -> None:
         super().__init__(ctx)

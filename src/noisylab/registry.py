@@ -1,0 +1,117 @@
+"""Open registries: a method or a loss registers itself, with its config schema, beside its class.
+
+```python
+@register_method("coteaching", schema=CoTeachingConfig)
+class CoTeachingMethod(Method): ...
+
+@register_loss("gce", schema=GCELossConfig)
+def build_gce(cfg, num_examples, num_classes, given): return GCELoss(q=cfg.q)
+```
+
+The config's ``method`` and ``method.loss`` sections, the CLI's choices and the did-you-mean
+lists are read from here, so a new method or loss is a new file and nothing else (timm's
+``@register_model`` is the model for this). The built-in entries live in the modules named in
+each registry's ``builtins``; they are imported by name the first time a registry is read, so
+this module imports nothing of noisylab's and no import cycle can start here. A plugin outside
+the package registers the same way once its module is imported (``noisylab train`` imports the
+modules listed in ``NOISYLAB_PLUGINS``, comma-separated).
+"""
+from __future__ import annotations
+
+import difflib
+import importlib
+import os
+import pkgutil
+from dataclasses import dataclass
+from typing import Any, Callable
+
+
+def did_you_mean(word: str, choices: Any) -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``choices`` to a misspelled ``word``, or ''."""
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One registered thing: its name, the object (a class or a builder) and its config schema."""
+
+    name: str
+    obj: Any
+    schema: type | None
+
+
+class Registry:
+    """Names -> :class:`Entry`, in registration order.
+
+    Args:
+        kind: what is registered, for messages (``"method"``).
+        package: the package whose modules register the built-in entries on import.
+    """
+
+    def __init__(self, kind: str, package: str) -> None:
+        self.kind = kind
+        self.package = package
+        self._entries: dict[str, Entry] = {}
+        self._loaded = False
+
+    def register(self, name: str, schema: type | None = None) -> Callable[[Any], Any]:
+        """Decorator: register the decorated class or function under ``name`` with ``schema``.
+
+        A schema's ``name`` field must default to ``name`` (it is the section's discriminator)."""
+        def wrap(obj: Any) -> Any:
+            if name in self._entries and self._entries[name].obj is not obj:
+                raise ValueError(f"{self.kind} '{name}' registered twice")
+            if schema is not None:
+                field = getattr(schema, "model_fields", {}).get("name")
+                if field is None or field.default != name:
+                    raise ValueError(f"{self.kind} '{name}': its schema {schema.__name__} needs a field "
+                                     f"`name: Literal['{name}'] = '{name}'`")
+            self._entries[name] = Entry(name, obj, schema)
+            return obj
+
+        return wrap
+
+    def _load(self) -> None:
+        if not self._loaded:
+            self._loaded = True
+            package = importlib.import_module(self.package)
+            builtins = sorted(f"{self.package}.{m.name}" for m in pkgutil.iter_modules(package.__path__)
+                              if not m.name.startswith("_"))
+            plugins = [m.strip() for m in os.environ.get("NOISYLAB_PLUGINS", "").split(",") if m.strip()]
+            for module in [*builtins, *plugins]:
+                importlib.import_module(module)
+
+    def names(self) -> list[str]:
+        self._load()
+        return list(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        self._load()
+        return name in self._entries
+
+    def get(self, name: str) -> Entry:
+        """The entry ``name``; one ValueError line with a did-you-mean and the valid names if unknown."""
+        self._load()
+        if name not in self._entries:
+            names = list(self._entries)
+            raise ValueError(f"unknown {self.kind} '{name}'{did_you_mean(name, names)} (valid: {', '.join(names)})")
+        return self._entries[name]
+
+    def schema(self, name: str) -> type:
+        return self.get(name).schema
+
+    def entries(self) -> list[Entry]:
+        self._load()
+        return list(self._entries.values())
+
+
+METHODS = Registry("method", "noisylab.methods")
+"""Training methods: the class (a :class:`noisylab.methods.Method`) and its ``method`` schema."""
+
+LOSSES = Registry("loss", "noisylab.losses")
+"""Classification losses usable as ``method.loss``: a builder
+``build(cfg, num_examples, num_classes, given) -> nn.Module`` and its schema."""
+
+register_method = METHODS.register
+register_loss = LOSSES.register
