@@ -50,3 +50,4 @@ def create_model(name: str, num_classes: int, input_shape: tuple[int, ...], **kw
 def _import_all() -> None:
     # model modules register themselves on import
     from . import small, resnet, external  # noqa: F401
+    from . import fast  # noqa: F401
