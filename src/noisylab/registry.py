@@ -88,7 +88,7 @@ class Registry:
 
     def __contains__(self, name: object) -> bool:
         self._load()
-        return name in self._entries
+        return isinstance(name, str) and name in self._entries
 
     def get(self, name: str) -> Entry:
         """The entry ``name``; one ValueError line with a did-you-mean and the valid names if unknown."""
