@@ -134,7 +134,6 @@ def test_parameter_count():
     assert n == expected_params(DEFAULT_WIDTHS, 10) == 1_972_792
     # the 3x3 convs dominate: 9 * (24*64 + 64*64 + 64*256 + 256*256 + 256*256 + 256*256) = 1,966,464;
     # everything else (whitening 312, BN 2,304, head 2,560) is < 0.5%. airbench94 (same widths) is ~1.97M.
-    assert 1.95e6 < n < 2.0e6
     # frozen: whitening weight (24*12 = 288) and the BN scales (2 * (64 + 256 + 256) = 1,152)
     assert _n_params(model, trainable_only=True) == n - 288 - 1152
     small = create_model("fastnet", 5, (3, 32, 32), widths=(8, 16, 32))
