@@ -120,6 +120,7 @@ class CELossConfig(_Strict):
     """Cross-entropy."""
 
     name: Literal["ce"] = "ce"
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="target (1 - e) onehot(y) + e / C")
 
 
 class GCELossConfig(_Strict):
@@ -293,17 +294,24 @@ class OptimConfig(_Strict):
     momentum: float = Field(0.9, ge=0.0, lt=1.0)
     weight_decay: float = Field(1e-3, ge=0.0)
     nesterov: bool = False
+    norm_bias_lr_scale: float = Field(1.0, gt=0.0, description=(
+        "learning rate of normalisation-layer biases as a multiple of lr (their weight decay divided by "
+        "it, so the decay per step is unchanged); airbench uses 64"))
 
 
 class ScheduleConfig(_Strict):
-    """Learning-rate schedule, stepped once per epoch (as in the ELR code)."""
+    """Learning-rate schedule: stepped once per epoch (as in the ELR code), except ``triangle``,
+    stepped after every optimizer step (airbench's warm-up and linear decay)."""
 
-    name: Literal["constant", "multistep", "cosine", "cosine_restarts"] = "constant"
+    name: Literal["constant", "multistep", "cosine", "cosine_restarts", "triangle"] = "constant"
     milestones: list[int] = Field(default_factory=list)
     gamma: float = Field(0.1, gt=0.0)
     T_0: int = Field(10, ge=1)
     T_mult: int = Field(1, ge=1)
     eta_min: float = Field(0.0, ge=0.0)
+    start: float = Field(0.2, ge=0.0, description="triangle: multiplier at the first step")
+    peak: float = Field(0.23, ge=0.0, le=1.0, description="triangle: share of the steps to reach the full lr")
+    end: float = Field(0.07, ge=0.0, description="triangle: multiplier at the last step")
 
 
 class TrainConfig(_Strict):
@@ -319,6 +327,13 @@ class TrainConfig(_Strict):
     progress: bool = True
     tensorboard: bool | Literal["auto"] = Field("auto", description="true, false, or auto (when installed)")
     log_every: int = Field(50, ge=1, description="progress-bar refresh in steps (each costs a device sync)")
+    memorization_sample: int = Field(5000, ge=0, description=(
+        "memorization curves on this many training examples (a fixed seeded draw; 0 = all of them)"))
+    init_samples: int = Field(5000, ge=1, description=(
+        "training images a data-dependent initialisation sees (fastnet's whitening layer; a seeded draw)"))
+    lookahead_every: int = Field(0, ge=0, description="Lookahead weight averaging every this many steps (0 = off; airbench: 5)")
+    lookahead_decay: float = Field(0.95 ** 5, ge=0.0, le=1.0, description="Lookahead's final decay")
+    lookahead_ramp: float = Field(3.0, ge=0.0, description="decay = lookahead_decay * progress ** lookahead_ramp")
     skip_nonfinite: bool = Field(False, description="skip batches whose loss is NaN/inf instead of stopping "
                                                     "(one device sync per step)")
 
@@ -398,6 +413,14 @@ class CVConfig(_Strict):
         return v
 
 
+class EvalConfig(_Strict):
+    """How the engine evaluates and predicts (test accuracy, memorization, detection evidence)."""
+
+    tta: Literal["none", "flip", "flip_translate"] = Field("none", description=(
+        "test-time augmentation of image classifiers for the final model's accuracy on the evaluation sets "
+        "(summary.json 'tta'): mean logits over mirror images (flip) and one-pixel shifts (flip_translate)"))
+
+
 class Config(_Strict):
     """A whole experiment."""
 
@@ -412,6 +435,7 @@ class Config(_Strict):
     optim: OptimConfig = Field(default_factory=OptimConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
     detect: DetectConfig = Field(default_factory=DetectConfig)
     cv: CVConfig = Field(default_factory=CVConfig)
 

@@ -46,6 +46,8 @@ from .methods import Method, MethodContext, build_method
 from .methods.base import Batch, EvalData
 from .noise import DAMAGED_NPZ_ERRORS, NoiseError, NoisyLabels, down_sample, make_noisy_labels, split_per_class
 from .report.memorization import MEMO_COLUMNS, memorization_fractions
+from .averaging import Lookahead
+from .tta import tta_logits
 from .run_folder import (
     attach_file_log,
     detach_file_log,
@@ -247,13 +249,14 @@ def prepare_data(cfg: Config, labels_file: str | Path | None = None) -> Prepared
 
 # ----------------------------------------------------------------------------- evaluation
 @torch.no_grad()
-def predict_probs(method: Method, batches: AnyEvalBatches, amp: bool) -> np.ndarray:
-    """Softmax outputs ``float32 [len(batches.indices), C]`` of the method's predictor, eval mode."""
+def predict_probs(method: Method, batches: AnyEvalBatches, amp: bool, tta: str = "none") -> np.ndarray:
+    """Softmax outputs ``float32 [len(batches.indices), C]`` of the method's predictor, eval mode,
+    with test-time augmentation ``tta`` (:mod:`noisylab.tta`)."""
     method.train(False)
     out = []
     for x, _, _ in batches:
         with _autocast(x.device, amp):
-            out.append(torch.softmax(method.predict(x).float(), dim=1))
+            out.append(torch.softmax(tta_logits(method.predict, x, tta), dim=1))
     return torch.cat(out).cpu().numpy() if out else np.zeros((0, 0), np.float32)
 
 
@@ -294,6 +297,9 @@ class Run:
     amp: bool
     scaler: Any
     dynamics: TrainingDynamics | None = None  # per-example record of training (methods with a classifier)
+    lookahead: Lookahead | None = None  # weight averaging (train.lookahead_every)
+    memo_idx: np.ndarray | None = None  # the training examples of the memorization curves
+    memo_batches: Any = None  # their un-augmented batches
     out: Path | None = None  # the run folder (rank 0 only)
     writer: Any = None  # TensorBoard
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -346,33 +352,71 @@ def setup_run(cfg: Config, resume: str | Path | None = None, run_dir: str | Path
     amp = cfg.train.amp and device.type == "cuda"
     ebs = cfg.train.eval_batch_size
     feature_batches = make_eval_batches(bundle, "train", ebs, device, labels=data.given)
-    probe = MethodContext(cfg, bundle.num_classes, bundle.num_train, bundle.input_shape, device, 0, feature_batches,
-                          given=data.given[data.train_idx])
-    method = build_method(probe)
-    train_batches = make_train_batches(bundle, data.given, cfg.train.batch_size, device, view_recipes_of(method, cfg),
-                                       indices=data.train_idx, last_batch=cfg.train.last_batch, rank=dinfo.rank,
-                                       world_size=dinfo.world_size)
-    if len(train_batches) == 0:
+    if cfg.eval.tta != "none" and len(bundle.input_shape) != 3:
+        raise ConfigError(f"eval.tta={cfg.eval.tta} needs images; {bundle.name} has inputs of shape "
+                          f"{tuple(bundle.input_shape)}: set eval.tta=none")
+    # the number of batches per epoch does not depend on the views: count it first, so that the
+    # method can build per-step schedules
+    batching = dict(indices=data.train_idx, last_batch=cfg.train.last_batch, rank=dinfo.rank,
+                    world_size=dinfo.world_size)
+    batches_per_epoch = len(make_train_batches(bundle, data.given, cfg.train.batch_size, "cpu", None, **batching))
+    if batches_per_epoch == 0:
         raise ConfigError(f"train.batch_size {cfg.train.batch_size} with train.last_batch=drop leaves no batch of the "
                           f"{len(data.train_idx)} training examples; lower train.batch_size")
-    probe.batches_per_epoch = len(train_batches)  # the context object the method holds
+    probe = MethodContext(cfg, bundle.num_classes, bundle.num_train, bundle.input_shape, device, batches_per_epoch,
+                          feature_batches, given=data.given[data.train_idx])
+    method = build_method(probe)
+    train_batches = make_train_batches(bundle, data.given, cfg.train.batch_size, device, view_recipes_of(method, cfg),
+                                       **batching)
+    if state is None:
+        initialise_from_data(cfg, data, method, device)
     # every labelled evaluation set: "test", extra splits of file datasets (Clothing1M "val",
     # WebVision "imagenet"), and the noisy validation part of the training set
     eval_data = build_eval_data(cfg, data, device)
     if dinfo.enabled:
         method.wrap_distributed(device)
+    lookahead = None
+    if cfg.train.lookahead_every:
+        lookahead = Lookahead({k: method.unwrap(k) for k in method.models}, cfg.train.lookahead_every,
+                              cfg.train.lookahead_decay, cfg.train.lookahead_ramp)
     if method.has_classifier:
         monitor = next((f"{k}_top1" for k in ("noisy_val", "val", "test") if k in eval_data.sets), "train_acc")
     else:
         monitor = method.monitor or "train_loss"
     run = Run(cfg, device, dinfo, data, method, train_batches, eval_data, amp,
               torch.amp.GradScaler("cuda", enabled=amp), best={"monitor": monitor, "value": None, "epoch": -1},
-              dynamics=TrainingDynamics(bundle.num_train, bundle.num_classes, device) if method.has_classifier else None)
+              dynamics=TrainingDynamics(bundle.num_train, bundle.num_classes, device) if method.has_classifier else None,
+              lookahead=lookahead)
+    if cfg.train.track_memorization and data.truth_known and method.has_classifier:
+        run.memo_idx = sample_indices(data.train_idx, cfg.train.memorization_sample, cfg.seed)
+        run.memo_batches = make_eval_batches(bundle, "train", ebs, device, labels=data.given, indices=run.memo_idx)
     if state is not None:
         restore_run(run, state, changed)
     if dinfo.is_main:
         open_run_folder(run, run_dir, resumed_from=ckpt_file if state is not None else None, changed=changed)
     return run
+
+
+def sample_indices(indices: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """A fixed seeded draw of ``size`` of ``indices``, sorted (all of them when ``size`` is 0 or
+    not smaller); its own generator, so the run's random streams are untouched."""
+    indices = np.asarray(indices, dtype=np.int64)
+    if size == 0 or size >= len(indices):
+        return indices
+    return np.sort(np.random.default_rng([seed, 0x6D656D6F]).choice(indices, size, replace=False))
+
+
+def initialise_from_data(cfg: Config, data: PreparedData, method: Method, device: torch.device) -> None:
+    """The method's data-dependent initialisation (:meth:`Method.init_from_data`) on
+    ``train.init_samples`` un-augmented training images (a seeded draw), once, for a new run."""
+    def images() -> torch.Tensor:
+        chosen = sample_indices(data.train_idx, cfg.train.init_samples, cfg.seed)
+        return torch.cat([x for x, _, _ in make_eval_batches(data.bundle, "train", cfg.train.eval_batch_size, device,
+                                                              indices=chosen)])
+    done = method.init_from_data(images)
+    if done:
+        log.info("initialised %s from %d training images", ", ".join(done), min(cfg.train.init_samples,
+                                                                                 len(data.train_idx)))
 
 
 def has_checkpoint(folder: Path) -> bool:
@@ -430,6 +474,8 @@ def restore_run(run: Run, state: dict[str, Any], changed: list[str]) -> None:
     restore_rng(state["rng"])
     if state.get("scaler"):
         run.scaler.load_state_dict(state["scaler"])  # AMP loss scale: part of an exact resume
+    if run.lookahead is not None and state.get("lookahead"):
+        run.lookahead.load_state_dict(state["lookahead"])
     if any(k == r or k.startswith(r + ".") for k in changed for r in RESCHEDULE_KEYS):
         run.method.reschedule(cfg.optim, cfg.schedule, cfg.train.epochs)
     trained_on, now = int(state.get("world_size", 1)), run.dist.world_size
@@ -451,6 +497,10 @@ def open_run_folder(run: Run, run_dir: str | Path | None, resumed_from: Path | N
     if resumed_from is None:
         atomic_write(run.out / "noisy_labels.npz", data.labels.save)
         save_arrays(run.out / "split.npz", train_idx=data.train_idx, val_idx=data.val_idx)
+    if data.bundle.extra.get("skipped_files"):  # damaged image files the loader left out
+        from .data.files import write_skipped_files
+
+        write_skipped_files(run.out / "skipped_files.csv", data.bundle.extra["skipped_files"])
     run.writer = open_tensorboard(cfg, run.out)
     bundle = data.bundle
     log.info("run folder: %s", run.out)
@@ -496,10 +546,13 @@ def fit_epoch(run: Run, epoch: int) -> dict[str, Any]:
     sums: dict[str, torch.Tensor] = {}  # loss, terms and correct predictions, weighted by batch size
     peaks: dict[str, torch.Tensor] = {}  # the largest finite |term| of the epoch, to name a culprit
     seen = skipped = 0
+    lr = method.current_lr()
+    method.start_epoch(epoch)
     phases = method.phases(epoch)
+    per_phase = len(run.train_batches)
     bar = _progress(cfg, run.dist, len(run.train_batches) * len(phases), epoch)
     for p_i, phase in enumerate(phases):
-        for x, y, idx in run.train_batches.epoch(epoch_seed(cfg.seed, epoch, p_i)):
+        for b_i, (x, y, idx) in enumerate(run.train_batches.epoch(epoch_seed(cfg.seed, epoch, p_i))):
             batch = Batch(x if isinstance(x, tuple) else (x,), y, idx)
             method.before_step(phase, batch, run.step)
             with _autocast(device, run.amp):
@@ -513,7 +566,11 @@ def fit_epoch(run: Run, epoch: int) -> dict[str, Any]:
                 for opt in phase.optimizers:  # each unscaled and checked for inf on its own, one update after
                     run.scaler.step(opt)
                 run.scaler.update()
+                lr = method.current_lr()  # of this step: a per-step schedule moves it next
+                method.step_schedulers(phase)
                 method.after_step(phase, run.step)
+                if run.lookahead is not None:
+                    run.lookahead.after_step(run.step, (epoch + (b_i + 1) / per_phase) / cfg.train.epochs)
             run.step += 1
             n = len(y)
             for name, value in (("loss", out.loss), *((f"term_{k}", v) for k, v in out.terms.items())):
@@ -539,8 +596,9 @@ def fit_epoch(run: Run, epoch: int) -> dict[str, Any]:
                 raise TrainingStopped(f"stopped by {_STOP['signal']} in epoch {epoch + 1}")
     if bar is not None:
         bar.close()
-    lr = method.current_lr()
     method.end_epoch(epoch)
+    if run.lookahead is not None and epoch == cfg.train.epochs - 1:
+        run.lookahead.finish()  # the final model is the average
     names = sorted(sums)
     totals = torch.stack([sums[k] for k in names] + [torch.tensor(float(seen), device=device)])
     if run.dist.enabled:  # every rank trains the same phases with the same terms
@@ -603,9 +661,9 @@ def evaluate(run: Run, epoch: int) -> dict[str, Any]:
                 run.dynamics.record_probs(probs, run.data.val_idx)  # the held-out part's history
         if run.dynamics is not None:
             row.update(memorization_alarm(run, epoch))
-        if run.cfg.train.track_memorization and run.data.truth_known:
-            tr = run.data.train_idx
-            pred = predict_probs(method, run.eval_data.train, run.amp).argmax(axis=1)
+        if run.memo_batches is not None:
+            tr = run.memo_idx
+            pred = predict_probs(method, run.memo_batches, run.amp).argmax(axis=1)
             memo = memorization_fractions(pred, run.data.given[tr], run.data.bundle.train_labels[tr])
             run.memorization.append({"epoch": epoch, **memo})
             row["memorized"] = memo["noisy_memorized"]
@@ -677,7 +735,8 @@ def write_epoch(run: Run, row: dict[str, Any], improved: bool) -> None:
         write_csv(out / "memorization.csv", run.memorization)
     ckpt = {"epoch": row["epoch"], "step": run.step, "method": run.method.state_dict(), "history": run.history,
             "memorization": run.memorization, "best": run.best, "rng": capture_rng(), "config": run.cfg.to_dict(),
-            "scaler": run.scaler.state_dict() if run.amp else {}, "world_size": run.dist.world_size}
+            "scaler": run.scaler.state_dict() if run.amp else {}, "world_size": run.dist.world_size,
+            "lookahead": run.lookahead.state_dict() if run.lookahead is not None else {}}
     if run.dynamics is not None:
         ckpt["dynamics"] = run.dynamics.state_dict()
     save_checkpoint(ckpt, out / "checkpoints" / "last.pt", keep_old_as=out / "checkpoints" / "prev.pt")
@@ -833,6 +892,10 @@ def write_final_outputs(run: Run) -> dict[str, Any]:
         "test_top1_last": last.get("test_top1"), "test_top1_best": last.get("best_test_top1"),
         "selected": run.best,
     }
+    if data.bundle.extra.get("skipped_files"):
+        summary["skipped_files"] = len(data.bundle.extra["skipped_files"])
+    if cfg.eval.tta != "none" and method.has_classifier:
+        summary["tta"] = evaluate_with_tta(run)
     exported = method.export(out)
     if exported:
         summary["files"] = [str(p.relative_to(out)) for p in exported]
@@ -854,6 +917,8 @@ def write_final_outputs(run: Run) -> dict[str, Any]:
                   {k: np.array([r[k] for r in run.memorization]) for k in ["epoch", *MEMO_COLUMNS]}}
         plot_memorization(curves, out / "memorization.png")
     tested = f"test top-1 last {last['test_top1']:.4f} best {last['best_test_top1']:.4f}; " if "test_top1" in last else ""
+    if "test_top1" in summary.get("tta", {}):
+        tested += f"with TTA ({cfg.eval.tta}) {summary['tta']['test_top1']:.4f}; "
     found = (f"{summary['detect']['num_flagged']} suspected wrong labels -> {out / 'label_issues.csv'}"
              if "detect" in summary else f"outputs in {out}")
     log.info("done: %s%s", tested, found)
@@ -864,6 +929,16 @@ def write_final_outputs(run: Run) -> dict[str, Any]:
         log.info("against the known wrong labels: precision %.4f recall %.4f F1 %.4f AUROC %.4f AUPRC %.4f",
                  det["precision"], det["recall"], det["f1"], det["auroc"] or float("nan"), det["auprc"] or float("nan"))
     return summary
+
+
+def evaluate_with_tta(run: Run) -> dict[str, Any]:
+    """The final model's top-1 accuracy on every labelled evaluation set with test-time
+    augmentation ``eval.tta`` (once, at the end: it costs several forward passes per image)."""
+    row: dict[str, Any] = {"level": run.cfg.eval.tta}
+    for split, (batches, split_labels) in run.eval_data.sets.items():
+        probs = predict_probs(run.method, batches, run.amp, run.cfg.eval.tta)
+        row[f"{split}_top1"] = topk_accuracy(probs, split_labels, 1)
+    return row
 
 
 def learned_nothing(run: Run) -> bool:

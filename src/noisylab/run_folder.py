@@ -6,11 +6,13 @@ A run writes into its own folder (``output_dir/name``, or ``name_2``... so nothi
     noisy_labels.npz     the labels it trained on (re-usable as noise.file)
     split.npz            training / noisy-validation indices
     metrics.csv          one row per epoch (lr, train loss and its named terms, test_top1, ...)
-    memorization.csv     the five memorization fractions per epoch (when true labels are known)
+    memorization.csv     the five memorization fractions per epoch (when true labels are known;
+                         on train.memorization_sample examples)
+    skipped_files.csv    damaged image files the folder / CSV loader left out (path, reason), if any
     checkpoints/last.pt, checkpoints/best.pt
     predictions.npz      final pred_probs on the training set (+ per-example method state)
     label_issues.csv     every training example, suspected wrong labels first
-    summary.json         final numbers
+    summary.json         final numbers (with eval.tta: the final accuracies with test-time augmentation)
     memorization.png     the memorization curves
     train.log, tb/       the log, TensorBoard
 

@@ -258,9 +258,12 @@ class CropFlipNormalize:
     std: tuple[float, ...] | None
     padding: int = 4
     flip: bool = True
+    reflect: bool = False  # pad by reflection (airbench's translate) instead of zeros
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         if x.dim() != 4 or x.dtype != torch.uint8:
+            if self.reflect:
+                raise DataError("the translate_flip view needs uint8 images [B, C, H, W]")
             return StandardAugment(self.mean, self.std, self.padding, self.flip)(x, generator)
         b, c, h, w = x.shape
         p, dev = self.padding, x.device
@@ -275,9 +278,12 @@ class CropFlipNormalize:
         if self.flip:
             flip = torch.rand(b, device=dev, generator=generator) < 0.5
             cols = torch.where(flip[:, None], cols.flip(1), cols)
+        if self.reflect:  # -1 -> 1, h -> h - 2 (numpy's "reflect" mode; padding < size)
+            rows = torch.where(rows < 0, -rows, torch.where(rows >= h, 2 * (h - 1) - rows, rows))
+            cols = torch.where(cols < 0, -cols, torch.where(cols >= w, 2 * (w - 1) - cols, cols))
         flat = rows.clamp(0, h - 1)[:, :, None] * w + cols.clamp(0, w - 1)[:, None, :]  # [B, H, W]
         out = x.reshape(b, c, h * w).gather(2, flat.view(b, 1, h * w).expand(b, c, h * w))
-        if p > 0:  # zero the pixels that come from the padding
+        if p > 0 and not self.reflect:  # zero the pixels that come from the padding
             rv = ((rows >= 0) & (rows < h)).to(torch.uint8)
             cv = ((cols >= 0) & (cols < w)).to(torch.uint8)
             out = out.view(b, c, h, w).mul_(rv[:, None, :, None]).mul_(cv[:, None, None, :]).view(b, c, h * w)
@@ -349,6 +355,17 @@ def _crop_recipe(flip: bool):
     return build
 
 
+def _translate_recipe(bundle: DataBundle) -> BatchTransform:
+    _needs_images(bundle, "translate_flip")
+    if bundle.train_x.dtype != torch.uint8 or min(bundle.train_x.shape[-2:]) <= TRANSLATE_PADDING:
+        raise DataError(f"the translate_flip view needs uint8 images larger than {TRANSLATE_PADDING} pixels "
+                        f"({bundle.name} has {bundle.train_x.dtype} {tuple(bundle.train_x.shape[1:])})")
+    return CropFlipNormalize(bundle.mean, bundle.std, TRANSLATE_PADDING, flip=True, reflect=True)
+
+
+TRANSLATE_PADDING = 2  # airbench's translate (Jordan 2024)
+
+
 def _simclr_recipe(bundle: DataBundle) -> BatchTransform:
     _needs_images(bundle, "simclr")
     return SimCLRAugment(bundle.mean, bundle.std)
@@ -358,6 +375,7 @@ VIEW_RECIPES: dict[str, Callable[[DataBundle], BatchTransform]] = {
     "none": lambda bundle: Normalize(bundle.mean, bundle.std),
     "crop": _crop_recipe(flip=False),
     "crop_flip": _crop_recipe(flip=True),
+    "translate_flip": _translate_recipe,
     "simclr": _simclr_recipe,
 }
 """Every view recipe, by the name configs use (``data.augment``, ``data.strong_augment``):
@@ -365,6 +383,8 @@ VIEW_RECIPES: dict[str, Callable[[DataBundle], BatchTransform]] = {
 * ``none``: the normalised input (the evaluation view);
 * ``crop``: random crop of the original size from the zero-padded image (``bundle.crop_padding``);
 * ``crop_flip``: the same plus a horizontal flip with p = 1/2 (the papers' CIFAR "weak" view);
+* ``translate_flip``: a random shift of up to 2 pixels each way with reflection padding, and a
+  flip with p = 1/2 (airbench's augmentation, Jordan 2024; in-memory uint8 images only);
 * ``simclr``: the SimCLR view of the module doc (the ICLR-2023 repo's "strong" view).
 
 Each builds a batched transform ``(uint8 [B, C, H, W], generator) -> float [B, C, H, W]`` for an

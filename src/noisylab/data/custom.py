@@ -31,6 +31,11 @@ image_size``: shorter side resized to S, then the centre S x S crop) when they f
 workers (resize to ``resize``, random ``S`` crop + flip). Normalisation: per-channel mean/std of
 the training images unless ``mean``/``std`` are given (ImageNet's for file-backed sets).
 
+Before decoding, every image of a folder or CSV is checked (a full decode on a few threads):
+damaged files — empty, not an image, truncated or corrupt, unreadable — are dropped with one
+warning and listed as ``(path, reason)`` in ``bundle.extra["skipped_files"]``; with
+``strict_files: true`` any damaged file is refused instead (docs/damaged-files.md).
+
 The given labels are taken as possibly wrong: ``labels_are_clean`` is False unless set.
 """
 from __future__ import annotations
@@ -54,6 +59,7 @@ from .files import (
     default_num_workers,
     open_image,
     resize_short_side,
+    screen_image_files,
 )
 from .registry import register_dataset
 
@@ -109,14 +115,28 @@ def _image_bundle(
     test_labels: np.ndarray | None, class_names: list[str], *, image_size: int, color: str,
     in_memory: bool | str, max_memory_mb: float, resize: int | None, mean, std, augment: str | None,
     labels_are_clean: bool, num_workers: int | None, where_train: list[str] | None = None,
-    where_test: list[str] | None = None, extra: dict | None = None,
+    where_test: list[str] | None = None, extra: dict | None = None, strict_files: bool = False,
 ) -> DataBundle:
     channels = _channels(color)
     size = int(image_size)
+    # the check pass (docs/damaged-files.md): damaged files are dropped (or refused) before training
+    splits = {"train": (train_paths, train_labels)}
+    if test_paths:
+        splits["test"] = (test_paths, test_labels)
+    keep, skipped = screen_image_files(splits, class_names, channels=channels, strict=bool(strict_files))
+    if skipped:
+        k = keep["train"]
+        train_paths, train_labels = [train_paths[i] for i in k], np.asarray(train_labels)[k]
+        where_train = [where_train[i] for i in k] if where_train else where_train
+        if test_paths:
+            k = keep["test"]
+            test_paths, test_labels = [test_paths[i] for i in k], np.asarray(test_labels)[k]
+            where_test = [where_test[i] for i in k] if where_test else where_test
+    extra = dict(extra or {})
+    extra.update(train_files=train_paths, test_files=test_paths, skipped_files=skipped)
     n_total = len(train_paths) + len(test_paths or [])
     fits = n_total * channels * size * size <= max_memory_mb * 2**20
     memory = fits if in_memory == "auto" else bool(in_memory)
-    extra = dict(extra or {})
     if memory:
         x_train = decode_images(train_paths, size, channels, where_train)
         x_test = decode_images(test_paths, size, channels, where_test) if test_paths else None
@@ -214,7 +234,7 @@ def load_folder(
     root: str | None = None, test_root: str | None = None, image_size: int = 32, color: str = "rgb",
     in_memory: bool | str = "auto", max_memory_mb: float = 2048, resize: int | None = None,
     mean: Sequence[float] | None = None, std: Sequence[float] | None = None, augment: str | None = None,
-    labels_are_clean: bool = False, num_workers: int | None = None,
+    labels_are_clean: bool = False, num_workers: int | None = None, strict_files: bool = False,
 ) -> DataBundle:
     """An image folder with one sub-folder per class (see the module doc)."""
     if root is None:
@@ -246,7 +266,7 @@ def load_folder(
         "folder", paths, labels, test_paths, test_labels, class_names, image_size=image_size, color=color,
         in_memory=in_memory, max_memory_mb=max_memory_mb, resize=resize, mean=mean, std=std, augment=augment,
         labels_are_clean=labels_are_clean, num_workers=num_workers,
-        extra={"train_files": paths, "test_files": test_paths, "root": str(base)},
+        extra={"train_files": paths, "test_files": test_paths, "root": str(base)}, strict_files=strict_files,
     )
 
 
@@ -343,7 +363,7 @@ def load_csv(
     class_names: Sequence[str] | None = None, num_classes: int | None = None, image_size: int = 32,
     color: str = "rgb", in_memory: bool | str = "auto", max_memory_mb: float = 2048, resize: int | None = None,
     mean: Sequence[float] | None = None, std: Sequence[float] | None = None, augment: str | None = None,
-    labels_are_clean: bool = False, num_workers: int | None = None,
+    labels_are_clean: bool = False, num_workers: int | None = None, strict_files: bool = False,
 ) -> DataBundle:
     """Images listed in a ``path,label`` CSV (see the module doc)."""
     if root is None:
@@ -397,6 +417,7 @@ def load_csv(
         in_memory=in_memory, max_memory_mb=max_memory_mb, resize=resize, mean=mean, std=std, augment=augment,
         labels_are_clean=labels_are_clean, num_workers=num_workers, where_train=where_train,
         where_test=where_test, extra={"train_files": train_paths, "test_files": test_paths, "root": str(root)},
+        strict_files=strict_files,
     )
 
 

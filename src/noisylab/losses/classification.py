@@ -20,10 +20,19 @@ def upcast(logits: torch.Tensor) -> torch.Tensor:
 
 
 class CELoss(nn.Module):
-    """Mean cross-entropy ``-log softmax(z)[y]``; ``index`` is accepted and ignored."""
+    """Mean cross-entropy ``-log softmax(z)[y]``; ``index`` is accepted and ignored.
+
+    With ``label_smoothing = e > 0`` the target is ``(1 - e) onehot(y) + e / C`` (Szegedy et al.,
+    CVPR 2016; airbench uses 0.2)."""
+
+    def __init__(self, label_smoothing: float = 0.0) -> None:
+        super().__init__()
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must lie in [0, 1), got {label_smoothing}")
+        self.label_smoothing = float(label_smoothing)
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
-        return F.cross_entropy(upcast(logits), labels)
+        return F.cross_entropy(upcast(logits), labels, label_smoothing=self.label_smoothing)
 
 
 class GCELoss(nn.Module):
@@ -126,7 +135,7 @@ class BootstrapLoss(nn.Module):
 from .. import config as _C  # noqa: E402  (the schemas; config imports nothing of the losses)
 from ..registry import register_loss  # noqa: E402
 
-register_loss("ce", schema=_C.CELossConfig)(lambda cfg, n, c, given: CELoss())
+register_loss("ce", schema=_C.CELossConfig)(lambda cfg, n, c, given: CELoss(cfg.label_smoothing))
 register_loss("gce", schema=_C.GCELossConfig)(lambda cfg, n, c, given: GCELoss(q=cfg.q))
 register_loss("sce", schema=_C.SCELossConfig)(lambda cfg, n, c, given: SCELoss(c, alpha=cfg.alpha, beta=cfg.beta))
 register_loss("bootstrap", schema=_C.BootstrapLossConfig)(lambda cfg, n, c, given: BootstrapLoss(beta=cfg.beta))

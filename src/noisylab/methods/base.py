@@ -25,7 +25,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -159,6 +159,52 @@ class Method(ABC):
     def after_step(self, phase: Phase, step: int) -> None:
         """Hook after each optimizer step (EMA updates)."""
 
+    def init_from_data(self, images: Callable[[], torch.Tensor]) -> list[str]:
+        """Data-dependent initialisation, run once by the engine before the first epoch of a new run
+        (never on resume: what it sets lives in the models' state dicts, so the checkpoint keeps it).
+
+        ``images()`` gives float ``[n, ...]`` un-augmented training inputs as the models see them
+        (normalised; ``train.init_samples`` of them, a seeded draw; loaded on the first call only).
+        By default every sub-module of every model that has an ``init_from_data(images)`` method
+        (the patch-whitening layer of ``fastnet``) is fitted to them. Returns the names of the
+        models initialised."""
+        done, loaded = [], []
+        for name in self.models:
+            for module in self.unwrap(name).modules():
+                hook = getattr(module, "init_from_data", None)
+                if callable(hook):
+                    if not loaded:
+                        loaded.append(images())
+                    hook(loaded[0])
+                    if name not in done:
+                        done.append(name)
+        return done
+
+    def start_epoch(self, epoch: int) -> None:
+        """Hook before each epoch's first phase. By default calls ``start_epoch(epoch)`` on every
+        sub-module of every model that has one (``fastnet`` freezes its whitening bias after
+        ``whiten_bias_epochs``); it must depend only on ``epoch`` so that a resumed run agrees."""
+        for name in self.models:
+            for module in self.unwrap(name).modules():
+                hook = getattr(module, "start_epoch", None)
+                if callable(hook):
+                    hook(epoch)
+
+    def make_scheduler(self, optimizer: torch.optim.Optimizer) -> Any:
+        """The config's learning-rate schedule for ``optimizer`` over the run's epochs (a per-step
+        schedule such as ``triangle`` counts ``ctx.batches_per_epoch`` steps per epoch)."""
+        from ..optim import build_scheduler
+
+        cfg = self.ctx.config
+        return build_scheduler(optimizer, cfg.schedule, cfg.train.epochs, self.ctx.batches_per_epoch)
+
+    def step_schedulers(self, phase: Phase) -> None:
+        """After each optimizer step of ``phase``: advance the per-step schedulers (``per_step``)
+        of the phase's optimizers. Per-epoch schedulers advance in :meth:`end_epoch`."""
+        for name, sched in self.schedulers.items():
+            if getattr(sched, "per_step", False) and sched.optimizer in phase.optimizers:
+                sched.step()
+
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``[B, C]`` of the method's final predictor (the engine sets eval mode and no_grad)."""
         raise ConfigError(f"method {self.name} has no classifier to predict with")
@@ -200,8 +246,10 @@ class Method(ABC):
 
     # -- shared mechanics
     def end_epoch(self, epoch: int) -> None:
+        """Advance the per-epoch schedulers (per-step ones advance in :meth:`step_schedulers`)."""
         for sched in self.schedulers.values():
-            sched.step()
+            if not getattr(sched, "per_step", False):
+                sched.step()
 
     def current_lr(self) -> float:
         opt = next(iter(self.optimizers.values()))  # the first optimizer's (the network's)
@@ -284,7 +332,7 @@ class Method(ABC):
             opt = self.optimizers[name]
             for group in opt.param_groups:
                 group["lr"] = group["initial_lr"] = float(optim_cfg.lr)
-            new = build_scheduler(opt, schedule_cfg, epochs)
+            new = build_scheduler(opt, schedule_cfg, epochs, self.ctx.batches_per_epoch)
             with warnings.catch_warnings():  # stepping before optimizer.step() is the point here
                 warnings.simplefilter("ignore")
                 for _ in range(int(old.last_epoch)):

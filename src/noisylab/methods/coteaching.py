@@ -27,7 +27,7 @@ from pydantic import Field
 
 from ..config import ConfigError, Schema
 from ..losses.classification import upcast
-from ..optim import build_optimizer, build_scheduler
+from ..optim import build_optimizer
 from ..registry import register_method
 from .base import Batch, Method, MethodContext, Phase, StepOutput, build_network
 
@@ -71,8 +71,8 @@ class CoTeachingMethod(Method):
         for name in ("net1", "net2"):
             torch.manual_seed(cfg.seed + (name == "net2"))  # two different initialisations, seeded
             self.models[name] = build_network(ctx)
-            self.optimizers[name] = build_optimizer(self.models[name].parameters(), cfg.optim)
-            self.schedulers[name] = build_scheduler(self.optimizers[name], cfg.schedule, cfg.train.epochs)
+            self.optimizers[name] = build_optimizer(self.models[name], cfg.optim)
+            self.schedulers[name] = self.make_scheduler(self.optimizers[name])
         self.feature_model = "net1"
         self.forget = 0.0
 

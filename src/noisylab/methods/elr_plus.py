@@ -60,7 +60,7 @@ import torch.nn.functional as F
 from ..config import ELRPlusConfig
 from ..losses.classification import upcast
 from ..losses.elr_plus import ELRPlusLoss, ema_decay, mix, sample_mixup, update_ema
-from ..optim import build_optimizer, build_scheduler
+from ..optim import build_optimizer
 from ..registry import register_method
 from .base import Batch, Method, MethodContext, Phase, StepOutput, build_network
 
@@ -102,9 +102,9 @@ class ELRPlusMethod(Method):
             ema.requires_grad_(False)
             self.models[net_name] = net
             self.models[f"ema{k}"] = ema
-            opt = build_optimizer(net.parameters(), cfg.optim)
+            opt = build_optimizer(net, cfg.optim)
             self.optimizers[net_name] = opt
-            self.schedulers[net_name] = build_scheduler(opt, cfg.schedule, cfg.train.epochs)
+            self.schedulers[net_name] = self.make_scheduler(opt)
             self.losses[net_name] = ELRPlusLoss(ctx.num_train, ctx.num_classes, lam=mc.loss.lam, beta=mc.loss.beta,
                                                 coef_step=mc.coef_step, reweight_labels=self.reweight).to(ctx.device)
         self.global_step = 0
@@ -165,8 +165,7 @@ class ELRPlusMethod(Method):
         if epoch < self.warmup_epochs:
             return
         self.global_step += self._phase_steps.get(NETS[0], 0)
-        for sched in self.schedulers.values():
-            sched.step()
+        super().end_epoch(epoch)
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """``(net1(x) + net2(x)) / 2``, logits ``[B, C]`` of the raw networks (the engine sets eval mode)."""

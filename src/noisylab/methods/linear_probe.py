@@ -20,7 +20,7 @@ import torch.nn as nn
 
 from ..config import LinearProbeConfig
 from ..losses.registry import build_loss
-from ..optim import build_optimizer, build_scheduler
+from ..optim import build_optimizer
 from ..registry import register_method
 from .base import Batch, Method, MethodContext, Phase, StepOutput, build_network, loss_state, supervised_step
 
@@ -65,7 +65,7 @@ class LinearProbeMethod(Method):
         self.models["net"] = net
         opt = build_optimizer(net.backbone.fc.parameters(), cfg.optim)
         self.optimizers["net"] = opt
-        self.schedulers["net"] = build_scheduler(opt, cfg.schedule, cfg.train.epochs)
+        self.schedulers["net"] = self.make_scheduler(opt)
         self.loss_name = mc.loss.name
         self.criterion = build_loss(mc.loss, ctx.num_train, ctx.num_classes, ctx.given).to(ctx.device)
         if loss_state(self.criterion):

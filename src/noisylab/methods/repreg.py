@@ -30,7 +30,7 @@ from ..config import RepRegConfig
 from ..losses import CELoss, NTXentLoss, RKDAngleLoss, RKDDistanceLoss
 from ..losses.registry import build_loss, loss_terms
 from ..models import MultiViewNet
-from ..optim import build_optimizer, build_scheduler
+from ..optim import build_optimizer
 from ..registry import register_method
 from .base import Batch, Method, MethodContext, Phase, StepOutput, build_network, loss_state
 
@@ -51,9 +51,9 @@ class RepRegMethod(Method):
         self.mc = mc
         self.views = ("weak", "strong", "strong")
         self.models["net"] = MultiViewNet(build_network(ctx, projector=True))
-        opt = build_optimizer(self.models["net"].parameters(), cfg.optim)
+        opt = build_optimizer(self.models["net"], cfg.optim)
         self.optimizers["net"] = opt
-        self.schedulers["net"] = build_scheduler(opt, cfg.schedule, cfg.train.epochs)
+        self.schedulers["net"] = self.make_scheduler(opt)
         self.base = build_loss(mc.loss, ctx.num_train, ctx.num_classes, ctx.given).to(ctx.device)
         if loss_state(self.base):
             self.losses["base"] = self.base

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from ..config import ConfigError, SimCLRConfig
 from ..losses import NTXentLoss
 from ..models import MultiViewNet, save_encoder_checkpoint
-from ..optim import build_optimizer, build_scheduler
+from ..optim import build_optimizer
 from ..registry import register_method
 from .base import Batch, EvalData, Method, MethodContext, Phase, StepOutput, build_network
 
@@ -70,7 +70,7 @@ class SimCLRMethod(Method):
         params = [p for p in net.parameters() if p.requires_grad]
         opt = build_optimizer(params, cfg.optim)
         self.optimizers["net"] = opt
-        self.schedulers["net"] = build_scheduler(opt, cfg.schedule, cfg.train.epochs)
+        self.schedulers["net"] = self.make_scheduler(opt)
         self.criterion = NTXentLoss(tau=mc.tau)
         self.knn_k, self.knn_tau = mc.knn_k, mc.knn_tau
 

@@ -6,7 +6,7 @@ import torch
 
 from ..config import StandardConfig
 from ..losses.registry import build_loss
-from ..optim import build_optimizer, build_scheduler
+from ..optim import build_optimizer
 from ..registry import register_method
 from .base import Batch, Method, MethodContext, Phase, StepOutput, build_network, loss_state, supervised_step
 
@@ -27,9 +27,9 @@ class StandardMethod(Method):
         cfg = ctx.config
         model = build_network(ctx)
         self.models["net"] = model
-        opt = build_optimizer(model.parameters(), cfg.optim)
+        opt = build_optimizer(model, cfg.optim)
         self.optimizers["net"] = opt
-        self.schedulers["net"] = build_scheduler(opt, cfg.schedule, cfg.train.epochs)
+        self.schedulers["net"] = self.make_scheduler(opt)
         self.loss_name = cfg.method.loss.name
         self.criterion = build_loss(cfg.method.loss, ctx.num_train, ctx.num_classes, ctx.given).to(ctx.device)
         if loss_state(self.criterion):

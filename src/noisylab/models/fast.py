@@ -123,6 +123,8 @@ class FastNet(FeatureClassifier):
         bn_weight_trainable: bool = False,
         dirac: bool = True,
         whiten_eps: float = 5e-4,
+        whiten_bias_epochs: int = 3,
+        channels_last: bool = True,
     ) -> None:
         super().__init__()
         c, h, w = image_shape(input_shape, "fastnet")
@@ -142,9 +144,13 @@ class FastNet(FeatureClassifier):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not float(value) > 0:
                 raise ModelError(f"{name} must be a positive number, got {value!r}")
 
+        if isinstance(whiten_bias_epochs, bool) or not isinstance(whiten_bias_epochs, int) or whiten_bias_epochs < 0:
+            raise ModelError(f"whiten_bias_epochs must be an int >= 0, got {whiten_bias_epochs!r}")
+
         self.input_shape = (c, h, w)
         self.widths = widths
         self.whiten_eps = float(whiten_eps)
+        self.whiten_bias_epochs = whiten_bias_epochs
         whiten_width = 2 * c * WHITEN_KERNEL ** 2
         self.whiten = nn.Conv2d(c, whiten_width, WHITEN_KERNEL, padding=0, bias=True)
         self.whiten.weight.requires_grad_(False)
@@ -161,10 +167,17 @@ class FastNet(FeatureClassifier):
         self.groups = nn.Sequential(*groups)
         self.num_features = in_ch
         self.fc = ScaledLinear(in_ch, self.num_classes, float(logit_scale))
+        # NHWC convolutions: 1.2-1.5x faster training on these CPUs (oneDNN), and the fast layout on
+        # GPUs with tensor cores; the weights are kept in it and each input is converted once
+        self.channels_last = bool(channels_last)
+        if self.channels_last:
+            self.to(memory_format=torch.channels_last)
 
     # ------------------------------------------------------------------ forward
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, 3, H, W] -> [B, widths[-1]]`` (global max pool of the last conv group)."""
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         x = self.groups(self.act(self.whiten(x)))
         return torch.amax(x, dim=(2, 3))
 
@@ -174,6 +187,12 @@ class FastNet(FeatureClassifier):
     def set_whitening_bias_trainable(self, trainable: bool) -> None:
         """Unfreeze (True) or freeze (False) the whitening layer's bias (its weight stays frozen)."""
         self.whiten.bias.requires_grad_(bool(trainable))
+
+    def start_epoch(self, epoch: int) -> None:
+        """The engine's hook before each epoch (through :meth:`noisylab.methods.Method.start_epoch`):
+        the whitening bias trains in the first ``whiten_bias_epochs`` epochs only (airbench)."""
+        frozen_copy = not any(p.requires_grad for p in self.groups.parameters())  # e.g. ELR+'s EMA networks
+        self.set_whitening_bias_trainable(epoch < self.whiten_bias_epochs and not frozen_copy)
 
     @torch.no_grad()
     def init_from_data(self, images: torch.Tensor, chunk_size: int = 256) -> None:
@@ -220,10 +239,14 @@ class FastNet(FeatureClassifier):
 @register_model("fastnet")
 def fastnet(num_classes: int, input_shape: tuple[int, ...], widths: Sequence[int] = (64, 256, 256),
             logit_scale: float = 1 / 9, bn_momentum: float = 0.4, bn_eps: float = 1e-12,
-            bn_weight_trainable: bool = False, dirac: bool = True, whiten_eps: float = 5e-4) -> FastNet:
+            bn_weight_trainable: bool = False, dirac: bool = True, whiten_eps: float = 5e-4,
+            whiten_bias_epochs: int = 3, channels_last: bool = True) -> FastNet:
     """airbench94 network for 3-channel images >= 9x9 (designed for 32x32). kwargs:
     ``widths=(64, 256, 256)``, ``logit_scale=1/9``, ``bn_momentum=0.4`` (PyTorch convention),
-    ``bn_eps=1e-12``, ``bn_weight_trainable=False``, ``dirac=True``, ``whiten_eps=5e-4``.
+    ``bn_eps=1e-12``, ``bn_weight_trainable=False``, ``dirac=True``, ``whiten_eps=5e-4``,
+    ``whiten_bias_epochs=3`` (the whitening bias trains in the first epochs only),
+    ``channels_last=True`` (NHWC weights and inputs).
     Call ``model.init_from_data(train_images[:5000])`` before training to fit the whitening layer."""
     return FastNet(num_classes, input_shape, widths=widths, logit_scale=logit_scale, bn_momentum=bn_momentum,
-                   bn_eps=bn_eps, bn_weight_trainable=bn_weight_trainable, dirac=dirac, whiten_eps=whiten_eps)
+                   bn_eps=bn_eps, bn_weight_trainable=bn_weight_trainable, dirac=dirac, whiten_eps=whiten_eps,
+                   whiten_bias_epochs=whiten_bias_epochs, channels_last=channels_last)
