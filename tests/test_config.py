@@ -12,13 +12,13 @@ def test_defaults_validate_and_overrides_are_typed():
 
 
 @pytest.mark.parametrize("override, fragment", [
-    (["optim.lrr=0.1"], "unknown config key 'optim.lrr' (did you mean 'lr'?) (valid keys here: lr, momentum, name, nesterov, weight_decay)"),
+    (["optim.lrr=0.1"], "unknown config key 'optim.lrr' (did you mean 'lr'?) (valid keys here: lr, momentum, name, nesterov, norm_bias_lr_scale, weight_decay)"),
     (["foo=1"], "unknown config key 'foo'"),
     (["noise.rate=1.0"], "config key 'noise.rate': Input should be less than 1"),
     (["noise.rate=-0.1"], "noise.rate"),
     (["method.loss.name=mse"], "config key 'method.loss.name': unknown name 'mse' (did you mean 'sce'?) (valid: ce, gce, sce, bootstrap, elr)"),
     (["method.loss.name=elrr"], "unknown name 'elrr' (did you mean 'elr'?)"),
-    (["method.name=elr+"], "config key 'method.name': unknown name 'elr+' (valid: coteaching, elr_plus, linear_probe, repreg, simclr, standard)"),
+    (["method.name=elr+"], "config key 'method.name': unknown name 'elr+' (valid: coteaching, elr_plus, linear_probe, repreg, simclr, sop, standard)"),
     (["noise.kind=symetric"], "unknown noise kind 'symetric' (did you mean 'symmetric'?)"),
     (["optim.lr=nan"], "config key 'optim.lr': not a number (nan); give a number"),
     (["optim.lr=.inf"], "config key 'optim.lr': inf is not a finite number"),
@@ -29,7 +29,7 @@ def test_defaults_validate_and_overrides_are_typed():
     (["noise.rate=0.3"], "noise.rate 0.3 means nothing for noise kind 'none'"),
     (["method.name=repreg", "method.tau=0"], "config key 'method.tau': Input should be greater than 0"),
     (["method.loss.name=gce", "method.loss.lam=2"], "unknown config key 'method.loss.lam' (valid keys here: name, q)"),
-    (["data.augment=weak"], "unknown augmentation 'weak' (valid: auto, none, crop, crop_flip, simclr)"),
+    (["data.augment=weak"], "unknown augmentation 'weak' (valid: auto, none, crop, crop_flip, translate_flip, simclr)"),
     (["detect.filter_by=magic"], "unknown filter 'magic' (valid: auto, predicted_neq_given,"),
     (["detect.rank_by=self_confident"], "unknown quality score 'self_confident' (did you mean 'self_confidence'?)"),
     (["method.name=repreg", "method.ce_warmup_epochs=5", "method.reg_start_epoch=2"], "must not come before"),
@@ -82,7 +82,7 @@ def test_seed_repo_flags_map_to_config_keys():
         (0.6, "symmetric", 5, "n", 3, "cpu")
     assert load_config(None, ["method.loss.name=elr", *alias_overrides(_train_args("--lambda", "2"))]).method.loss.lam == 2.0
     # ELR's flags on a config whose loss is not ELR: one line naming the key
-    with pytest.raises(ConfigError, match="unknown config key 'method.loss.lam' \\(valid keys here: name\\)"):
+    with pytest.raises(ConfigError, match="unknown config key 'method.loss.lam' \\(valid keys here: label_smoothing, name\\)"):
         load_config(None, alias_overrides(_train_args("--lambda", "2")))
 
 
@@ -136,14 +136,14 @@ def test_valid_names_come_from_one_registry_each():
     from noisylab.registry import LOSSES, METHODS as METHOD_REGISTRY
 
     assert list(METHODS) == list(union_members(MethodConfig)) == [
-        "coteaching", "elr_plus", "linear_probe", "repreg", "simclr", "standard"]
+        "coteaching", "elr_plus", "linear_probe", "repreg", "simclr", "sop", "standard"]
     assert LOSSES.names() == list(union_members(LossConfig)) == ["ce", "gce", "sce", "bootstrap", "elr"]
     assert all(METHOD_REGISTRY.get(n).obj is METHODS[n] for n in METHODS)
     # the CLI offers exactly the registry's filters
     detect = build_parser()._subparsers._group_actions[0].choices["detect"]
     choices = {a.dest: a.choices for a in detect._actions}
     assert list(choices["filter_by"]) == list(FILTERS)
-    assert {"none", "crop", "crop_flip", "simclr"} == set(VIEW_RECIPES)
+    assert {"none", "crop", "crop_flip", "translate_flip", "simclr"} == set(VIEW_RECIPES)
 
 
 def test_asym_flag_on_a_symmetric_config_drops_symmetric_options(tmp_path):
