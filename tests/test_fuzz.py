@@ -48,6 +48,7 @@ from noisylab.config import (
     union_members,
 )
 from noisylab.noise import (
+    regenerate,
     CIFAR10_ASYMMETRIC_MAP,
     KINDS,
     NoiseError,
@@ -846,7 +847,7 @@ def check_noise_request(tmp_path: Path, request: tuple, files: bool = True) -> N
     # the same request gives the same labels; so does the stored spec
     _assert_same(nl, make_noisy_labels(labels, kind, rate, num_classes, seed, **options))
     extra = {"inputs": options["inputs"]} if kind == "instance" else {}
-    _assert_same(nl, nl.regenerate(**extra))
+    _assert_same(nl, regenerate(nl, **extra))
     for suffix in (".npz", ".csv") if files else ():
         loaded = NoisyLabels.load(nl.save(tmp_path / f"labels{suffix}"))
         _assert_same(nl, loaded)

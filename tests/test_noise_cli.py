@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from noisylab import noise_cli
-from noisylab.noise import NoisyLabels
+from noisylab.noise import regenerate, NoisyLabels
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,7 @@ def test_mnist1d_instance_noise_uses_the_inputs(tmp_path, capsys, mnist1d):
     assert status == 0, err
     nl = NoisyLabels.load(out)
     assert nl.options["variant"] == "shared" and len(nl.options["inputs_sha256"]) == 64
-    assert np.array_equal(nl.regenerate(inputs=mnist1d.train_x).noisy, nl.noisy)
+    assert np.array_equal(regenerate(nl, inputs=mnist1d.train_x).noisy, nl.noisy)
 
 
 def test_user_label_file_with_header(tmp_path, capsys):

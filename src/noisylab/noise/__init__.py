@@ -14,6 +14,7 @@ from ._generate import (
     CIFAR10_ASYMMETRIC_MAP,
     check_noise_spec,
     make_noisy_labels,
+    regenerate,
     truncated_normal,
     truncated_normal_mean,
 )
@@ -22,7 +23,7 @@ from ._labels import DAMAGED_NPZ_ERRORS, KINDS, NoiseError, NoisyLabels, plot_tr
 from ._splits import down_sample, split_per_class, stratified_folds
 
 __all__ = [
-    "DAMAGED_NPZ_ERRORS", "KINDS", "NoiseError", "NoisyLabels", "make_noisy_labels", "check_noise_spec", "split_per_class", "down_sample",
+    "DAMAGED_NPZ_ERRORS", "KINDS", "NoiseError", "NoisyLabels", "make_noisy_labels", "regenerate", "check_noise_spec", "split_per_class", "down_sample",
     "stratified_folds",
     "load_cifar_n", "download_cifar_n", "plot_transition_matrix",
     "CIFAR10_ASYMMETRIC_MAP", "CIFAR_N_FILES", "HUMAN_VARIANTS", "truncated_normal", "truncated_normal_mean",

@@ -646,3 +646,19 @@ def _sample_matrix(clean: np.ndarray, T: np.ndarray, seed: int, exact: bool) -> 
         noisy[rng.permutation(idx)] = np.repeat(np.arange(C), counts)
         kept += int(counts[y])
     return noisy, (N - kept) / N
+
+
+def regenerate(record: NoisyLabels, labels: Any = None, **overrides: Any) -> NoisyLabels:
+    """Run the generator again from ``record.spec``: ``make_noisy_labels(labels, kind, rate,
+    num_classes, seed, **options, **overrides)``; equal labels prove the record reproducible.
+
+    Args:
+        record: a :class:`NoisyLabels` (e.g. ``NoisyLabels.load(path)``).
+        labels: the clean labels; defaults to ``record.clean``.
+        overrides: options that are not stored, e.g. ``inputs=`` for instance noise (checked
+            against the stored sha256) or ``path=`` for human labels on another machine.
+    """
+    if labels is None:
+        labels = record.clean
+    return make_noisy_labels(labels, record.kind, record.rate, record.num_classes, record.seed,
+                             **{**record.options, **overrides})

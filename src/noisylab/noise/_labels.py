@@ -102,7 +102,7 @@ class NoisyLabels:
         options: the kind's options, normalised and JSON-serialisable (large inputs such as
             ``inputs=`` arrays are replaced by their sha256). ``make_noisy_labels(clean, kind,
             rate, num_classes, seed, **options)`` regenerates the same labels (see
-            :meth:`regenerate`).
+            :func:`noisylab.noise.regenerate`).
         is_noisy: bool [N], ``noisy != clean``; computed when ``clean`` is given.
         expected_rate: the expected share of changed labels under the generating process
             (e.g. ``rate * (C-1)/C`` for symmetric noise that may redraw the true class), or
@@ -199,22 +199,6 @@ class NoisyLabels:
         """What generated the labels: ``{"kind", "rate", "num_classes", "seed", "options"}``."""
         return {"kind": self.kind, "rate": self.rate, "num_classes": self.num_classes,
                 "seed": self.seed, "options": json.loads(json.dumps(self.options))}
-
-    def regenerate(self, labels: Any = None, **overrides: Any) -> "NoisyLabels":
-        """Run the generator again from the stored spec: ``make_noisy_labels(labels, kind, rate,
-        num_classes, seed, **options, **overrides)``.
-
-        Args:
-            labels: the clean labels; defaults to ``self.clean``.
-            overrides: options that are not stored, e.g. ``inputs=`` for instance noise (checked
-                against the stored sha256) or ``path=`` for human labels on another machine.
-        """
-        from ._generate import make_noisy_labels
-
-        if labels is None:
-            labels = self.clean
-        return make_noisy_labels(labels, self.kind, self.rate, self.num_classes, self.seed,
-                                 **{**self.options, **overrides})
 
     # ------------------------------------------------------------------ report
     def _name(self, c: int) -> str:
