@@ -130,3 +130,23 @@ def test_gather_across_ranks_is_exact_with_unequal_batches():
         assert out[r]["values"].dtype == torch.float32 and out[r]["index"].dtype == torch.long
         assert torch.equal(out[r]["values"], expected_values)  # shape [4, 2, 2], rank-major, bit-exact
         assert torch.equal(out[r]["index"], expected_index)
+
+
+@pytest.mark.slow
+def test_torchrun_fastnet_freezes_the_whitening_bias_mid_run(tmp_path):
+    """fastnet's whitening bias stops training after ``whiten_bias_epochs``: a parameter DDP was
+    built with then gets no gradient, which must not stall the gradient reduction of epoch 2."""
+    from test_methods_representation import image_npz
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("name: ddp\nnoise: {kind: symmetric, rate: 0.4}\n"
+                   "model: {arch: fastnet, options: {widths: [4, 4, 4], whiten_bias_epochs: 1}}\n")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [*torchrun(2, tmp_path), "-m", "noisylab.cli", "-q", "train", "-c", str(cfg), "device=cpu", "data.dataset=npz",
+           f"data.root={image_npz(tmp_path)}", "data.options={labels_are_clean: true, augment: crop_flip}",
+           "train.epochs=2", "train.batch_size=16", "train.last_batch=drop", "train.init_samples=32",
+           "train.progress=false", "train.tensorboard=false", f"output_dir={tmp_path / 'runs'}"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = (tmp_path / "runs" / "ddp" / "metrics.csv").read_text().strip().splitlines()
+    assert len(rows) == 3

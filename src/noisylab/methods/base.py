@@ -276,8 +276,11 @@ class Method(ABC):
             if any(p.requires_grad for p in m.parameters()):
                 if any(isinstance(b, nn.modules.batchnorm._BatchNorm) for b in m.modules()):
                     m = nn.SyncBatchNorm.convert_sync_batchnorm(m) if device.type == "cuda" else m
+                # a model that freezes parameters mid-run (fastnet's whitening bias) leaves DDP's
+                # reducer waiting for their gradients unless it looks for unused parameters
+                unused = self.find_unused_parameters or bool(getattr(m, "freezes_parameters_mid_run", False))
                 self.models[name] = nn.parallel.DistributedDataParallel(
-                    m, device_ids=ids, find_unused_parameters=self.find_unused_parameters)
+                    m, device_ids=ids, find_unused_parameters=unused)
         # optimizers keep referencing the same parameter tensors, so they need no rebuild
 
     def unwrap_distributed(self) -> None:

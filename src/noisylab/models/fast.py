@@ -112,6 +112,10 @@ class FastNet(FeatureClassifier):
     """The airbench94 network (see the module docstring). ``input_shape`` must be ``(3, H, W)``
     with ``H, W >= 9``; ``num_features = widths[-1]``."""
 
+    freezes_parameters_mid_run = True
+    """:meth:`start_epoch` turns the whitening bias's ``requires_grad`` off after
+    ``whiten_bias_epochs``: under DDP the wrapper must then look for unused parameters."""
+
     def __init__(
         self,
         num_classes: int,
