@@ -79,6 +79,18 @@ def test_norm_biases_get_scaled_lr_and_the_same_decay_per_step():
     assert len(parameter_groups(model, OptimConfig())) == 1  # scale 1: one group, as before
 
 
+def test_a_new_lr_on_resume_keeps_the_norm_bias_scale():
+    from noisylab.methods import MethodContext, build_method
+
+    cfg = config_with({"name": "t", "data": {"dataset": "npz"}, "model": {"arch": "fastnet", "options": {"widths": [4, 4, 4]}}},
+                      **{"optim.lr": 0.5, "optim.norm_bias_lr_scale": 64.0, "schedule.name": "constant"})
+    method = build_method(MethodContext(cfg, 3, 96, (3, 12, 12), torch.device("cpu"), 3))
+    opt = method.optimizers["net"]
+    assert [g["lr"] for g in opt.param_groups] == [0.5, 32.0]
+    method.reschedule(OptimConfig(lr=0.25, norm_bias_lr_scale=64.0), ScheduleConfig(name="constant"), 5)
+    assert [g["lr"] for g in method.optimizers["net"].param_groups] == [0.25, 16.0]
+
+
 # ----------------------------------------------------------------------------- label smoothing
 def test_label_smoothing_against_its_formula():
     z = torch.tensor([[2.0, -1.0, 0.5], [0.0, 3.0, -2.0]])

@@ -326,15 +326,18 @@ class Method(ABC):
     def reschedule(self, optim_cfg: Any, schedule_cfg: Any, epochs: int) -> None:
         """Apply a new learning rate / schedule / number of epochs to a resumed run: every
         optimizer restarts from ``optim_cfg.lr`` and its scheduler is rebuilt and advanced by the
-        steps the old one had taken, so the new schedule holds from the next epoch on."""
+        steps the old one had taken, so the new schedule holds from the next epoch on. Groups keep
+        their ratio to the first group (the BatchNorm biases' ``optim.norm_bias_lr_scale``)."""
         import warnings
 
         from ..optim import build_scheduler
 
         for name, old in list(self.schedulers.items()):
             opt = self.optimizers[name]
+            first = float(opt.param_groups[0]["initial_lr"])
             for group in opt.param_groups:
-                group["lr"] = group["initial_lr"] = float(optim_cfg.lr)
+                ratio = float(group["initial_lr"]) / first if first else 1.0
+                group["lr"] = group["initial_lr"] = float(optim_cfg.lr) * ratio
             new = build_scheduler(opt, schedule_cfg, epochs, self.ctx.batches_per_epoch)
             with warnings.catch_warnings():  # stepping before optimizer.step() is the point here
                 warnings.simplefilter("ignore")
