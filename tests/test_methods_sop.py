@@ -221,6 +221,51 @@ def test_the_noise_estimate_grows_on_the_flipped_labels(tmp_path):
     # (seeds 0-5 all give means 1.0 and 0.0 and exact agreement: the margins are wide)
     assert score[flipped].mean() > 0.9 and score[~flipped].mean() < 0.01
     assert ((score > 0.5) == flipped).mean() > 0.95
+    # the method's signal reaches predictions.npz and the detectors: `noisylab detect RUN --method sop`
+    from noisylab.detect import detect_label_issues
+    from noisylab.detect.io import read_evidence
+
+    arrays, ev = read_evidence(result.run_dir / "predictions.npz")
+    with np.load(result.run_dir / "sop_noise.npz") as z:
+        np.testing.assert_array_equal(ev.signals["sop_s"][np.argsort(arrays["index"])], z["s"])
+    found = detect_label_issues(ev, "sop", "predicted_neq_given")
+    assert (found.flagged == flipped[arrays["index"]]).mean() > 0.95
+
+
+def test_sop_detector_against_its_formula_and_the_signal_round_trip(tmp_path):
+    from noisylab.detect import DETECTORS, DetectorUnavailable, Evidence, run_detector
+    from noisylab.detect.io import evidence_arrays, read_evidence
+    from noisylab.run_folder import save_arrays
+
+    given = np.array([0, 1, 2, 1])
+    preds = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8], [0.3, 0.3, 0.4], [0.2, 0.6, 0.2]])
+    s = np.zeros((4, 3))
+    s[0, 0], s[1, 1], s[2, 2], s[3, 1] = 0.0, 0.9, 1.7, -0.2  # U clipped to [0, 1]
+    s[1, 0] = -0.3  # V entries do not enter the detector
+    history = np.full((4, 3), 1 / 3)
+    ev = Evidence.from_method_state({"sop_s": s}, given=given, history=history, predictions=preds,
+                                    in_training=np.array([True, True, True, False]))
+    assert ev.targets is None and ev.networks is None and set(ev.signals) == {"sop_s"}
+    p = run_detector("sop", ev)
+    expect = np.array([[1.0, 0.0, 0.0],                                   # U = 0: the given label
+                       [0.9 * 0.1 / 0.9, 0.1, 0.9 * 0.8 / 0.9],           # U = 0.9, the rest as the network ranks it
+                       [0.5, 0.5, 0.0],                                   # U = 1: the network's other classes
+                       [1 / 3, 1 / 3, 1 / 3]])                            # held out: the history
+    np.testing.assert_allclose(p, expect, atol=1e-12)
+    assert "sop" in DETECTORS
+    with pytest.raises(DetectorUnavailable, match="train with method sop"):
+        run_detector("sop", Evidence(given=given, history=history, predictions=preds, in_training=np.ones(4, bool)))
+    # predictions.npz keeps every signal under signal_<name>; a signal of the wrong length is damage
+    path = tmp_path / "predictions.npz"
+    save_arrays(path, **evidence_arrays(ev, np.arange(4)))
+    _, back = read_evidence(path)
+    np.testing.assert_allclose(back.signals["sop_s"], s.astype(np.float32))
+    np.testing.assert_allclose(run_detector("sop", back), expect, atol=1e-6)
+    arrays = evidence_arrays(ev, np.arange(4))
+    arrays["signal_sop_s"] = arrays["signal_sop_s"][:3]
+    save_arrays(path, **arrays)
+    with pytest.raises(ValueError, match="do not fit together"):
+        read_evidence(path)
 
 
 # ----------------------------------------------------------------------------- DDP

@@ -360,7 +360,7 @@ class TrainConfig(_Strict):
 class DetectConfig(_Strict):
     """How the run flags suspected wrong labels at the end (noisylab.detect)."""
 
-    method: str = Field("history", description="the detector: history, ensemble, targets, agreement, knn, predictions")
+    method: str = Field("history", description="the detector: a name in noisylab.detect.DETECTORS (`noisylab detect --help` lists them)")
     filter_by: str = Field("auto", description="how the detector's probabilities become flags: auto = expected_f1 "
                                                "with cleanlab installed, else predicted_neq_given")
     threshold: float = Field(0.5, ge=0.0, le=1.0, description="for low_self_confidence")

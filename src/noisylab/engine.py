@@ -969,16 +969,14 @@ def collect_evidence(run: Run) -> tuple[np.ndarray, Evidence]:
     in_training = np.r_[np.ones(len(data.train_idx), bool), np.zeros(len(data.val_idx), bool)]
     batch_sets = [run.eval_data.train] + ([run.eval_data.sets["noisy_val"][0]] if len(data.val_idx) else [])
     predictions = np.concatenate([predict_probs(method, b, run.amp) for b in batch_sets])
-    state = {k: v.detach().float().cpu().numpy() for k, v in method.sample_state().items()}
-    networks = (state["pred_hist1"][scored], state["pred_hist2"][scored]) if "pred_hist1" in state else None
+    # float32, as predictions.npz stores them: `noisylab detect RUN` later gives the same verdict
+    state = {k: v.detach().float().cpu().numpy()[scored] for k, v in method.sample_state().items()}
     given = data.given[scored]
     knn = _knn_vote_of(run, batch_sets, given)
-    # float32, as predictions.npz stores them: `noisylab detect RUN` later gives the same verdict
-    return scored, Evidence(given=given, history=run.dynamics.history_probs()[scored].astype(np.float32),
-                            predictions=predictions, in_training=in_training,
-                            targets=state["targets"][scored] if "targets" in state else None, networks=networks,
-                            knn=None if knn is None else knn.astype(np.float32),
-                            history_frozen=run.dynamics.is_frozen)
+    return scored, Evidence.from_method_state(
+        state, given=given, history=run.dynamics.history_probs()[scored].astype(np.float32), predictions=predictions,
+        in_training=in_training, knn=None if knn is None else knn.astype(np.float32),
+        history_frozen=run.dynamics.is_frozen)
 
 
 def _knn_vote_of(run: Run, batch_sets: list[Any], given: np.ndarray) -> np.ndarray | None:

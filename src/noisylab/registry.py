@@ -42,7 +42,8 @@ class Entry:
 
 
 class Registry:
-    """Names -> :class:`Entry`, in registration order.
+    """Names -> :class:`Entry`: the package's modules in name order, then the ``NOISYLAB_PLUGINS``
+    modules, each module's entries in registration order.
 
     Args:
         kind: what is registered, for messages (``"method"``).
@@ -79,8 +80,14 @@ class Registry:
             builtins = sorted(f"{self.package}.{m.name}" for m in pkgutil.iter_modules(package.__path__)
                               if not m.name.startswith("_"))
             plugins = [m.strip() for m in os.environ.get("NOISYLAB_PLUGINS", "").split(",") if m.strip()]
-            for module in [*builtins, *plugins]:
+            modules = [*builtins, *plugins]
+            for module in modules:
                 importlib.import_module(module)
+            # the order of the modules (then of registration in each), whoever imported one first
+            rank = {m: i for i, m in enumerate(modules)}
+            order = sorted(enumerate(self._entries.values()),
+                           key=lambda ie: (rank.get(getattr(ie[1].obj, "__module__", ""), len(rank)), ie[0]))
+            self._entries = {e.name: e for _, e in order}
 
     def names(self) -> list[str]:
         self._load()

@@ -1,7 +1,8 @@
 """Finding wrong labels, in cleanlab's shapes (``labels [N]``, ``pred_probs [N, C]``, a boolean
 mask or indices ranked by a quality score in [0, 1], lower = more likely wrong).
 
-- :mod:`.detectors`: the named detectors that read one training run (``DETECTORS``);
+- :mod:`.detectors`: the named detectors that read one training run (``DETECTORS``,
+  ``register_detector``); :mod:`.sop_noise`: detector ``sop`` from SOP's learned label noise;
 - :mod:`.scores`: quality scores and filters (confident learning through ``cleanlab``);
 - :mod:`.dynamics`: the per-example record of training the history detector and the alarm use;
 - :mod:`.estimate`: noise rate and transition matrix from a flagged set;
@@ -9,7 +10,9 @@ mask or indices ranked by a quality score in [0, 1], lower = more likely wrong).
   difference in F1 between two detectors is;
 - :mod:`.io`: ``label_issues.csv``.
 """
-from .detectors import DETECTORS, Detection, DetectorUnavailable, Evidence, detect_label_issues, knn_vote, run_detector
+from .detectors import (DETECTORS, Detection, DetectorUnavailable, Evidence, detect_label_issues, knn_vote,
+                        register_detector, run_detector)
+from . import sop_noise  # noqa: F401  (registers detector "sop"; a new detector module is one line here)
 from .dynamics import TrainingDynamics
 from .estimate import noise_estimates
 from .io import write_label_issues_csv
@@ -23,5 +26,5 @@ __all__ = [
     "FILTERS", "NEEDS_CLEANLAB", "PairedDifference", "SCORES", "TrainingDynamics", "auroc", "average_precision",
     "detect_label_issues", "detection_metrics", "expected_f1_issues", "find_label_issues", "knn_vote",
     "label_quality_scores", "noise_estimates", "normalize_rows", "paired_f1_difference", "precision_recall_curve",
-    "run_detector", "write_label_issues_csv",
+    "register_detector", "run_detector", "write_label_issues_csv",
 ]

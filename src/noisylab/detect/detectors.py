@@ -6,12 +6,14 @@ its given label (``detect.rank_by``, by default ``P[i, y] / (P[i, y] + max_{k !=
 the ranking, with cleanlab installed, else ``predicted_neq_given``;
 :func:`~noisylab.detect.scores.resolve_filter`).
 
-``DETECTORS`` is the one list of their names (``detect.method``, ``noisylab detect --method``).
+``DETECTORS`` is the one list of their names (``detect.method``, ``noisylab detect --method``);
+a detector in its own module registers itself with ``@register_detector(name)`` and reads what
+it needs from :class:`Evidence` (a method's own per-example arrays are in ``Evidence.signals``).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
 
 import numpy as np
 import torch
@@ -37,6 +39,8 @@ class Evidence:
             or None.
         history_frozen: True when the memorization alarm stopped the history: the final model
             has started fitting wrong labels, so its predictions are not trusted.
+        signals: the method's other per-example arrays by name, each ``[n, ...]`` float (e.g.
+            SOP's ``sop_s [n, C]``); saved in ``predictions.npz`` as ``signal_<name>``.
     """
 
     given: np.ndarray
@@ -47,10 +51,24 @@ class Evidence:
     networks: tuple[np.ndarray, np.ndarray] | None = None
     knn: np.ndarray | None = None
     history_frozen: bool = False
+    signals: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
         return self.predictions.shape[1]
+
+    @classmethod
+    def from_method_state(cls, state: Mapping[str, np.ndarray], **fields) -> "Evidence":
+        """Evidence whose method part comes from ``state``, a method's ``sample_state()`` as numpy
+        arrays already restricted to the scored rows: ``targets`` fills :attr:`targets`,
+        ``pred_hist1`` and ``pred_hist2`` fill :attr:`networks`, every other array is a signal.
+        ``fields``: the engine's part (``given``, ``history``, ``predictions``, ``in_training``,
+        ``knn``, ``history_frozen``)."""
+        rest = dict(state)
+        targets = rest.pop("targets", None)
+        networks = (rest.pop("pred_hist1"), rest.pop("pred_hist2")) if {"pred_hist1", "pred_hist2"} <= set(rest) \
+            else None
+        return cls(targets=targets, networks=networks, signals=rest, **fields)
 
 
 class DetectorUnavailable(ValueError):
@@ -144,6 +162,18 @@ DETECTORS: dict[str, Callable[[Evidence], np.ndarray]] = {
     "predictions": from_predictions,
 }
 """Every detector by name (the one list; ``detect.method``)."""
+
+
+def register_detector(name: str) -> Callable[[Callable[[Evidence], np.ndarray]], Callable[[Evidence], np.ndarray]]:
+    """Register ``fn(ev: Evidence) -> P [n, C]`` as detector ``name`` (raise
+    :class:`DetectorUnavailable` when ``ev`` lacks what it needs)."""
+    def wrap(fn: Callable[[Evidence], np.ndarray]) -> Callable[[Evidence], np.ndarray]:
+        if name in DETECTORS:
+            raise ValueError(f"detector '{name}' registered twice")
+        DETECTORS[name] = fn
+        return fn
+
+    return wrap
 
 
 def run_detector(name: str, ev: Evidence) -> np.ndarray:

@@ -67,6 +67,9 @@ def write_label_issues_csv(
     return rows
 
 
+SIGNAL_PREFIX = "signal_"
+"""``predictions.npz`` stores each of a method's own signals (``Evidence.signals``) under this prefix."""
+
 EVIDENCE_ARRAYS = ("index", "in_training", "given_label", "pred_probs", "history")
 """The arrays every ``predictions.npz`` holds (plus ``targets``, ``pred_hist1/2``, ``knn`` when the run has
 them, and ``history_frozen``, a 0-d bool; a file without it reads as False)."""
@@ -88,6 +91,8 @@ def evidence_arrays(ev, index: np.ndarray, true_labels: np.ndarray | None = None
         arrays["pred_hist1"], arrays["pred_hist2"] = (h.astype(np.float32) for h in ev.networks)
     if ev.knn is not None:
         arrays["knn"] = ev.knn.astype(np.float32)
+    for name, values in ev.signals.items():
+        arrays[SIGNAL_PREFIX + name] = np.asarray(values, dtype=np.float32)
     return arrays
 
 
@@ -113,10 +118,12 @@ def read_evidence(path: str | Path):
     shaped += [a[k].shape == (n,) for k in ("true_label", "example_path") if k in a]
     shaped += [a["history_frozen"].shape == ()] if "history_frozen" in a else []
     shaped += [a[k].shape == (n, c) for k in ("pred_probs", "history", "targets", "pred_hist1", "pred_hist2", "knn") if k in a]
+    signals = {k[len(SIGNAL_PREFIX):]: v for k, v in a.items() if k.startswith(SIGNAL_PREFIX)}
+    shaped += [v.ndim >= 1 and len(v) == n and v.dtype.kind == "f" for v in signals.values()]
     if not all(shaped):
         raise ValueError(f"'{path}' is damaged (its arrays do not fit together); train the run again")
     networks = (a["pred_hist1"], a["pred_hist2"]) if "pred_hist1" in a and "pred_hist2" in a else None
     ev = Evidence(given=a["given_label"].astype(np.int64), history=a["history"], predictions=a["pred_probs"],
                   in_training=a["in_training"].astype(bool), targets=a.get("targets"), networks=networks,
-                  knn=a.get("knn"), history_frozen=bool(a.get("history_frozen", False)))
+                  knn=a.get("knn"), history_frozen=bool(a.get("history_frozen", False)), signals=signals)
     return a, ev
