@@ -160,8 +160,13 @@ def test_command_parses(where, command):
     argv = _noisylab_argv(command)
     status, err = parse_like_main(argv)
     assert status == 0, f"{where}: `{command}` does not parse: {err}"
+    from noisylab.config import ConfigError, resolve_config
+
     for config in _config_paths(argv):
-        assert (ROOT / config).is_file(), f"{where}: `{command}` names {config}, which is not in the repository"
+        try:  # a path in the repository, or a packaged recipe's name
+            resolve_config(ROOT / config if (ROOT / config).is_file() else config)
+        except ConfigError:
+            pytest.fail(f"{where}: `{command}` names {config}, which is neither in the repository nor a packaged recipe")
 
 
 def test_named_subcommands_exist():

@@ -78,7 +78,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 # ----------------------------------------------------------------------------- train
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-c", "--config", help="YAML experiment config (see configs/)")
+    p.add_argument("-c", "--config", help="YAML experiment config: a file, or a packaged recipe's name (noisylab configs)")
     p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="dotted config overrides")
     p.add_argument("-r", "--resume", metavar="PATH",
                    help="continue the run in this folder or checkpoint; 'auto': the config's output_dir/name "
@@ -176,7 +176,8 @@ def train_config(args: argparse.Namespace):
     if args.resume and not args.config:
         return config_from_checkpoint(args.resume, alias_overrides(args) + list(args.overrides))
     if not args.config:
-        raise ConfigError(f"no config given: noisylab {args.command} -c configs/<name>.yaml [key=value ...]")
+        raise ConfigError(f"no config given: noisylab {args.command} -c NAME|FILE.yaml [key=value ...] "
+                          "(`noisylab configs` lists the packaged recipes)")
     base = read_yaml(args.config)
     flags = alias_overrides(args, base)
     check_flags_agree(flags, list(args.overrides))
@@ -427,6 +428,26 @@ def setup_console_log(level: int) -> None:
     log.addHandler(handler)
 
 
+def add_configs_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", nargs="?", help="print this recipe's YAML instead (to copy and edit)")
+
+
+def cmd_configs(args: argparse.Namespace) -> int:
+    """``noisylab configs``: every packaged recipe with the first line of its header;
+    ``noisylab configs NAME``: its YAML."""
+    from .config import packaged_configs, resolve_config
+
+    if args.name:
+        sys.stdout.write(resolve_config(args.name).read_text(encoding="utf-8"))
+        return 0
+    recipes = packaged_configs()
+    width = max(map(len, recipes))
+    for name, line in recipes.items():
+        print(f"{name:<{width}}  {line}")
+    print(f"\nuse one: noisylab train -c NAME [key=value ...]; see one: noisylab configs NAME", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import noise_cli
 
@@ -441,6 +462,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("noise", "make a noisy label file and report it", noise_cli.add_arguments, noise_cli.run),
         ("detect", "list suspected wrong labels from a run or from pred_probs", add_detect_arguments, cmd_detect),
         ("report", "summarise finished runs in a table", add_report_arguments, cmd_report),
+        ("configs", "list the packaged recipes (use one with -c NAME)", add_configs_arguments, cmd_configs),
     ]
     for name, help_text, add, fn in commands:
         # help= is %-formatted by argparse, description= is not: one text for both

@@ -632,10 +632,57 @@ def apply_settings(data: dict[str, Any], settings: list[tuple[tuple[list[str], A
     return data
 
 
-def read_yaml(path: str | Path) -> dict[str, Any]:
+PACKAGED_CONFIGS = Path(__file__).resolve().parent / "configs"
+"""The recipes shipped with the package (``noisylab configs`` lists them; ``-c NAME`` reads one)."""
+
+
+def packaged_configs() -> dict[str, str]:
+    """Every packaged recipe: ``name -> the first sentence of its header comment`` (at most about
+    90 characters), by name."""
+    out = {}
+    for path in sorted(PACKAGED_CONFIGS.glob("*.yaml")):
+        header = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if not line.startswith("#"):
+                break
+            header.append(line.lstrip("#").strip())
+        first = _first_sentence(" ".join(header).strip())
+        if len(first) > 90:
+            first = first[:87].rsplit(" ", 1)[0].rstrip(",;:") + " ..."
+        out[path.stem] = first
+    return out
+
+
+def _first_sentence(text: str) -> str:
+    """``text`` up to its first ``.`` or ``:`` that ends a clause outside parentheses (e.g. not the
+    ``.`` of ``et al.``)."""
+    depth = 0
+    for i, ch in enumerate(text):
+        depth += (ch == "(") - (ch == ")")
+        if depth == 0 and ch in ".:" and (i + 1 == len(text) or text[i + 1] == " ") and not text[:i].endswith(" al"):
+            return text[:i]
+    return text
+
+
+def resolve_config(path: str | Path) -> Path:
+    """The file of ``-c PATH``: an existing path, else the packaged recipe of that name
+    (``own_images`` or ``own_images.yaml``); ConfigError naming both when neither exists."""
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file '{p}' not found (see configs/ for examples)")
+    if p.is_file():
+        return p
+    if p.parent == Path(".") and p.suffix in ("", ".yaml"):
+        packaged = PACKAGED_CONFIGS / f"{p.stem}.yaml"
+        if packaged.is_file():
+            return packaged
+    names = list(packaged_configs())
+    hint = did_you_mean(p.stem, names) if p.parent == Path(".") else ""
+    raise ConfigError(f"config file '{p}' not found{hint}: give a path or the name of a packaged recipe "
+                      f"(`noisylab configs` lists them)")
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """The mapping in config file ``path`` (a path or a packaged recipe's name, :func:`resolve_config`)."""
+    p = resolve_config(path)
     try:
         text = p.read_text(encoding="utf-8")
         data = yaml.safe_load(text)
@@ -651,7 +698,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     except (RecursionError, ValueError):  # ValueError: an int beyond Python's digit limit
         raise ConfigError(f"config file '{p}' is nested too deeply or holds a number too long to read") from None
     if data is None:
-        raise ConfigError(f"config file '{p}' is empty: give at least the dataset, e.g. start from configs/mnist1d_elr.yaml")
+        raise ConfigError(f"config file '{p}' is empty: give at least the dataset, e.g. start from `noisylab configs` (mnist1d_elr)")
     if not isinstance(data, dict):
         raise ConfigError(f"config file '{p}' must contain a mapping of keys, not {type(data).__name__}")
     return data
