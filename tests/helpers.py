@@ -122,3 +122,23 @@ def default_detector_flag_count(arrays) -> int:
     if not arrays["history_frozen"]:
         history = (history + arrays["pred_probs"] / arrays["pred_probs"].sum(1, keepdims=True)) / 2
     return int(expected_f1_flags(arrays["given_label"], history).sum())
+
+
+def image_npz(tmp_path, n=96, n_test=30, size=12, classes=3, seed=0):
+    """A tiny image ``.npz`` (``x, y, x_test, y_test``, uint8 ``[N, 3, size, size]``): class k is
+    brighter in channel k, learnable in a few steps. Returns its path (``tmp_path/images.npz``)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+
+    def make(count):
+        y = np.arange(count) % classes
+        x = rng.integers(0, 120, (count, 3, size, size))
+        for i, k in enumerate(y):
+            x[i, k] += 100 + rng.integers(0, 30)
+        return x.astype(np.uint8), y
+
+    (x, y), (xt, yt) = make(n), make(n_test)
+    path = tmp_path / "images.npz"
+    np.savez(path, x=x, y=y, x_test=xt, y_test=yt)
+    return path

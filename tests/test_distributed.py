@@ -60,7 +60,7 @@ def test_torchrun_two_cpu_processes(tmp_path):
 def test_torchrun_repreg_with_warm_up_and_global_negatives(tmp_path):
     """The three-view method under DDP: one forward per step (MultiViewNet), an unused projection
     head in the CE warm-up epoch (find_unused_parameters), NT-Xent over the gathered batch."""
-    from test_methods_representation import image_npz
+    from helpers import image_npz
 
     cfg = tmp_path / "c.yaml"
     cfg.write_text("name: ddp\nnoise: {kind: symmetric, rate: 0.4}\n"
@@ -136,7 +136,7 @@ def test_gather_across_ranks_is_exact_with_unequal_batches():
 def test_torchrun_fastnet_freezes_the_whitening_bias_mid_run(tmp_path):
     """fastnet's whitening bias stops training after ``whiten_bias_epochs``: a parameter DDP was
     built with then gets no gradient, which must not stall the gradient reduction of epoch 2."""
-    from test_methods_representation import image_npz
+    from helpers import image_npz
 
     cfg = tmp_path / "c.yaml"
     cfg.write_text("name: ddp\nnoise: {kind: symmetric, rate: 0.4}\n"

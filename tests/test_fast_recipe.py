@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 import yaml
 
-from helpers import config_with, full_and_resumed, without_time
+from helpers import config_with, full_and_resumed, without_time, image_npz
 from noisylab.averaging import Lookahead
 from noisylab.checkpoint import load_checkpoint
 from noisylab.config import ConfigError, OptimConfig, ScheduleConfig
@@ -170,21 +170,6 @@ def test_translate_view_is_a_reflection_padded_crop():
 
 
 # ----------------------------------------------------------------------------- the engine
-def image_npz(tmp_path, n=96, n_test=30, size=12, classes=3, seed=0):
-    """Tiny colour images: class k is brighter in channel k."""
-    rng = np.random.default_rng(seed)
-
-    def make(count):
-        y = np.arange(count) % classes
-        x = rng.integers(0, 120, (count, 3, size, size))
-        for i, k in enumerate(y):
-            x[i, k] += 100 + rng.integers(0, 30)
-        return x.astype(np.uint8), y
-
-    (x, y), (xt, yt) = make(n), make(n_test)
-    path = tmp_path / "images.npz"
-    np.savez(path, x=x, y=y, x_test=xt, y_test=yt)
-    return path
 
 
 def fast_config(tmp_path, **over):

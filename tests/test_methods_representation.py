@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers import config_with, full_and_resumed, without_time
+from helpers import config_with, full_and_resumed, without_time, image_npz
 from noisylab.checkpoint import load_checkpoint
 from noisylab.engine import train
 from noisylab.losses import NTXentLoss, RKDAngleLoss, RKDDistanceLoss
@@ -20,22 +20,6 @@ from noisylab.methods.repreg import RepRegMethod
 from noisylab.models import create_model
 
 
-def image_npz(tmp_path, n=96, n_test=30, size=12, classes=3, seed=0):
-    """Tiny colour images: class k is brighter in channel k (learnable in a few steps)."""
-    rng = np.random.default_rng(seed)
-
-    def make(count):
-        y = np.arange(count) % classes
-        x = rng.integers(0, 120, (count, 3, size, size))
-        for i, k in enumerate(y):
-            x[i, k] += 100 + rng.integers(0, 30)
-        return x.astype(np.uint8), y
-
-    x, y = make(n)
-    xt, yt = make(n_test)
-    path = tmp_path / "images.npz"
-    np.savez(path, x=x, y=y, x_test=xt, y_test=yt)
-    return path
 
 
 def config(tmp_path, method, **over):

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 import yaml
 
 import noisylab.engine as engine
-from helpers import config_with, free_port, full_and_resumed, without_time
+from helpers import config_with, free_port, full_and_resumed, without_time, image_npz
 from noisylab.checkpoint import load_checkpoint
 from noisylab.config import ConfigError, OptimConfig, ScheduleConfig, build_config, load_config, save_config
 from noisylab.engine import TrainingStopped, fit_epoch, request_stop, setup_run, train
@@ -25,21 +25,6 @@ from noisylab.run_folder import detach_file_log
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
-def image_npz(tmp_path, n=96, n_test=30, size=12, classes=3, seed=0):
-    """Tiny colour images: class k is brighter in channel k (learnable in a few steps)."""
-    rng = np.random.default_rng(seed)
-
-    def make(count):
-        y = np.arange(count) % classes
-        x = rng.integers(0, 120, (count, 3, size, size))
-        for i, k in enumerate(y):
-            x[i, k] += 100 + rng.integers(0, 30)
-        return x.astype(np.uint8), y
-
-    (x, y), (xt, yt) = make(n), make(n_test)
-    path = tmp_path / "images.npz"
-    np.savez(path, x=x, y=y, x_test=xt, y_test=yt)
-    return path
 
 
 def sop_config(tmp_path, n=96, **over):
