@@ -60,6 +60,7 @@ def test_train_then_resume_then_detect_and_report(tmp_path):
     (["train", "-c", "{cfg}", "noise.rate=1.5"], "noise.rate"),
     (["train", "-c", "{cfg}", "--percent", "1.2"], "noise.rate"),
     (["train", "-c", "{cfg}", "model.arch=resnet9000"], "unknown model 'resnet9000'"),
+    (["train", "-c", "{cfg}", "train={{epochs: 2, epochs: 3}}"], "key 'epochs' is given twice (line 1)"),
     (["train", "-c", "{cfg}", "data.dataset=imagenet22k"], "unknown dataset 'imagenet22k'"),
     (["train", "-c", "{cfg}", "noise.kind=none", "noise.file=nofile.npz"], "nofile.npz"),
     (["train", "-r", "no/such/run"], "does not exist"),

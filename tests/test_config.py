@@ -188,3 +188,23 @@ def test_a_method_registered_outside_the_package_is_a_config_choice(tmp_path):
             register_method("other", schema=ToyConfig)(Toy)
     finally:
         METHODS._entries.pop("toy")
+
+
+def test_a_key_given_twice_is_refused_with_both_lines(tmp_path):
+    """PyYAML keeps the later of two equal keys silently; a config must not."""
+    from noisylab.config import read_yaml
+
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("name: a\ndata: {dataset: mnist1d}\nname: b\n")
+    with pytest.raises(ConfigError, match=r"^config file '.*twice.yaml': key 'name' is given twice \(lines 1 and 3\): keep one$"):
+        read_yaml(twice)
+    nested = tmp_path / "nested.yaml"
+    nested.write_text("name: a\ntrain:\n  epochs: 2\n  batch_size: 8\n  epochs: 3\n")
+    with pytest.raises(ConfigError, match=r"key 'epochs' is given twice \(lines 3 and 5\)"):
+        read_yaml(nested)
+    with pytest.raises(ConfigError, match=r"key 'q' is given twice \(line 1\)"):
+        apply_overrides({"name": "a"}, ["method.loss={name: gce, q: 0.5, q: 0.7}"])
+    # the same key in two different mappings, and YAML merge keys, are fine
+    fine = tmp_path / "fine.yaml"
+    fine.write_text("base: &b {lr: 0.1}\nname: a\noptim: {<<: *b, name: sgd}\nschedule: {name: constant}\n")
+    assert read_yaml(fine)["optim"] == {"lr": 0.1, "name": "sgd"}

@@ -567,7 +567,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not key or any(not p for p in key.split(".")):
         raise ConfigError(f"override '{text}' has an empty key part")
     try:
-        value = yaml.safe_load(raw) if raw != "" else ""
+        value = load_yaml_text(raw) if raw != "" else ""
+    except DuplicateKey as err:
+        raise ConfigError(f"override {_short(text)}: {err}") from None
     except yaml.YAMLError:
         value = raw
     except (ValueError, RecursionError):  # an int beyond Python's digit limit; nesting beyond the stack
@@ -632,6 +634,41 @@ def apply_settings(data: dict[str, Any], settings: list[tuple[tuple[list[str], A
     return data
 
 
+class DuplicateKey(yaml.YAMLError):
+    """A mapping in a YAML text gives the same key twice (``key``, the 1-based ``first`` and
+    ``second`` lines)."""
+
+    def __init__(self, key: Any, first: int, second: int) -> None:
+        where = f"line {first}" if first == second else f"lines {first} and {second}"
+        super().__init__(f"key '{key}' is given twice ({where})")
+        self.key, self.first, self.second = key, first, second
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` (no Python objects) that refuses a mapping with the same key twice,
+    which PyYAML otherwise accepts silently, the later value winning."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` may repeat base's keys
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                if key in seen:
+                    raise DuplicateKey(key, seen[key], line)
+                seen[key] = line
+            except TypeError:  # an unhashable key: PyYAML's own error follows
+                continue
+        return super().construct_mapping(node, deep)
+
+
+def load_yaml_text(text: str) -> Any:
+    """``text`` parsed as YAML with :class:`UniqueKeyLoader`: plain data only, no repeated keys."""
+    return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506  (a SafeLoader subclass)
+
+
 PACKAGED_CONFIGS = Path(__file__).resolve().parent / "configs"
 """The recipes shipped with the package (``noisylab configs`` lists them; ``-c NAME`` reads one)."""
 
@@ -685,7 +722,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     p = resolve_config(path)
     try:
         text = p.read_text(encoding="utf-8")
-        data = yaml.safe_load(text)
+        data = load_yaml_text(text)
+    except DuplicateKey as err:
+        raise ConfigError(f"config file '{p}': {err}: keep one") from None
     except UnicodeDecodeError:
         raise ConfigError(f"config file '{p}' is not text (UTF-8 YAML expected)") from None
     except OSError as err:
