@@ -1,6 +1,7 @@
 """DDP on CPU (gloo): ELR targets stay identical across ranks, and torchrun training works."""
 import os
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -150,3 +151,32 @@ def test_torchrun_fastnet_freezes_the_whitening_bias_mid_run(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = (tmp_path / "runs" / "ddp" / "metrics.csv").read_text().strip().splitlines()
     assert len(rows) == 3
+
+
+@pytest.mark.slow
+def test_two_launchers_meet_at_a_c10d_rendezvous_and_train_one_run(tmp_path):
+    """Two "nodes" on one machine: two torchrun launchers (--nnodes 2, one process each) meet at
+    a c10d rendezvous on localhost and train one run over gloo; only the global rank 0 writes. The
+    result equals one launcher with two processes (the same global batch and shards): BatchNorm is
+    not involved (mlp), so nothing differs but the launch."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("name: ddp\nnoise: {kind: symmetric, rate: 0.4}\nmethod: {loss: {name: elr}}\n")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    train_args = ["-m", "noisylab.cli", "-q", "train", "-c", str(cfg), "device=cpu", "data.options.num_samples=300",
+                  "model.arch=mlp", "model.options.hidden=[16]", "train.epochs=2", "train.batch_size=25",
+                  "train.progress=false", "train.tensorboard=false"]
+    port = free_port()
+    launchers = [subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
+         "--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{port}", "--rdzv_id", "two-nodes",
+         "--log-dir", str(tmp_path / f"logs{node}"), *train_args, f"output_dir={tmp_path / f'node{node}'}"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for node in (0, 1)]
+    outs = [p.communicate(timeout=600) for p in launchers]
+    assert all(p.returncode == 0 for p in launchers), [o[1][-2000:] for o in outs]
+    written = [d for d in (tmp_path / "node0", tmp_path / "node1") if (d / "ddp" / "metrics.csv").is_file()]
+    assert len(written) == 1  # the node whose process got global rank 0, and only it
+    single = subprocess.run([*torchrun(2, tmp_path), *train_args, f"output_dir={tmp_path / 'single'}"], cwd=tmp_path,
+                            env=env, capture_output=True, text=True, timeout=600)
+    assert single.returncode == 0, single.stderr[-2000:]
+    strip = lambda p: [ln.rsplit(",", 1)[0] for ln in p.read_text().splitlines()]  # noqa: E731  (time_s last)
+    assert strip(written[0] / "ddp" / "metrics.csv") == strip(tmp_path / "single" / "ddp" / "metrics.csv")
