@@ -31,7 +31,7 @@ def world(tmp_path_factory):
     assert main(["-q", "train", "-c", str(cfg), f"output_dir={root / 'runs'}", *TINY]) == 0
     run = root / "runs" / "run"
     files = {
-        "empty.yaml": "", "list.yaml": "- 1\n- 2\n", "broken.yaml": "optim: {lr: 0.1\n",
+        "empty.yaml": "", "list.yaml": "- 1\n- 2\n", "broken.yaml": "optim: {lr: 0.1\n", "twice.yaml": "name: a\ndata: {dataset: mnist1d}\nname: b\n",
         "kind_none_rate.yaml": "noise: {kind: none, rate: 0.4}\n", "notes.txt": "hello\n",
     }
     for name, text in files.items():
@@ -89,6 +89,9 @@ CASES = [
     ("config empty", lambda w: ["train", "-c", R(w, "empty.yaml")], "is empty"),
     ("config a list", lambda w: ["train", "-c", R(w, "list.yaml")], "must contain a mapping"),
     ("config invalid YAML", lambda w: ["train", "-c", R(w, "broken.yaml")], "is not valid YAML at line"),
+    ("config key twice", lambda w: ["train", "-c", R(w, "twice.yaml")], "key 'name' is given twice (lines 1 and 3)"),
+    ("override key twice", lambda w: ["train", "-c", str(w["cfg"]), "optim={lr: 0.1, lr: 0.2}"], "key 'lr' is given twice"),
+    ("unknown packaged recipe", lambda w: ["train", "-c", "own_imags"], "did you mean 'own_images_elr'?"),
     ("config binary", lambda w: ["train", "-c", R(w, "binary.yaml")], "is not text"),
     ("config is a folder", lambda w: ["train", "-c", R(w, "runs")], "not found"),
     ("kind none with a rate", lambda w: ["train", "-c", R(w, "kind_none_rate.yaml")], "means nothing for noise kind 'none'"),

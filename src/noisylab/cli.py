@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -217,6 +218,8 @@ def run_training(args: argparse.Namespace):
 
     if args.resume == "auto" and not args.config:
         raise ConfigError("-r auto needs the config (-c): it resumes that config's output_dir/name")
+    if args.resume is None and args.config and os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") not in ("", "0"):
+        args.resume = "auto"  # torchrun restarted the workers (--max-restarts): continue this run, same folder
     cfg = train_config(args)
     resume, run_dir = resolve_auto_resume(cfg) if args.resume == "auto" else (args.resume, None)
 
