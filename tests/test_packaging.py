@@ -43,28 +43,30 @@ def test_an_unknown_recipe_is_one_line_with_a_suggestion(capsys, tmp_path, monke
 
 @pytest.mark.slow
 def test_the_wheel_installed_in_a_fresh_venv_trains_from_a_folder_without_the_repository(tmp_path):
+    # nothing of the repository on the path (CI may set PYTHONPATH=src: pip would then take the
+    # checkout for an installed noisylab and skip the wheel)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"OMP_NUM_THREADS": "1"}
     wheels = tmp_path / "wheels"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels),
-                    str(ROOT)], check=True, capture_output=True, timeout=600)
+                    str(ROOT)], check=True, capture_output=True, timeout=600, env=env)
     (wheel,) = wheels.glob("noisylab-*.whl")
     with zipfile.ZipFile(wheel) as z:
         shipped = {Path(n).name for n in z.namelist() if n.startswith("noisylab/configs/")}
     assert shipped == {p.name for p in PACKAGED_CONFIGS.glob("*.yaml")}
 
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=300)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=300, env=env)
     py = venv / "bin" / "python"
     subprocess.run([sys.executable, "-m", "pip", "--python", str(py), "install", "--no-deps", "--no-index", "-q",
-                    str(wheel)], check=True, capture_output=True, timeout=600)
+                    str(wheel)], check=True, capture_output=True, timeout=600, env=env)
     # the dependencies (torch, ...) come from this environment, read as a plain folder: its
     # editable-install hook for noisylab is not run, so `import noisylab` is the wheel's
     site = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                          check=True, capture_output=True, text=True).stdout.strip()
+                          check=True, capture_output=True, text=True, env=env).stdout.strip()
     (Path(site) / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
 
     work = tmp_path / "somewhere"
     work.mkdir()
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"OMP_NUM_THREADS": "1"}
     run = lambda *args: subprocess.run([str(venv / "bin" / "noisylab"), *args], cwd=work, env=env,  # noqa: E731
                                        capture_output=True, text=True, timeout=600)
     where = subprocess.run([str(py), "-c", "import noisylab; print(noisylab.__file__)"], cwd=work, env=env,
