@@ -447,7 +447,7 @@ def cmd_configs(args: argparse.Namespace) -> int:
     width = max(map(len, recipes))
     for name, line in recipes.items():
         print(f"{name:<{width}}  {line}")
-    print(f"\nuse one: noisylab train -c NAME [key=value ...]; see one: noisylab configs NAME", file=sys.stderr)
+    print("\nuse one: noisylab train -c NAME [key=value ...]; see one: noisylab configs NAME", file=sys.stderr)
     return 0
 
 
