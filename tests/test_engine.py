@@ -191,3 +191,18 @@ def test_real_cifar10n_worst_labels_train_end_to_end(tmp_path):
     assert res.summary["actual_noise_rate"] == pytest.approx(0.4021, abs=5e-5)
     assert 0.15 < res.history[0]["test_top1"] < 1.0  # it learned something from 50,000 real images
     assert len(read_csv(res.run_dir / "label_issues.csv")) == 50000
+
+
+def test_run_says_how_long_it_will_take(tmp_path, monkeypatch):
+    """After the first epoch (and, in a long epoch, after its first ETA_STEPS steps) the log gives
+    the time the rest of the run takes."""
+    import noisylab.engine as engine
+
+    assert engine.eta_line(30.0, 59, now=0.0).startswith("the 59 epochs left take about 30 min (until ")
+    assert engine.eta_line(2.0, 1, now=0.0).startswith("the 1 epoch left take about 2 s")
+    monkeypatch.setattr(engine, "ETA_STEPS", 2)  # 600 * 0.9 / 32 = 16 steps an epoch: at least 4 x 2
+    res = train(tiny_config(tmp_path, **{"data.val_fraction": 0.1}))
+    log_text = (res.run_dir / "train.log").read_text()
+    assert "epoch 1: about" in log_text and "the 4 epochs left take about" in log_text
+    assert log_text.count("epochs left take about") == 2  # once early in epoch 1, once after it: not every epoch
+    assert "the 3 epochs left take about" in log_text

@@ -78,3 +78,13 @@ def test_the_wheel_installed_in_a_fresh_venv_trains_from_a_folder_without_the_re
                   "train.tensorboard=false")
     assert trained.returncode == 0, trained.stderr[-2000:]
     assert (work / "runs" / "mnist1d_elr" / "label_issues.csv").is_file()
+    # the practitioner's command, from embeddings: the table on stdout, the files in runs/
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 120)
+    np.save(work / "emb.npy", (rng.normal(0, 1, (3, 5))[y] * 3 + rng.normal(0, 1, (120, 5))).astype(np.float32))
+    (work / "y.csv").write_text("".join(f"{c}\n" for c in y))
+    found = run("find-issues", "--features", "emb.npy", "--labels", "y.csv")
+    assert found.returncode == 0, found.stderr[-2000:]
+    assert "estimated noise rate" in found.stdout and (work / "runs" / "find_issues_emb" / "report.html").is_file()

@@ -452,7 +452,7 @@ def cmd_configs(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import noise_cli
+    from . import find_cli, noise_cli
 
     parser = OneLineErrorParser(prog="noisylab", description="Train classifiers on noisy labels and find the wrong labels.")
     parser.add_argument("--version", action="version", version=f"noisylab {__version__}")
@@ -463,6 +463,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("pretrain", "pre-train an encoder with SimCLR (writes RUN/encoder.pt)", add_train_arguments, cmd_pretrain),
         ("demo", "CE vs ELR on 40%% noisy labels, offline, in minutes", add_demo_arguments, cmd_demo),
         ("noise", "make a noisy label file and report it", noise_cli.add_arguments, noise_cli.run),
+        ("find-issues", "train on a dataset (or read embeddings) and list its suspected wrong labels",
+         find_cli.add_arguments, find_cli.run),
         ("detect", "list suspected wrong labels from a run or from pred_probs", add_detect_arguments, cmd_detect),
         ("report", "summarise finished runs in a table", add_report_arguments, cmd_report),
         ("configs", "list the packaged recipes (use one with -c NAME)", add_configs_arguments, cmd_configs),
@@ -484,12 +486,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:  # key=value overrides may also come after flags: `-c a.yaml k=v --lr 0.1 name=x`
-        stray = [e for e in extra if "=" not in e or e.startswith("-") or args.command not in ("train", "pretrain")]
+        stray = [e for e in extra if "=" not in e or e.startswith("-")
+                 or args.command not in ("train", "pretrain", "find-issues")]
         if stray:
             parser.error(f"unrecognized arguments: {' '.join(stray)}")
         args.overrides = list(args.overrides) + extra
     setup_console_log(logging.WARNING if args.quiet else logging.INFO)
-    if args.quiet and args.command in ("train", "pretrain"):
+    if args.quiet and args.command in ("train", "pretrain", "find-issues"):
         args.overrides = list(args.overrides) + ["train.progress=false"]
     logging.raiseExceptions = False  # a log line that cannot be written (disk full) must not print a traceback
     if hasattr(signal, "SIGXFSZ"):

@@ -506,7 +506,8 @@ def open_run_folder(run: Run, run_dir: str | Path | None, resumed_from: Path | N
     log.info("run folder: %s", run.out)
     log.info("data: %s, %d training / %d validation / %d test examples, %d classes; labels: %s; views: %s",
              bundle.name, len(data.train_idx), len(data.val_idx),
-             0 if bundle.test_labels is None else len(bundle.test_labels), bundle.num_classes, noise_line(data.labels),
+             0 if bundle.test_labels is None else len(bundle.test_labels), bundle.num_classes,
+             noise_line(data.labels, data.truth_known),
              ", ".join(resolve_recipe(bundle, r) for r in view_recipes_of(run.method, cfg)) or "none (cached features)")
     if resumed_from is not None:
         log.info("resumed at epoch %d of %d from %s%s", run.start_epoch + 1, cfg.train.epochs, resumed_from,
@@ -527,6 +528,8 @@ def check_free_space(run: Run, where: Path) -> None:
         raise OutputError(28, f"the disk of '{where}' has {free / 2**20:.0f} MiB free; the run's checkpoints need about "
                               f"{need / 2**20:.0f} MiB: free space or choose another output_dir")
 
+
+ETA_STEPS = 50  # an epoch of at least 4x this many steps says after this many how long the run will take
 
 # the setting to blame when a loss term blows up (the term of largest magnitude before divergence)
 TERM_SETTINGS = {"elr": "method.loss.lam", "infonce": "method.infonce_weight", "rkd_dis": "method.reg_weight",
@@ -590,6 +593,11 @@ def fit_epoch(run: Run, epoch: int) -> dict[str, Any]:
                 if bar.n % cfg.train.log_every == 0:  # a host sync, so only every log_every steps
                     bar.set_postfix(loss=f"{sums['loss'].item() / seen:.4f}",
                                     ex_s=f"{seen / max(time.time() - t0, 1e-9):.0f}")
+            if b_i + 1 == ETA_STEPS and p_i == 0 and epoch == run.start_epoch and per_phase >= 4 * ETA_STEPS \
+                    and run.dist.is_main:  # a long epoch: say early how long the run takes
+                epoch_s = (time.time() - t0) / ETA_STEPS * per_phase * len(phases)
+                log.info("epoch %d: about %s an epoch; %s", epoch + 1, f"{epoch_s / 60:.1f} min" if epoch_s >= 90
+                         else f"{epoch_s:.0f} s", eta_line(epoch_s, cfg.train.epochs - epoch))
             if _stop_now(run):
                 if bar is not None:
                     bar.close()
@@ -793,7 +801,9 @@ def train(
 
 
 def run_epochs(run: Run, callbacks: list[EpochCallback] | None = None) -> None:
-    """The epochs of ``run`` from where it stands to ``train.epochs``: fit, evaluate, write."""
+    """The epochs of ``run`` from where it stands to ``train.epochs``: fit, evaluate, write; after
+    the first one, how long the rest will take."""
+    t0 = time.time()
     for epoch in range(run.start_epoch, run.cfg.train.epochs):
         row = fit_epoch(run, epoch)
         row.update(evaluate(run, epoch))
@@ -801,8 +811,19 @@ def run_epochs(run: Run, callbacks: list[EpochCallback] | None = None) -> None:
         row["time_s"] = row.pop("time_s")  # wall time last, as before
         run.history.append(row)
         write_epoch(run, row, improved)
+        if epoch == run.start_epoch and epoch + 1 < run.cfg.train.epochs and run.dist.is_main:
+            log.info(eta_line(time.time() - t0, run.cfg.train.epochs - epoch - 1))
         for cb in callbacks or []:
             cb(epoch, row)
+
+
+def eta_line(epoch_s: float, epochs_left: int, now: float | None = None) -> str:
+    """``the 59 epochs left take about 35 min (until 14:05, ...)`` at ``epoch_s`` seconds an epoch."""
+    left = epoch_s * epochs_left
+    until = time.strftime("%H:%M", time.localtime((time.time() if now is None else now) + left))
+    size = f"{left / 60:.0f} min" if left >= 90 else f"{left:.0f} s"
+    return f"the {epochs_left} epoch{'s' * (epochs_left > 1)} left take about {size} (until {until}, " \
+           f"then the final evaluation)"
 
 
 def train_cross_validated(cfg: Config, folder: str | Path | None = None,
@@ -869,7 +890,8 @@ def write_cross_validated_outputs(cfg: Config, data: PreparedData, parent: Path,
     paths = example_paths(data.bundle, "train")
     write_label_issues_csv(parent / "label_issues.csv", given, pred_probs, found.flagged, found.quality,
                            true_labels=truth, class_names=data.bundle.class_names, paths=paths)
-    summary = {"name": cfg.name, "dataset": cfg.data.dataset, "method": cfg.method.name, "noise": noise_line(data.labels),
+    summary = {"name": cfg.name, "dataset": cfg.data.dataset, "method": cfg.method.name,
+               "noise": noise_line(data.labels, data.truth_known),
                "cv_folds": cfg.cv.folds, "detect": detection_summary(found, given, truth, data.bundle.num_classes),
                "wall_time_s": wall_time_s}
     write_json(parent / "summary.json", summary)
@@ -886,7 +908,7 @@ def write_final_outputs(run: Run) -> dict[str, Any]:
     summary: dict[str, Any] = {
         "name": cfg.name, "dataset": cfg.data.dataset, "method": cfg.method.name,
         "loss": getattr(getattr(cfg.method, "loss", None), "name", None),
-        "noise": noise_line(data.labels),
+        "noise": noise_line(data.labels, data.truth_known),
         "actual_noise_rate": float(np.mean(data.labels.is_noisy[tr])) if data.truth_known else None,
         "epochs": len(run.history),
         "test_top1_last": last.get("test_top1"), "test_top1_best": last.get("best_test_top1"),
@@ -1019,9 +1041,10 @@ def detection_summary(found, given: np.ndarray, truth: np.ndarray | None, num_cl
     return summary
 
 
-def noise_line(labels: NoisyLabels) -> str:
+def noise_line(labels: NoisyLabels, truth_known: bool = True) -> str:
+    """``kind rate, actual r`` for the log; no actual rate where the true labels are unknown (own data)."""
     rate = "" if labels.rate is None else f" {labels.rate:g}"
-    actual = f", actual {labels.actual_rate:.4f}" if labels.clean is not None else ""
+    actual = f", actual {labels.actual_rate:.4f}" if labels.clean is not None and truth_known else ""
     return f"{labels.kind}{rate}{actual}"
 
 

@@ -21,11 +21,15 @@ def write_label_issues_csv(
     only_flagged: bool = False,
     paths: list[str] | None = None,
     in_training: np.ndarray | None = None,
+    names: list[str] | None = None,
+    extra_columns: dict[str, np.ndarray] | None = None,
 ) -> int:
     """Write ``index, given_label, suggested_label, quality, is_label_issue`` per example, flagged
     rows first, each group by rising quality; plus ``part`` (``train`` or ``val``, the held-out
     part) when ``in_training`` is given, ``given_name, suggested_name`` with ``class_names``,
-    ``true_label, is_noisy`` when the truth is known, and ``path`` (one per row) for file datasets.
+    ``true_label, is_noisy`` when the truth is known, ``path`` (one per row) for file datasets,
+    ``name`` (one per row: an id or file name) when given, then ``extra_columns`` by name
+    (e.g. the neighbour graph's ``is_near_duplicate``; booleans as 0/1, floats to 6 decimals).
 
     Returns the number of rows written.
     """
@@ -39,7 +43,15 @@ def write_label_issues_csv(
     header += ["given_name", "suggested_name"] if class_names else []
     header += ["true_label", "is_noisy"] if true_labels is not None else []
     header += ["path"] if paths is not None else []
+    header += ["name"] if names is not None else []
+    extra = {k: np.asarray(v) for k, v in (extra_columns or {}).items()}
+    header += list(extra)
     rows = 0
+
+    def cell(v):
+        if isinstance(v, (bool, np.bool_)):
+            return int(v)
+        return f"{v:.6f}" if isinstance(v, (float, np.floating)) else v
 
     def write(tmp: Path) -> None:
         nonlocal rows
@@ -58,6 +70,9 @@ def write_label_issues_csv(
                     row += [int(true_labels[i]), int(true_labels[i] != labels[i])]
                 if paths is not None:
                     row.append(paths[i])
+                if names is not None:
+                    row.append(names[i])
+                row += [cell(v[i].item()) for v in extra.values()]
                 w.writerow(row)
                 rows += 1
 

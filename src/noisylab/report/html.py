@@ -597,7 +597,8 @@ def images_from_dataset(run: RunFiles, rows: list[dict[str, str]]) -> tuple[list
 
 
 def caption(run: RunFiles, r: dict[str, str]) -> str:
-    """``given / suggested / true`` lines of one suspected example (class names where known)."""
+    """The file name (else ``#index``), then ``given / suggested / true`` lines of one suspected
+    example (class names where known); the full path is the title of its line."""
     def name(col: str) -> str | None:
         v = as_float(r.get(col))
         if v != v:
@@ -605,11 +606,13 @@ def caption(run: RunFiles, r: dict[str, str]) -> str:
         k = int(v)
         return run.class_names[k] if 0 <= k < len(run.class_names) else str(k)
 
-    lines = [f"#{r.get('index', '?')}", f"given: {r.get('given_name') or name('given_label')}",
+    where = r.get("path") or r.get("name")  # the file a user opens, not a row number
+    lines = [Path(where).name if where else f"#{r.get('index', '?')}", f"given: {r.get('given_name') or name('given_label')}",
              f"suggested: {r.get('suggested_name') or name('suggested_label')}"]
     if name("true_label") is not None:
         lines.append(f"true: {name('true_label')}")
-    return "".join(f'<span title="{esc(t)}">{esc(t)}</span>' for t in lines)
+    titles = [where or lines[0], *lines[1:]]
+    return "".join(f'<span title="{esc(t)}">{esc(line)}</span>' for t, line in zip(titles, lines))
 
 
 def suspects_section(run: RunFiles) -> str:
@@ -633,6 +636,31 @@ def suspects_section(run: RunFiles) -> str:
         intro += " Red frame: the given label is known to be wrong."
     return section("suspects", "Most suspected labels",
                    note(intro) + (note(text) if text else "") + f'<div class="grid">{"".join(cells)}</div>')
+
+
+def neighbour_graph_section(run: RunFiles, shown: int = 20) -> str:
+    """The near duplicates and outliers of ``label_issues.csv`` (features runs: the neighbour
+    graph's ``is_near_duplicate`` and ``is_outlier`` columns); "" when it has none."""
+    if not run.issues or "is_near_duplicate" not in run.issues[0]:
+        return ""
+    label = lambda r: r.get("name") or r.get("path") or f"#{r.get('index')}"  # noqa: E731
+    by_index = {r.get("index"): r for r in run.issues}
+    dups = sorted((r for r in run.issues if r.get("is_near_duplicate") == "1"),
+                  key=lambda r: as_float(r.get("near_duplicate_score")))
+    outs = sorted((r for r in run.issues if r.get("is_outlier") == "1"), key=lambda r: as_float(r.get("outlier_score")))
+    body = note(f"{len(dups)} near duplicates (closer to their nearest neighbour than 0.13 of the median "
+                f"nearest-neighbour distance) and {len(outs)} outliers (mean distance to their neighbours more "
+                "than 1.7 interquartile ranges above the upper quartile), as cleanlab's Datalab defines them.")
+    if dups:
+        rows = [[label(r), r.get("given_name") or r.get("given_label"),
+                 label(by_index.get(r.get("near_duplicate_of"), {"index": r.get("near_duplicate_of")})),
+                 fmt(as_float(r.get("near_duplicate_score")))] for r in dups[:shown]]
+        body += table(["example", "given", "nearly a copy of", "score"], rows)
+    if outs:
+        rows = [[label(r), r.get("given_name") or r.get("given_label"), fmt(as_float(r.get("outlier_score")))]
+                for r in outs[:shown]]
+        body += table(["outlier", "given", "score"], rows)
+    return section("graph", "Near duplicates and outliers", body)
 
 
 # ----------------------------------------------------------------------------- the page
@@ -669,7 +697,7 @@ def render_page(run: RunFiles) -> str:
     from .. import __version__
 
     sections = [header_section(run), noise_section(run), curves_section(run), memorization_section(run),
-                transition_section(run), detection_section(run), suspects_section(run)]
+                transition_section(run), detection_section(run), suspects_section(run), neighbour_graph_section(run)]
     body = "\n".join(s for s in sections if s)
     title = f"noisylab report: {run.summary.get('name') or run.folder.name}"
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'

@@ -1,0 +1,148 @@
+"""One call from a dataset to its suspected wrong labels: :func:`find_label_issues`.
+
+    import noisylab
+    issues = noisylab.find_label_issues(X, y)             # embeddings [N, D] and labels [N]: seconds
+    issues = noisylab.find_label_issues("photos/")        # a folder of class folders: trains a model
+    issues.to_pandas().head(20)                           # the top suspects
+    mask = noisylab.find_label_issues(labels, pred_probs)  # cleanlab's form: a boolean mask
+
+Features go to :func:`noisylab.detect.features.find_issues_in_features` (neighbour votes and a
+cross-validated logistic regression, no network). Anything else is data to train on: an image
+folder (one sub-folder per class), a CSV of ``path,label`` rows, an ``.npz`` of arrays or a
+Hugging Face dataset saved with ``save_to_disk``; :func:`recipe_for` picks the packaged recipe,
+the run folder keeps everything (``label_issues.csv``, ``report.html``, the model).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .detect.features import LabelIssues, find_issues_in_features
+
+
+def data_kind(path: str | Path) -> str:
+    """The noisylab dataset a path is: ``folder``, ``csv``, ``npz`` or ``hf`` (a ``save_to_disk``
+    folder); ValueError naming what was found otherwise."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise FileNotFoundError(2, "No such file or folder", str(p))
+    if p.is_dir():
+        if (p / "dataset_info.json").is_file() or (p / "state.json").is_file() or (p / "dataset_dict.json").is_file():
+            return "hf"
+        return "folder"
+    suffix = p.suffix.lower()
+    if suffix in (".csv", ".tsv"):
+        return "csv"
+    if suffix == ".npz":
+        return "npz"
+    raise ValueError(f"{p}: not a dataset noisylab reads (a folder of class folders, a .csv of path,label rows, "
+                     "an .npz, or a Hugging Face save_to_disk folder); for embeddings give features and labels")
+
+
+def npz_holds_features(path: str | Path) -> bool:
+    """Whether an ``.npz`` holds embeddings (``x`` of shape [N, D], not uint8 images)."""
+    with np.load(Path(path), allow_pickle=False) as z:
+        if "x" not in z.files:
+            return False
+        x = z["x"]
+        return x.ndim == 2 and x.dtype != np.uint8
+
+
+def recipe_for(kind: str, num_examples: int | None = None) -> str:
+    """The packaged recipe for a dataset kind: images get ``own_images_elr`` (CE until the
+    memorization alarm, then ELR, with a held-out part of the labels; ``noisylab configs
+    own_images_elr``)."""
+    if kind in ("folder", "csv", "npz", "hf"):
+        return "own_images_elr"
+    raise ValueError(f"no recipe for data of kind '{kind}'")
+
+
+def training_config(data: str | Path, *, output_dir: str | Path = "runs", name: str | None = None,
+                    overrides: Sequence[str] = (), recipe: str | None = None):
+    """The validated :class:`~noisylab.config.Config` that ``find-issues`` trains for ``data``."""
+    from .config import apply_overrides, build_config, read_yaml, resolve_config
+
+    kind = data_kind(data)
+    base = read_yaml(str(resolve_config(recipe or recipe_for(kind))))
+    base["data"]["dataset"] = kind
+    base["data"]["root"] = str(Path(data).expanduser())
+    base["name"] = name or f"find_issues_{Path(data).expanduser().resolve().stem or 'data'}"
+    base["output_dir"] = str(output_dir)
+    return build_config(apply_overrides(base, list(overrides)))
+
+
+def issues_from_run(run_dir: str | Path) -> LabelIssues:
+    """The :class:`LabelIssues` of a finished run folder: its detector on ``predictions.npz``, with
+    the file names and the noise estimate the run wrote."""
+    import json
+
+    from .detect import detect_label_issues
+    from .detect.io import read_evidence
+
+    run_dir = Path(run_dir)
+    summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    det = summary.get("detect") or {}
+    arrays, ev = read_evidence(run_dir / "predictions.npz")
+    found = detect_label_issues(ev, det.get("method", "history"), det.get("filter_by", "auto"),
+                                rank_by=det.get("rank_by", "relative_confidence"))
+    order = np.argsort(arrays["index"], kind="stable")  # rows in dataset order
+    names = arrays["example_path"][order].tolist() if "example_path" in arrays else None
+    classes = arrays["class_names"].tolist() if "class_names" in arrays else [str(c) for c in range(ev.num_classes)]
+    return LabelIssues(labels=ev.given[order], class_names=classes, probs=found.probs[order],
+                       quality=found.quality[order], is_label_issue=found.flagged[order],
+                       suggested=found.suggested[order],
+                       noise_rate_estimate=float(det.get("noise_rate_estimate", found.flagged.mean())),
+                       filter_by=found.filter_by, rank_by=found.rank_by, names=names,
+                       seconds={"training": float(summary.get("wall_time_s", 0.0))})
+
+
+def find_label_issues(data, labels=None, *, pred_probs=None, names: Sequence[str] | None = None,
+                      class_names: Sequence[str] | None = None, k: int = 10, folds: int = 5, seed: int = 0,
+                      filter_by: str | None = None, output_dir: str | Path = "runs", overrides: Sequence[str] = (),
+                      **cleanlab_options: Any):
+    """Suspected wrong labels of a dataset.
+
+    Forms:
+        - ``find_label_issues(features [N, D], labels [N])``: embeddings or any numeric
+          features; returns :class:`~noisylab.detect.features.LabelIssues` in seconds.
+        - ``find_label_issues(path)``: a dataset to train on (see the module doc; ``labels``
+          must be None: they are in the data); trains the packaged recipe into
+          ``output_dir`` (``overrides``: ``key=value`` config settings) and returns its
+          :class:`LabelIssues`.
+        - ``find_label_issues(labels [N], pred_probs [N, C], ...)``: cleanlab's form, the boolean
+          mask of :func:`noisylab.detect.find_label_issues` (keyword options pass through).
+
+    Args:
+        names: one name per example (file names, ids) for the features form.
+        class_names: the class order for integer labels, or the names of string labels.
+        k, folds: neighbours per example and cross-validation folds (features form).
+        filter_by: how the probabilities become flags; default ``auto`` (expected F1 with
+            cleanlab), in cleanlab's form ``predicted_neq_given`` as there.
+    """
+    from .detect.scores import find_label_issues as from_probs
+
+    if pred_probs is not None or (labels is not None and np.ndim(labels) == 2 and np.ndim(data) == 1):
+        probs = labels if pred_probs is None else pred_probs
+        given = data if pred_probs is None or labels is None else labels
+        return from_probs(given, probs, filter_by=filter_by or "predicted_neq_given", **cleanlab_options)
+    filter_by = filter_by or "auto"
+    if cleanlab_options:
+        raise TypeError(f"unexpected options {sorted(cleanlab_options)} (they belong to the labels, pred_probs form)")
+    if isinstance(data, (str, Path)):
+        if labels is not None:
+            raise ValueError("a dataset path carries its own labels: call find_label_issues(path) without labels")
+        if data_kind(data) == "npz" and npz_holds_features(data):
+            with np.load(Path(data), allow_pickle=False) as z:
+                return find_issues_in_features(z["x"], z["y"], k=k, folds=folds, seed=seed, filter_by=filter_by,
+                                               class_names=[str(c) for c in z["class_names"]]
+                                               if "class_names" in z.files else class_names, names=names)
+        from .engine import train
+
+        result = train(training_config(data, output_dir=output_dir, overrides=overrides))
+        return issues_from_run(result.run_dir)
+    if labels is None:
+        raise ValueError("features need their labels: find_label_issues(features, labels)")
+    return find_issues_in_features(data, labels, k=k, folds=folds, seed=seed, filter_by=filter_by,
+                                   class_names=class_names, names=names)
