@@ -30,7 +30,7 @@ from .sampling import BalancedSubset, balanced_subset
 
 # loaders register themselves on import
 from . import mnist1d  # noqa: E402,F401
-from . import cifar, cifar_jpeg, clothing1m, custom, idx, webvision  # noqa: E402,F401
+from . import cifar, cifar_jpeg, clothing1m, custom, huggingface, idx, webvision  # noqa: E402,F401
 
 __all__ = [
     "Batch", "DataBundle", "DataError", "EvalBatches", "Normalize", "StandardAugment", "TrainBatches",
