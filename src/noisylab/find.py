@@ -101,7 +101,7 @@ def issues_from_run(run_dir: str | Path) -> LabelIssues:
 def find_label_issues(data, labels=None, *, pred_probs=None, names: Sequence[str] | None = None,
                       class_names: Sequence[str] | None = None, k: int = 10, folds: int = 5, seed: int = 0,
                       filter_by: str | None = None, output_dir: str | Path = "runs", overrides: Sequence[str] = (),
-                      **cleanlab_options: Any):
+                      backbone: str | None = None, checkpoint: str | Path | None = None, **cleanlab_options: Any):
     """Suspected wrong labels of a dataset.
 
     Forms:
@@ -111,6 +111,9 @@ def find_label_issues(data, labels=None, *, pred_probs=None, names: Sequence[str
           must be None: they are in the data); trains the packaged recipe into
           ``output_dir`` (``overrides``: ``key=value`` config settings) and returns its
           :class:`LabelIssues`.
+        - ``find_label_issues(path, backbone="timm:NAME")``: the frozen pretrained backbone's
+          embeddings of the images (:func:`noisylab.embed.embed_dataset`, cached; ``checkpoint``:
+          a local weights file), then the features form.
         - ``find_label_issues(labels [N], pred_probs [N, C], ...)``: cleanlab's form, the boolean
           mask of :func:`noisylab.detect.find_label_issues` (keyword options pass through).
 
@@ -133,6 +136,12 @@ def find_label_issues(data, labels=None, *, pred_probs=None, names: Sequence[str
     if isinstance(data, (str, Path)):
         if labels is not None:
             raise ValueError("a dataset path carries its own labels: call find_label_issues(path) without labels")
+        if backbone is not None:
+            from .embed import embed_dataset
+
+            emb = embed_dataset(data, backbone, checkpoint=checkpoint)
+            return find_issues_in_features(emb.features, emb.labels, k=k, folds=folds, seed=seed, filter_by=filter_by,
+                                           class_names=emb.class_names, names=emb.names)
         if data_kind(data) == "npz" and npz_holds_features(data):
             with np.load(Path(data), allow_pickle=False) as z:
                 return find_issues_in_features(z["x"], z["y"], k=k, folds=folds, seed=seed, filter_by=filter_by,

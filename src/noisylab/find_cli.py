@@ -3,6 +3,8 @@
     noisylab find-issues photos/                         # a folder of class folders: trains own_images_elr
     noisylab find-issues labels.csv                      # path,label rows
     noisylab find-issues --features emb.npy --labels y.csv [--names files.txt]
+    noisylab find-issues photos/ --backbone timm:convnext_tiny         # frozen backbone: embed once, cached
+    noisylab find-issues photos/ --backbone timm:convnext_tiny --finetune   # or train it (own_images_elr)
 
 Standard output gets the table of the top suspects, the estimated noise rate and where the files
 are (``--json``: the same as one JSON object); progress and logs go to standard error.
@@ -27,6 +29,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--features", help="embeddings instead of data: .npy [N, D] (or .npz with x)")
     p.add_argument("--labels", help="with --features: .npy, or a CSV/text file of one label (or name,label) per row")
     p.add_argument("--names", help="with --features: a text file of one name per row (file names, ids)")
+    p.add_argument("--backbone", metavar="LIB:NAME",
+                   help="a pretrained backbone (timm:NAME or torchvision:NAME): frozen, its embeddings are "
+                        "computed once (cached) and read as --features are; with --finetune, trained")
+    p.add_argument("--checkpoint", help="with --backbone: a local weights file instead of the library's cache")
+    p.add_argument("--finetune", action="store_true", help="with --backbone: fine-tune it with the recipe")
     p.add_argument("-k", type=int, default=10, help="neighbours per example (features; default 10)")
     p.add_argument("--folds", type=int, default=5, help="cross-validation folds (features; default 5)")
     p.add_argument("--filter-by", dest="filter_by", default="auto",
@@ -114,15 +121,40 @@ def features_issues(args: argparse.Namespace):
         raise ConfigError(str(err)) from None
 
 
-def write_result_folder(issues, folder: Path, source: str) -> list[Path]:
-    """``label_issues.csv`` and ``summary.json`` of a features result; returns the files."""
+def backbone_issues(args: argparse.Namespace):
+    """``(LabelIssues, whether its names are image files)`` from a frozen backbone's embeddings of DATA."""
+    from .config import ConfigError
+    from .detect.features import find_issues_in_features
+    from .embed import embed_dataset
+
+    try:
+        emb = embed_dataset(args.data, args.backbone, checkpoint=args.checkpoint, progress=not args.quiet)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    import logging
+
+    logging.getLogger("noisylab").info("embeddings %s: %d x %d%s in %.1f s", args.backbone, *emb.features.shape,
+                                       " from the cache" if emb.cached else "", emb.seconds)
+    try:
+        issues = find_issues_in_features(emb.features, emb.labels, k=args.k, folds=args.folds,
+                                         filter_by=args.filter_by, class_names=emb.class_names, names=emb.names)
+    except (ValueError, ImportError) as err:
+        raise ConfigError(str(err)) from None
+    issues.seconds = {"embedding": emb.seconds, **issues.seconds}
+    return issues, emb.names is not None and all(Path(n).is_file() for n in emb.names[:20])
+
+
+def write_result_folder(issues, folder: Path, source: str, names_are_files: bool = False) -> list[Path]:
+    """``label_issues.csv`` and ``summary.json`` of a features result; returns the files. Names that
+    are image files go in the ``path`` column (the report shows them)."""
     from .checkpoint import atomic_write
     from .detect.io import write_label_issues_csv
 
     folder.mkdir(parents=True, exist_ok=True)
     csv_path, summary_path = folder / "label_issues.csv", folder / "summary.json"
     write_label_issues_csv(csv_path, issues.labels, issues.probs, issues.is_label_issue, issues.quality,
-                           class_names=issues.class_names, names=issues.names, extra_columns=issues.graph_columns())
+                           class_names=issues.class_names, names=None if names_are_files else issues.names,
+                           paths=issues.names if names_are_files else None, extra_columns=issues.graph_columns())
     summary = {"name": folder.name, "source": source, "detect": {
         "method": "features", "filter_by": issues.filter_by, "rank_by": issues.rank_by,
         "num_flagged": issues.num_issues, "noise_rate_estimate": issues.noise_rate_estimate},
@@ -138,7 +170,21 @@ def run(args: argparse.Namespace) -> int:
     if bool(args.data) == bool(args.features):
         raise ConfigError("give either DATA (a folder, a CSV, an .npz, a saved Hugging Face dataset) or "
                           "--features FILE --labels FILE")
-    if args.features:
+    if (args.checkpoint or args.finetune) and not args.backbone:
+        raise ConfigError("--checkpoint and --finetune go with --backbone LIB:NAME")
+    if args.backbone and not args.data:
+        raise ConfigError("--backbone embeds the images of DATA: give a folder, a CSV, an .npz or a saved dataset")
+    if args.backbone and not args.finetune:
+        if args.overrides:
+            raise ConfigError(f"config overrides ({args.overrides[0]}) apply to a training run, not to a frozen "
+                              "backbone (add --finetune to train it)")
+        issues, is_files = backbone_issues(args)
+        folder = new_run_dir(args.output_dir, args.name or f"find_issues_{Path(args.data).expanduser().resolve().stem}")
+        files = write_result_folder(issues, folder, str(args.data), names_are_files=is_files)
+        from .report.html import write_html_report
+
+        files.append(write_html_report(folder))
+    elif args.features:
         if args.overrides:
             raise ConfigError(f"config overrides ({args.overrides[0]}) apply to a training run, not to --features")
         issues = features_issues(args)
@@ -160,8 +206,17 @@ def train_and_find(args: argparse.Namespace):
     from .engine import train
     from .find import issues_from_run, training_config
 
+    overrides = list(args.overrides)
+    if args.backbone:  # fine-tune: the backbone's weights, input size and normalisation
+        from .models.pretrained import create_backbone
+
+        _, inp = create_backbone(args.backbone, pretrained=args.checkpoint is None, checkpoint=args.checkpoint)
+        overrides = [f"model.arch={args.backbone}", "model.options={}", "model.options.pretrained=true",
+                     f"data.options.image_size={inp.size}", f"data.options.mean={list(inp.mean)}",
+                     f"data.options.std={list(inp.std)}"] + \
+                    ([f"model.options.checkpoint={args.checkpoint}"] if args.checkpoint else []) + overrides
     try:
-        cfg = training_config(args.data, output_dir=args.output_dir, name=args.name, overrides=args.overrides,
+        cfg = training_config(args.data, output_dir=args.output_dir, name=args.name, overrides=overrides,
                               recipe=args.recipe)
     except ValueError as err:
         raise ConfigError(str(err)) from None

@@ -7,7 +7,7 @@ from .contrastive import ContrastiveNet, MultiViewNet, ProjectionHead, load_enco
 from .registry import create_model, list_models, register_model
 
 # each model module registers its architectures on import (timm-style @register_model)
-from . import small, resnet, external, fast  # noqa: E402,F401  isort: skip
+from . import small, resnet, external, fast, pretrained  # noqa: E402,F401  isort: skip
 
 __all__ = [
     "create_model", "list_models", "register_model",
