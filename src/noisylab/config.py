@@ -336,6 +336,9 @@ class TrainConfig(_Strict):
     lookahead_ramp: float = Field(3.0, ge=0.0, description="decay = lookahead_decay * progress ** lookahead_ramp")
     skip_nonfinite: bool = Field(False, description="skip batches whose loss is NaN/inf instead of stopping "
                                                     "(one device sync per step)")
+    state_precision: Literal["auto", "float32", "float16"] = Field("auto", description=(
+        "storage of the [N, C] per-example tables (ELR targets, the detection record): auto = float16 "
+        "from 2^27 entries (e.g. 134k examples x 1000 classes), float32 below"))
 
     @model_validator(mode="before")
     @classmethod

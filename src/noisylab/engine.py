@@ -47,6 +47,7 @@ from .methods.base import Batch, EvalData
 from .noise import DAMAGED_NPZ_ERRORS, NoiseError, NoisyLabels, down_sample, make_noisy_labels, split_per_class
 from .report.memorization import MEMO_COLUMNS, memorization_fractions
 from .averaging import Lookahead
+from .per_example import state_dtype
 from .tta import tta_logits
 from .run_folder import (
     attach_file_log,
@@ -363,8 +364,9 @@ def setup_run(cfg: Config, resume: str | Path | None = None, run_dir: str | Path
     if batches_per_epoch == 0:
         raise ConfigError(f"train.batch_size {cfg.train.batch_size} with train.last_batch=drop leaves no batch of the "
                           f"{len(data.train_idx)} training examples; lower train.batch_size")
+    table_dtype = state_dtype(cfg.train.state_precision, bundle.num_train, bundle.num_classes)
     probe = MethodContext(cfg, bundle.num_classes, bundle.num_train, bundle.input_shape, device, batches_per_epoch,
-                          feature_batches, given=data.given[data.train_idx])
+                          feature_batches, given=data.given[data.train_idx], state_dtype=table_dtype)
     method = build_method(probe)
     train_batches = make_train_batches(bundle, data.given, cfg.train.batch_size, device, view_recipes_of(method, cfg),
                                        **batching)
@@ -385,7 +387,8 @@ def setup_run(cfg: Config, resume: str | Path | None = None, run_dir: str | Path
         monitor = method.monitor or "train_loss"
     run = Run(cfg, device, dinfo, data, method, train_batches, eval_data, amp,
               torch.amp.GradScaler("cuda", enabled=amp), best={"monitor": monitor, "value": None, "epoch": -1},
-              dynamics=TrainingDynamics(bundle.num_train, bundle.num_classes, device) if method.has_classifier else None,
+              dynamics=TrainingDynamics(bundle.num_train, bundle.num_classes, device, dtype=table_dtype,
+                                        alarm_rows=alarm_rows(data.train_idx, cfg.seed)) if method.has_classifier else None,
               lookahead=lookahead)
     if cfg.train.track_memorization and data.truth_known and method.has_classifier:
         run.memo_idx = sample_indices(data.train_idx, cfg.train.memorization_sample, cfg.seed)
@@ -395,6 +398,14 @@ def setup_run(cfg: Config, resume: str | Path | None = None, run_dir: str | Path
     if dinfo.is_main:
         open_run_folder(run, run_dir, resumed_from=ckpt_file if state is not None else None, changed=changed)
     return run
+
+
+def alarm_rows(train_idx: np.ndarray, seed: int) -> np.ndarray | None:
+    """The training examples the memorization alarm reads: all of them up to ``ALARM_SAMPLE``,
+    else a seeded draw of that many (None: all N rows of the dataset)."""
+    from .detect.dynamics import ALARM_SAMPLE
+
+    return None if len(train_idx) <= ALARM_SAMPLE else sample_indices(train_idx, ALARM_SAMPLE, seed)
 
 
 def sample_indices(indices: np.ndarray, size: int, seed: int) -> np.ndarray:

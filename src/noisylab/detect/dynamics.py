@@ -20,21 +20,35 @@ import torch
 import torch.nn.functional as F
 
 from ..distributed import gather_across_ranks
+from ..per_example import ema_rows_
 
 
 HISTORY_DECAY = 0.9
 """Per-record decay of the history's moving average (each example is recorded once per epoch and
 phase, so about the last ten epochs count)."""
+ALARM_SAMPLE = 50_000
+"""The memorization alarm reads at most this many training examples (a fixed seeded draw above it):
+its reading is a share, as precise from 50,000 examples as from a million, and its table of mean
+predictions then stays 200 MB at 1000 classes instead of 5 GB."""
 
 
 class TrainingDynamics:
     """Per-example records of predicted probabilities over the whole training split.
 
+    Args:
+        dtype: storage of the two ``[N, C]`` tables ``ema`` and ``calm_ema`` (float32, or float16
+            for very large N x C; :mod:`noisylab.per_example`).
+        alarm_rows: the dataset indices the memorization alarm reads (None: all N); only they
+            keep ``prob_sum`` and ``last_pred``.
+
     Attributes:
-        prob_sum: ``float32 [N, C]``, the sum of every recorded probability vector of each example.
+        prob_sum: ``float32 [M, C]``, the sum of every recorded probability vector of each of the
+            M alarm rows (all N by default; for a subset one more row collects the records of the
+            other examples and is never read).
         count: ``int64 [N]``, how many were recorded (0 for examples never seen).
-        last_pred: ``int64 [N]``, the argmax of the latest record (-1 before the first).
-        ema: ``float32 [N, C]``, the moving average (decay :data:`HISTORY_DECAY`) of the records,
+        last_pred: ``int64 [M]``, the argmax of the latest record of each alarm row (-1 before
+            the first; a subset: plus the spare row).
+        ema: ``[N, C]``, the moving average (decay :data:`HISTORY_DECAY`) of the records,
             not bias-corrected; ``ema_weight [N]`` is the weight it has accumulated.
         frozen: ``bool []``; once :meth:`freeze` was called (the memorization alarm sounded) the
             moving average keeps what the model thought before it started memorizing.
@@ -43,14 +57,21 @@ class TrainingDynamics:
             :meth:`freeze` goes back to it.
     """
 
-    def __init__(self, num_examples: int, num_classes: int, device: torch.device) -> None:
-        self.prob_sum = torch.zeros(num_examples, num_classes, device=device)
+    def __init__(self, num_examples: int, num_classes: int, device: torch.device, dtype: torch.dtype = torch.float32,
+                 alarm_rows: np.ndarray | None = None) -> None:
+        rows = np.arange(num_examples) if alarm_rows is None else np.unique(np.asarray(alarm_rows, dtype=np.int64))
+        self.alarm_rows = rows
+        spare = int(alarm_rows is not None)  # a subset: the other examples' records go to one spare row
+        position = np.full(num_examples, len(rows), dtype=np.int64)
+        position[rows] = np.arange(len(rows))
+        self.alarm_position = torch.as_tensor(position, device=device)
+        self.prob_sum = torch.zeros(len(rows) + spare, num_classes, device=device)
         self.count = torch.zeros(num_examples, dtype=torch.long, device=device)
-        self.last_pred = torch.full((num_examples,), -1, dtype=torch.long, device=device)
-        self.ema = torch.zeros(num_examples, num_classes, device=device)
+        self.last_pred = torch.full((len(rows) + spare,), -1, dtype=torch.long, device=device)
+        self.ema = torch.zeros(num_examples, num_classes, device=device, dtype=dtype)
         self.ema_weight = torch.zeros(num_examples, device=device)
         self.frozen = torch.zeros((), dtype=torch.bool, device=device)
-        self.calm_ema = torch.zeros(num_examples, num_classes, device=device)
+        self.calm_ema = torch.zeros(num_examples, num_classes, device=device, dtype=dtype)
         self.calm_weight = torch.zeros(num_examples, device=device)
         self.calm_epoch = torch.full((), -1, dtype=torch.long, device=device)
         self._frozen = False  # its host copy: reading the tensor every step would sync a GPU
@@ -71,12 +92,13 @@ class TrainingDynamics:
                      torch.as_tensor(index, dtype=torch.long, device=device))
 
     def _record(self, probs: torch.Tensor, index: torch.Tensor) -> None:
-        self.prob_sum.index_add_(0, index, probs)
+        at = self.alarm_position[index]  # no boolean mask: no device sync
+        self.prob_sum.index_add_(0, at, probs)
         self.count.index_add_(0, index, torch.ones_like(index))
-        self.last_pred[index] = probs.argmax(dim=1)
+        self.last_pred[at] = probs.argmax(dim=1)
         if not self._frozen:
             d = HISTORY_DECAY
-            self.ema[index] = d * self.ema[index] + (1 - d) * probs
+            ema_rows_(self.ema, index, probs, d)
             self.ema_weight[index] = d * self.ema_weight[index] + (1 - d)
 
     @property
@@ -110,8 +132,9 @@ class TrainingDynamics:
         return calm
 
     def mean_probs(self) -> np.ndarray:
-        """``float64 [N, C]``: the mean of all records (uniform where nothing was recorded)."""
-        return _ratio(self.prob_sum, self.count)
+        """``float64 [M, C]``: the mean of all records of each alarm row (uniform where nothing was recorded)."""
+        rows = torch.as_tensor(self.alarm_rows, device=self.count.device)
+        return _ratio(self.prob_sum[:len(self.alarm_rows)], self.count[rows])
 
     def history_probs(self) -> np.ndarray:
         """``float64 [N, C]``: the bias-corrected moving average of the records up to the alarm (uniform
@@ -119,19 +142,24 @@ class TrainingDynamics:
         return _ratio(self.ema, self.ema_weight)
 
     def suspect_fit(self, given: np.ndarray, indices: np.ndarray) -> tuple[float, int]:
-        """The memorization alarm's reading: ``(fit, size)`` of the suspected set among ``indices``.
+        """The memorization alarm's reading: ``(fit, size)`` of the suspected set among the alarm
+        rows in ``indices``.
 
         The suspected set holds the examples whose mean prediction so far disagrees with their
         given label; ``fit`` is the share of them whose latest prediction agrees with it (the
         model now fits a label its own history doubts). ``fit`` is nan when nothing is suspected.
         """
-        mean = self.mean_probs()[indices]
-        seen = self.count.cpu().numpy()[indices] > 0
-        suspected = seen & (mean.argmax(axis=1) != given[indices])
+        at = self.alarm_position.cpu().numpy()[np.asarray(indices)]
+        at = at[at < len(self.alarm_rows)]
+        rows = self.alarm_rows[at]
+        mean = _ratio(self.prob_sum[torch.as_tensor(at, device=self.prob_sum.device)],
+                      self.count[torch.as_tensor(rows, device=self.count.device)])
+        seen = self.count.cpu().numpy()[rows] > 0
+        suspected = seen & (mean.argmax(axis=1) != given[rows])
         if not suspected.any():
             return float("nan"), 0
-        latest = self.last_pred.cpu().numpy()[indices][suspected]
-        return float((latest == given[indices][suspected]).mean()), int(suspected.sum())
+        latest = self.last_pred.cpu().numpy()[at][suspected]
+        return float((latest == given[rows][suspected]).mean()), int(suspected.sum())
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {k: getattr(self, k) for k in ("prob_sum", "count", "last_pred", "ema", "ema_weight", "frozen",
@@ -144,5 +172,5 @@ class TrainingDynamics:
 
 
 def _ratio(total: torch.Tensor, weight: torch.Tensor) -> np.ndarray:
-    s, w = total.double().cpu().numpy(), weight.double().cpu().numpy()
+    s, w = total.cpu().double().numpy(), weight.cpu().double().numpy()
     return np.where(w[:, None] > 0, s / np.where(w > 0, w, 1.0)[:, None], 1.0 / s.shape[1])

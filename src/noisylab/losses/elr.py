@@ -13,6 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..distributed import gather_across_ranks
+from ..per_example import ema_rows_
 from .classification import upcast
 
 CLAMP = 1e-4
@@ -32,6 +33,8 @@ class ELRLoss(nn.Module):
             a class drop out of the predictions; this term (Tanaka et al., CVPR 2018; Li et al.,
             DivideMix, ICLR 2020) holds every class's share near ``pi``.
         class_prior: ``pi [C]`` (uniform when None); normalized here.
+        state_dtype: the targets' storage, float32 (the paper's) or float16 for very large N x C
+            (:mod:`noisylab.per_example`: updates and the regularizer compute in float32).
 
     Call ``loss = crit(logits [B, C], labels [B], index [B])``. The targets ``crit.targets``
     (``[N, C]``, a buffer, so ``state_dict()`` and ``.to(device)`` carry it) are updated in the
@@ -43,7 +46,8 @@ class ELRLoss(nn.Module):
     targets: torch.Tensor
 
     def __init__(self, num_examples: int, num_classes: int, lam: float = 3.0, beta: float = 0.7,
-                 wait_for_alarm: bool = False, prior: float = 0.0, class_prior: torch.Tensor | None = None) -> None:
+                 wait_for_alarm: bool = False, prior: float = 0.0, class_prior: torch.Tensor | None = None,
+                 state_dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
         if not 0.0 <= beta < 1.0:
             raise ValueError(f"ELR beta must lie in [0, 1), got {beta}")
@@ -53,7 +57,7 @@ class ELRLoss(nn.Module):
             raise ValueError(f"ELR prior weight must be >= 0, got {prior}")
         self.num_examples, self.num_classes = num_examples, num_classes
         self.lam, self.beta = float(lam), float(beta)
-        self.register_buffer("targets", torch.zeros(num_examples, num_classes))
+        self.register_buffer("targets", torch.zeros(num_examples, num_classes, dtype=state_dtype))
         # wait_for_alarm: the regularizer stays off (plain CE, targets still tracked) until the
         # engine's memorization alarm calls start(); not saved: the engine replays the alarm on resume
         self.waits_for_alarm = bool(wait_for_alarm)
@@ -72,8 +76,8 @@ class ELRLoss(nn.Module):
     @torch.no_grad()
     def update_targets(self, probs: torch.Tensor, index: torch.Tensor) -> None:
         """``t[index] <- beta t[index] + (1 - beta) probs`` (probs detached, rows summing to 1)."""
-        probs, index = gather_across_ranks(probs.to(self.targets.dtype), index)
-        self.targets[index] = self.beta * self.targets[index] + (1.0 - self.beta) * probs
+        probs, index = gather_across_ranks(probs.to(torch.promote_types(self.targets.dtype, torch.float32)), index)
+        ema_rows_(self.targets, index, probs, self.beta)
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         return sum(self.terms(logits, labels, index).values())
@@ -93,7 +97,12 @@ class ELRLoss(nn.Module):
             p_hat = p.detach()
             self.update_targets(p_hat / p_hat.sum(dim=1, keepdim=True), index)
             ce = F.cross_entropy(logits, labels)
-            reg = torch.log(1.0 - (self.targets[index] * p).sum(dim=1)).mean()
+            agreement = (self.targets[index].to(p.dtype) * p).sum(dim=1)
+            if self.targets.dtype != torch.float32:
+                # exactly, <t, p> <= max p <= 1 - 1e-4 (t sums to 1 - beta^k); float16 rounding of
+                # t must not push it to 1, where the log is -inf
+                agreement = agreement.clamp(max=1.0 - CLAMP)
+            reg = torch.log(1.0 - agreement).mean()
         except (IndexError, RuntimeError):
             # the checks cost device syncs, so they run only to explain a failure
             check_batch(logits, labels, index, self.num_examples, self.num_classes, "ELRLoss")
@@ -136,7 +145,7 @@ from ..registry import register_loss  # noqa: E402
 
 
 @register_loss("elr", schema=_C.ELRLossConfig)
-def build_elr(cfg: "_C.ELRLossConfig", n: int, c: int, given) -> ELRLoss:
+def build_elr(cfg: "_C.ELRLossConfig", n: int, c: int, given, state_dtype: torch.dtype = torch.float32) -> ELRLoss:
     """ELR from its section; the class prior from the given labels' class counts when ``prior_from: labels``."""
     import numpy as np
 
@@ -146,4 +155,4 @@ def build_elr(cfg: "_C.ELRLossConfig", n: int, c: int, given) -> ELRLoss:
             raise ValueError("ELR prior_from=labels needs the given training labels")
         class_prior = torch.as_tensor(np.bincount(np.asarray(given), minlength=c)[:c], dtype=torch.float32)
     return ELRLoss(n, c, lam=cfg.lam, beta=cfg.beta, wait_for_alarm=cfg.start == "alarm", prior=cfg.prior,
-                   class_prior=class_prior)
+                   class_prior=class_prior, state_dtype=state_dtype)

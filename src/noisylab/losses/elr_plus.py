@@ -31,6 +31,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..distributed import gather_across_ranks
+from ..per_example import ema_rows_
 from .classification import upcast
 from .elr import CLAMP
 
@@ -121,7 +122,8 @@ class ELRPlusLoss(nn.Module):
             the cross-entropy. The official code does this only when C == 100 (CIFAR-100); the
             method resolves ``method.reweight_labels: auto`` to that rule.
 
-    State: ``pred_hist`` ``float32 [N, C]`` (a buffer: saved in ``state_dict``, moved by ``.to``),
+    State: ``pred_hist`` ``float32 [N, C]`` (``state_dtype``: float16 for very large N x C,
+    :mod:`noisylab.per_example`; a buffer: saved in ``state_dict``, moved by ``.to``),
     zeros at the start and not bias-corrected (a row sums to ``1 - beta^k`` after k visits), as
     the official code. Under ``torch.distributed`` updates are gathered from every rank so all
     ranks keep the same history (as :class:`~noisylab.losses.ELRLoss`).
@@ -133,7 +135,7 @@ class ELRPlusLoss(nn.Module):
     pred_hist: torch.Tensor
 
     def __init__(self, num_examples: int, num_classes: int, lam: float = 3.0, beta: float = 0.7,
-                 coef_step: int = 0, reweight_labels: bool = False) -> None:
+                 coef_step: int = 0, reweight_labels: bool = False, state_dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
         if not 0.0 <= beta < 1.0:
             raise ValueError(f"ELR+ beta must lie in [0, 1), got {beta}")
@@ -144,7 +146,7 @@ class ELRPlusLoss(nn.Module):
         self.num_examples, self.num_classes = int(num_examples), int(num_classes)
         self.lam, self.beta = float(lam), float(beta)
         self.coef_step, self.reweight_labels = int(coef_step), bool(reweight_labels)
-        self.register_buffer("pred_hist", torch.zeros(num_examples, num_classes))
+        self.register_buffer("pred_hist", torch.zeros(num_examples, num_classes, dtype=state_dtype))
 
     @torch.no_grad()
     def update_targets(self, logits: torch.Tensor, index: torch.Tensor, lam: float = 1.0,
@@ -163,9 +165,9 @@ class ELRPlusLoss(nn.Module):
         """
         probs = F.softmax(logits.detach().float(), dim=1)
         probs = probs / probs.sum(dim=1, keepdim=True)
-        all_probs, all_index = gather_across_ranks(probs.to(self.pred_hist.dtype), index)
-        self.pred_hist[all_index] = self.beta * self.pred_hist[all_index] + (1.0 - self.beta) * all_probs
-        hist = self.pred_hist[index]
+        all_probs, all_index = gather_across_ranks(probs, index)
+        ema_rows_(self.pred_hist, all_index, all_probs, self.beta)
+        hist = self.pred_hist[index].to(torch.promote_types(self.pred_hist.dtype, torch.float32))
         return hist if perm is None else mix(hist, lam, perm)
 
     def forward(self, logits: torch.Tensor, soft_labels: torch.Tensor, q: torch.Tensor,

@@ -20,10 +20,18 @@ def loss_names() -> list[str]:
     return LOSSES.names()
 
 
-def build_loss(cfg, num_examples: int, num_classes: int, given: np.ndarray | None = None) -> nn.Module:
+def build_loss(cfg, num_examples: int, num_classes: int, given: np.ndarray | None = None,
+               state_dtype: torch.dtype = torch.float32) -> nn.Module:
     """The loss module of the section ``cfg`` (its ``name`` picks the registered builder); ``given``
-    are the given labels of the examples trained on (ELR's ``prior_from: labels`` takes their shares)."""
-    return LOSSES.get(cfg.name).obj(cfg, num_examples, num_classes, given)
+    are the given labels of the examples trained on (ELR's ``prior_from: labels`` takes their shares);
+    ``state_dtype`` the storage of per-example state, for the builders that keep some (a builder
+    declares a ``state_dtype`` parameter; :mod:`noisylab.per_example`)."""
+    import inspect
+
+    builder = LOSSES.get(cfg.name).obj
+    if "state_dtype" in inspect.signature(builder).parameters:
+        return builder(cfg, num_examples, num_classes, given, state_dtype=state_dtype)
+    return builder(cfg, num_examples, num_classes, given)
 
 
 def loss_terms(criterion: nn.Module, name: str, logits: torch.Tensor, labels: torch.Tensor,

@@ -54,7 +54,8 @@ class RepRegMethod(Method):
         opt = build_optimizer(self.models["net"], cfg.optim)
         self.optimizers["net"] = opt
         self.schedulers["net"] = self.make_scheduler(opt)
-        self.base = build_loss(mc.loss, ctx.num_train, ctx.num_classes, ctx.given).to(ctx.device)
+        self.base = build_loss(mc.loss, ctx.num_train, ctx.num_classes, ctx.given,
+                                    state_dtype=ctx.state_dtype).to(ctx.device)
         if loss_state(self.base):
             self.losses["base"] = self.base
         self.ce = CELoss()
