@@ -5,7 +5,7 @@ import pytest
 datasets = pytest.importorskip("datasets")
 
 from noisylab.data import DataError, load_dataset  # noqa: E402
-from noisylab.find import data_kind  # noqa: E402
+from noisylab.data.custom import data_kind  # noqa: E402
 
 
 def images(n, seed=0):

@@ -48,7 +48,7 @@ def _stat(path: str | Path) -> list:
 def _source(data: str | Path, size: int):
     """``(kind, paths or uint8 images [N, C, H, W], labels, class names, names, files that key the cache)``."""
     from .data import example_paths, load_dataset
-    from .find import data_kind
+    from .data.custom import data_kind
 
     kind = data_kind(data)
     root = str(Path(data).expanduser().resolve())

@@ -516,3 +516,31 @@ def load_npz(
         crop_padding=int(crop_padding) if crop_padding is not None else default_pad,
         labels_are_clean=labels_are_clean, extra={"source": str(path)},
     )
+
+
+def data_kind(path: str | Path) -> str:
+    """The noisylab dataset a path is: ``folder``, ``csv``, ``npz`` or ``hf`` (a ``save_to_disk``
+    folder); ValueError naming what was found otherwise."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise FileNotFoundError(2, "No such file or folder", str(p))
+    if p.is_dir():
+        if (p / "dataset_info.json").is_file() or (p / "state.json").is_file() or (p / "dataset_dict.json").is_file():
+            return "hf"
+        return "folder"
+    suffix = p.suffix.lower()
+    if suffix in (".csv", ".tsv"):
+        return "csv"
+    if suffix == ".npz":
+        return "npz"
+    raise ValueError(f"{p}: not a dataset noisylab reads (a folder of class folders, a .csv of path,label rows, "
+                     "an .npz, or a Hugging Face save_to_disk folder); for embeddings give features and labels")
+
+
+def npz_holds_features(path: str | Path) -> bool:
+    """Whether an ``.npz`` holds embeddings (``x`` of shape [N, D], not uint8 images)."""
+    with np.load(Path(path), allow_pickle=False) as z:
+        if "x" not in z.files:
+            return False
+        x = z["x"]
+        return x.ndim == 2 and x.dtype != np.uint8
