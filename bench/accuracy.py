@@ -5,7 +5,7 @@ papers and real human noise, in two regimes (GitHub issue 10).
     OMP_NUM_THREADS=2 python bench/accuracy.py                # the full profile: hours
         [--data ../shared/data] [--out runs/bench_accuracy] [--seeds 0 1] [--only cifar10]
 
-Every cell is one ``noisylab.engine.train`` run; a run whose ``summary.json`` already exists in
+Every cell is one ``noisylab.training.train`` run; a run whose ``summary.json`` already exists in
 ``--out`` is read, not trained again, so an interrupted profile continues where it stopped.
 
 Data (class-balanced subsets, sized for 2 cores):
@@ -160,7 +160,7 @@ def train_or_read(cfg: dict) -> dict:
     import shutil
 
     from noisylab.config import build_config
-    from noisylab.engine import has_checkpoint, train
+    from noisylab.training import has_checkpoint, train
 
     folder = Path(cfg["output_dir"]) / cfg["name"]
     if not (folder / "summary.json").is_file():

@@ -80,7 +80,7 @@ def main() -> None:
     iters = -(-args.train_size // args.batch_size)
     rows = []
     for method in args.methods:
-        from noisylab.engine import train
+        from noisylab.training import train
 
         cfg = build(method, args, out, iters)
         t0 = time.time()

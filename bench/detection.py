@@ -103,7 +103,7 @@ def timed_train(cfg: dict, reuse: bool = False):
     import json
 
     from noisylab.config import build_config
-    from noisylab.engine import train
+    from noisylab.training import train
 
     folder = Path(cfg["output_dir"]) / cfg["name"]
     if reuse and (folder / "summary.json").is_file():

@@ -4,7 +4,7 @@ and CE / GCE with and without the regularizer between representations (GitHub is
     OMP_NUM_THREADS=2 python bench/repreg_cpu.py [--train-size 10000] [--epochs 30]
         [--pretrain-epochs 40] [--width 16] [--out runs/bench_repreg]
 
-Every run goes through ``noisylab.engine.train`` with the shipped configs
+Every run goes through ``noisylab.training.train`` with the shipped configs
 (``configs/simclr_cifar10.yaml``, ``ce_fixed_encoder_cifar10_*.yaml``, ``ce_reg_cifar10.yaml``,
 ``gce_cifar10.yaml``, ``gce_reg_cifar10.yaml``) scaled down by overrides: CIFAR-10 from
 ``shared/data/cifar10_jpeg.npz`` (dataset ``cifar10-jpeg``), a seeded class-stratified subset of
@@ -50,7 +50,7 @@ def noise_overrides(kind: str) -> list[str]:
 
 def run(config: str, overrides: list[str]):
     from noisylab.config import load_config
-    from noisylab.engine import train
+    from noisylab.training import train
 
     t = time.time()
     res = train(load_config(CONFIGS / config, overrides))
@@ -62,7 +62,7 @@ def random_encoder_knn(args: argparse.Namespace, out: Path) -> float:
     import torch
 
     from noisylab.config import load_config
-    from noisylab.engine import prepare_data
+    from noisylab.data.prepare import prepare_data
     from noisylab.data import make_eval_batches
     from noisylab.methods import MethodContext, build_method
     from noisylab.methods.base import EvalData

@@ -19,7 +19,7 @@ the bare and peer loops train on the same noisy labels (the cost does not depend
 * ``ce``, ``elr`` (lam 3, beta 0.7), ``elr_plus`` (two networks, mixup, EMA targets: about 2x
   the work of CE per epoch, reported as dataset examples/s all the same), ``ce_reg`` (the
   ICLR-2023 regularizer with CE: a weak and two SimCLR views per example, projection head,
-  InfoNCE + rkd_dis: about 3x the forward/backward work): ``noisylab.engine.train`` with
+  InfoNCE + rkd_dis: about 3x the forward/backward work): ``noisylab.training.train`` with
   ``device=cpu``, ``train.progress=false``, ``train.tensorboard=false``, ``data.val_fraction=0``
   and the default ``train.track_memorization=true`` (one extra forward pass over the training
   set per epoch). Each run writes its run folder (checkpoints every epoch, CSV, log: part of
@@ -232,7 +232,7 @@ def noisylab_config(loop: str, args: argparse.Namespace, out: Path):
 
 
 def run_noisylab(loop: str, args, data) -> dict:
-    from noisylab.engine import train
+    from noisylab.training import train
 
     ends: list[float] = []
     Path(args.out).mkdir(parents=True, exist_ok=True)

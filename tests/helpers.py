@@ -37,7 +37,7 @@ def full_and_resumed(cfg, tmp_path, stop_after_epoch: int):
     import pytest
     import torch
 
-    from noisylab.engine import train
+    from noisylab.training import train
 
     full = train(cfg, run_dir=tmp_path / "full")
 

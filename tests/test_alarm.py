@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from helpers import full_and_resumed
-from noisylab.engine import ALARM_RISE, train
+from noisylab.detect import ALARM_RISE
+from noisylab.training import train
 from test_engine import numbers, tiny_config
 
 # an over-parameterized MLP on 40% symmetric noise, no weight decay: CE memorizes within 15 epochs
@@ -60,7 +61,7 @@ def test_elr_waits_for_the_alarm_then_regularizes_and_resumes_exactly(tmp_path):
 
 
 def test_the_label_prior_comes_from_the_examples_trained_on(tmp_path):
-    from noisylab.engine import setup_run
+    from noisylab.training import setup_run
 
     cfg = tiny_config(tmp_path, **{"method.loss.name": "elr", "method.loss.prior": 1.0,
                                    "method.loss.prior_from": "labels", "data.val_fraction": 0.3})

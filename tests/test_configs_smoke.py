@@ -11,7 +11,7 @@ import pytest
 
 from noisylab.cli import alias_overrides, build_parser
 from noisylab.config import load_config
-from noisylab.engine import train
+from noisylab.training import train
 from test_data_cifar import write_cifar10, write_cifar100
 from test_data_clothing1m_webvision import write_clothing1m, write_webvision
 

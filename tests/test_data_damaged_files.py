@@ -324,7 +324,7 @@ def test_workers_serve_every_good_image_and_fail_cleanly_on_a_file_changed_later
 
 def test_a_run_on_a_folder_with_damaged_files_lists_them(tmp_path):
     from noisylab.config import build_config
-    from noisylab.engine import train
+    from noisylab.training import train
 
     reasons = make_folder(tmp_path / "photos", n_good=4)
     cfg = build_config({"device": "cpu", "output_dir": str(tmp_path / "runs"),

@@ -17,7 +17,7 @@ import torch.nn as nn
 
 from noisylab.checkpoint import load_checkpoint
 from noisylab.config import ConfigError, build_config
-from noisylab.engine import train
+from noisylab.training import train
 from helpers import config_with, default_detector_flag_count, free_port
 from noisylab.losses.elr_plus import ELRPlusLoss, ema_decay, mix, sample_mixup, sigmoid_rampup, update_ema
 from noisylab.methods import METHODS, Batch, MethodContext, build_method

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from noisylab.engine import train
+from noisylab.training import train
 from helpers import config_with, default_detector_flag_count, full_and_resumed
 from noisylab.noise import NoisyLabels
 
@@ -111,7 +111,7 @@ def test_ce_on_clean_labels_has_no_noisy_examples(tmp_path):
 
 def test_train_size_keeps_class_proportions(tmp_path):
     from noisylab.data import load_dataset
-    from noisylab.engine import subset_bundle
+    from noisylab.data.prepare import subset_bundle
 
     full = load_dataset("mnist1d", num_samples=600)
     sub = subset_bundle(full, 100, 30, seed=0)
@@ -169,7 +169,7 @@ def test_own_image_folder_gives_suspects_with_paths(tmp_path):
 
 
 def test_divergence_stops_with_a_clear_error(tmp_path):
-    from noisylab.engine import TrainingDiverged
+    from noisylab.training import TrainingDiverged
 
     with pytest.raises(TrainingDiverged, match="lower optim.lr"):
         train(tiny_config(tmp_path, **{"optim.lr": 1e12, "method.loss.name": "ce", "train.epochs": 3}))
@@ -196,11 +196,11 @@ def test_real_cifar10n_worst_labels_train_end_to_end(tmp_path):
 def test_run_says_how_long_it_will_take(tmp_path, monkeypatch):
     """After the first epoch (and, in a long epoch, after its first ETA_STEPS steps) the log gives
     the time the rest of the run takes."""
-    import noisylab.engine as engine
+    import noisylab.training.step as step
 
-    assert engine.eta_line(30.0, 59, now=0.0).startswith("the 59 epochs left take about 30 min (until ")
-    assert engine.eta_line(2.0, 1, now=0.0).startswith("the 1 epoch left take about 2 s")
-    monkeypatch.setattr(engine, "ETA_STEPS", 2)  # 600 * 0.9 / 32 = 16 steps an epoch: at least 4 x 2
+    assert step.eta_line(30.0, 59, now=0.0).startswith("the 59 epochs left take about 30 min (until ")
+    assert step.eta_line(2.0, 1, now=0.0).startswith("the 1 epoch left take about 2 s")
+    monkeypatch.setattr(step, "ETA_STEPS", 2)  # 600 * 0.9 / 32 = 16 steps an epoch: at least 4 x 2
     res = train(tiny_config(tmp_path, **{"data.val_fraction": 0.1}))
     log_text = (res.run_dir / "train.log").read_text()
     assert "epoch 1: about" in log_text and "the 4 epochs left take about" in log_text

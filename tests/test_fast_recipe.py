@@ -14,7 +14,8 @@ from noisylab.averaging import Lookahead
 from noisylab.checkpoint import load_checkpoint
 from noisylab.config import ConfigError, OptimConfig, ScheduleConfig
 from noisylab.data.augment import CropFlipNormalize
-from noisylab.engine import sample_indices, train
+from noisylab.data.sampling import sample_indices
+from noisylab.training import train
 from noisylab.losses.classification import CELoss
 from noisylab.report.memorization import memorization_fractions
 from noisylab.optim import build_optimizer, build_scheduler, parameter_groups, triangle_factor
@@ -258,7 +259,7 @@ def test_memorization_curves_use_a_fixed_seeded_sample(tmp_path):
 
 
 def test_tta_on_inputs_that_are_not_images_is_one_clear_error(tmp_path):
-    from noisylab.engine import setup_run
+    from noisylab.training import setup_run
 
     cfg = config_with({"device": "cpu", "output_dir": str(tmp_path), "data": {"dataset": "mnist1d",
                        "options": {"num_samples": 200}}, "model": {"arch": "mlp"},

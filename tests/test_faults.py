@@ -21,14 +21,15 @@ from helpers import torchrun
 
 DRIVER = r'''
 import os, signal, sys
-from noisylab import checkpoint, engine
+from noisylab import checkpoint
+from noisylab.training import loop, outputs, step
 
 point, world = os.environ.get("KILL_AT", ""), int(os.environ.get("WORLD_SIZE", "1"))
 rank = int(os.environ.get("RANK", "0"))
 me = lambda: os.kill(os.getpid(), signal.SIGKILL)
 count = {"batch": 0, "replace": 0}
 
-class CountingBatch(engine.Batch):
+class CountingBatch(step.Batch):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         count["batch"] += 1
@@ -36,7 +37,7 @@ class CountingBatch(engine.Batch):
             me()
         if point == "later_step" and count["batch"] == int(os.environ["LATER_STEP"]):
             me()
-engine.Batch = CountingBatch
+step.Batch = CountingBatch
 
 real_replace = os.replace
 def replace(src, dst):
@@ -47,21 +48,21 @@ def replace(src, dst):
     return real_replace(src, dst)
 checkpoint.os.replace = replace
 
-real_write_epoch = engine.write_epoch
+real_write_epoch = loop.write_epoch
 def write_epoch(run, row, improved):
     real_write_epoch(run, row, improved)
     if row["epoch"] == 1 and point == "after_checkpoint" and rank == 0:
         me()
     if row["epoch"] == 0 and point == "sigterm":
         os.kill(os.getpid(), signal.SIGTERM)
-engine.write_epoch = write_epoch
+loop.write_epoch = write_epoch
 
-real_json = engine.write_json
+real_json = outputs.write_json
 def write_json(path, data):
     if point == "final_outputs":
         me()   # predictions.npz and label_issues.csv are written, summary.json is not
     return real_json(path, data)
-engine.write_json = write_json
+outputs.write_json = write_json
 
 from noisylab.cli import main
 sys.exit(main(sys.argv[1:]))
@@ -207,7 +208,7 @@ def test_free_space_is_checked_before_training(tmp_path, monkeypatch):
 
     from noisylab.checkpoint import OutputError
     from noisylab.config import load_config
-    from noisylab.engine import train
+    from noisylab.training import train
 
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**9, 10**9 - 1000, 1000))

@@ -7,7 +7,7 @@ import torch
 
 from helpers import config_with, full_and_resumed
 from noisylab.config import ConfigError
-from noisylab.engine import train
+from noisylab.training import train
 from noisylab.methods import Batch, MethodContext, build_method
 from noisylab.methods.coteaching import forget_rate_at
 

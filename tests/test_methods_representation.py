@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from helpers import config_with, full_and_resumed, without_time, image_npz
 from noisylab.checkpoint import load_checkpoint
-from noisylab.engine import train
+from noisylab.training import train
 from noisylab.losses import NTXentLoss, RKDAngleLoss, RKDDistanceLoss
 from noisylab.methods import Batch, Method, MethodContext, Phase, StepOutput, build_method
 from noisylab.methods.repreg import RepRegMethod
@@ -81,7 +81,7 @@ def test_engine_drives_a_toy_method_through_the_contract(tmp_path, monkeypatch):
         made.append(ToyMethod(ctx))
         return made[-1]
 
-    monkeypatch.setattr("noisylab.engine.build_method", build)
+    monkeypatch.setattr("noisylab.training.setup.build_method", build)
     cfg = config(tmp_path, {"name": "standard"}, **{"data.augment": "none", "data.strong_augment": "crop_flip",
                                                    "train.batch_size": 30, "data.val_fraction": 0.0})
     res = train(cfg)
@@ -109,7 +109,7 @@ def test_engine_drives_a_toy_method_through_the_contract(tmp_path, monkeypatch):
 
 
 def test_a_method_without_classifier_skips_accuracy_and_detection(tmp_path, monkeypatch):
-    monkeypatch.setattr("noisylab.engine.build_method",
+    monkeypatch.setattr("noisylab.training.setup.build_method",
                         lambda ctx: ToyMethod(ctx, has_classifier=False, scores=[0.2, 0.9, 0.5]))
     cfg = config(tmp_path, {"name": "standard"}, **{"train.epochs": 3})
     res = train(cfg)

@@ -14,11 +14,11 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 import yaml
 
-import noisylab.engine as engine
+import noisylab.training.runtime as runtime
 from helpers import config_with, free_port, full_and_resumed, without_time, image_npz
 from noisylab.checkpoint import load_checkpoint
 from noisylab.config import ConfigError, OptimConfig, ScheduleConfig, build_config, load_config, save_config
-from noisylab.engine import TrainingStopped, fit_epoch, request_stop, setup_run, train
+from noisylab.training import TrainingStopped, fit_epoch, request_stop, setup_run, train
 from noisylab.methods import MethodContext, build_method, method_class
 from noisylab.run_folder import detach_file_log
 
@@ -86,7 +86,7 @@ def test_one_engine_step_moves_only_the_batch_rows_by_minus_lr_times_the_gradien
     step of the engine, u[index] = u0[index] - lr_u * dL/du and v[index] = v0[index] - lr_v * dL/dv
     with the gradient of the formula (by hand, float64) on the network's weak-view logits; every
     other row is bit-for-bit unchanged."""
-    monkeypatch.setitem(engine._STOP, "signal", None)  # restored after the test
+    monkeypatch.setitem(runtime._STOP, "signal", None)  # restored after the test
     cfg = sop_config(tmp_path, **{"data.val_fraction": 0.25})
     run = setup_run(cfg)
     try:

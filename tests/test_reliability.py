@@ -12,7 +12,7 @@ from helpers import config_with
 from noisylab.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
 from noisylab.cli import build_parser, main, train_config
 from noisylab.config import ConfigError
-from noisylab.engine import TrainingDiverged, TrainingStopped, request_stop, train
+from noisylab.training import TrainingDiverged, TrainingStopped, request_stop, train
 
 
 def tiny(tmp_path, **over):

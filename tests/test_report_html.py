@@ -16,7 +16,7 @@ from PIL import Image
 
 from noisylab.cli import main
 from noisylab.config import ConfigError, load_config
-from noisylab.engine import train
+from noisylab.training import train
 from noisylab.noise import NoisyLabels
 from noisylab.report.html import GRID_SIZE, write_html_report
 

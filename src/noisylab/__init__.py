@@ -17,8 +17,8 @@ from .config import Config, load_config  # noqa: E402
 
 
 def train(cfg, resume=None, callbacks=None, run_dir=None):
-    """Train a :class:`Config` (see :func:`noisylab.engine.train`)."""
-    from .engine import train as _train
+    """Train a :class:`Config` (see :func:`noisylab.training.train`)."""
+    from .training import train as _train
 
     return _train(cfg, resume=resume, callbacks=callbacks, run_dir=run_dir)
 

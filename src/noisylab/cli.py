@@ -69,7 +69,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from .checkpoint import CheckpointError, OutputError
     from .config import ConfigError
     from .data import DataError
-    from .engine import TrainingDiverged
+    from .training import TrainingDiverged
     from .models.registry import ModelError
     from .noise import NoiseError
 
@@ -172,7 +172,7 @@ def train_config(args: argparse.Namespace):
     """The config of ``noisylab train`` / ``pretrain``: the file (or the resumed run's config) with
     the seed repos' flags, then the ``key=value`` overrides (which win)."""
     from .config import ConfigError, apply_overrides, build_config, read_yaml
-    from .engine import config_from_checkpoint
+    from .training import config_from_checkpoint
 
     if args.resume and not args.config:
         return config_from_checkpoint(args.resume, alias_overrides(args) + list(args.overrides))
@@ -200,7 +200,7 @@ def check_flags_agree(flags: list[str], overrides: list[str]) -> None:
 def resolve_auto_resume(cfg) -> tuple[str | None, Path | None]:
     """``-r auto``: resume ``output_dir/name`` when it has a checkpoint, else start the run there
     (a scheduler can re-submit the same command until the run is done). Returns (resume, run_dir)."""
-    from .engine import has_checkpoint
+    from .training import has_checkpoint
 
     folder = Path(cfg.output_dir) / cfg.name
     if has_checkpoint(folder):
@@ -214,7 +214,7 @@ def run_training(args: argparse.Namespace):
     import signal
 
     from .config import ConfigError
-    from .engine import request_stop, train
+    from .training import request_stop, train
 
     if args.resume == "auto" and not args.config:
         raise ConfigError("-r auto needs the config (-c): it resumes that config's output_dir/name")
@@ -328,7 +328,7 @@ def _detect_run(args: argparse.Namespace) -> int:
     from .config import ConfigError
     from .detect import detect_label_issues, write_label_issues_csv
     from .detect.io import read_evidence
-    from .engine import detection_summary
+    from .detect import detection_summary
 
     run = Path(args.run)
     pred_file = run / "predictions.npz"
@@ -481,7 +481,7 @@ def main(argv: list[str] | None = None) -> int:
     import signal
 
     from .checkpoint import OutputError
-    from .engine import TrainingStopped
+    from .training import TrainingStopped
 
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)

@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 
 from .config import Config, build_config
-from .engine import RunResult, new_run_dir, train
+from .run_folder import new_run_dir
+from .training import RunResult, train
 from .report.plots import plot_memorization
 from .report.summary import format_table
 

@@ -120,7 +120,7 @@ def find_label_issues(data, labels=None, *, pred_probs=None, names: Sequence[str
                 return find_issues_in_features(z["x"], z["y"], k=k, folds=folds, seed=seed, filter_by=filter_by,
                                                class_names=[str(c) for c in z["class_names"]]
                                                if "class_names" in z.files else class_names, names=names)
-        from .engine import train
+        from .training import train
 
         result = train(training_config(data, output_dir=output_dir, overrides=overrides))
         return issues_from_run(result.run_dir)

@@ -203,7 +203,7 @@ def run(args: argparse.Namespace) -> int:
 
 def train_and_find(args: argparse.Namespace):
     from .config import ConfigError
-    from .engine import train
+    from .training import train
     from .find import issues_from_run, training_config
 
     overrides = list(args.overrides)

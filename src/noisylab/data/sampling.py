@@ -67,3 +67,12 @@ class BalancedSubset:
             key.append(int(epoch_seed) & mask)
         rng = np.random.default_rng(key)
         return balanced_subset(labels, pool, self.num_batches * batch_size, num_classes, rng)
+
+
+def sample_indices(indices: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """A fixed seeded draw of ``size`` of ``indices``, sorted (all of them when ``size`` is 0 or
+    not smaller); its own generator, so the run's random streams are untouched."""
+    indices = np.asarray(indices, dtype=np.int64)
+    if size == 0 or size >= len(indices):
+        return indices
+    return np.sort(np.random.default_rng([seed, 0x6D656D6F]).choice(indices, size, replace=False))

@@ -16,15 +16,17 @@ from . import sop_noise  # noqa: F401  (registers detector "sop"; a new detector
 from .dynamics import TrainingDynamics
 from .estimate import noise_estimates
 from .io import write_label_issues_csv
+from .summary import detection_summary
+from .alarm import ALARM_RISE, memorization_alarm
 from .metrics import (DetectionMetrics, PairedDifference, auroc, average_precision, detection_metrics,
                       paired_f1_difference, precision_recall_curve)
 from .scores import (CLEANLAB_FILTERS, CORE_FILTERS, FILTERS, NEEDS_CLEANLAB, SCORES, expected_f1_issues,
                      find_label_issues, label_quality_scores, normalize_rows)
 
 __all__ = [
-    "CLEANLAB_FILTERS", "CORE_FILTERS", "DETECTORS", "Detection", "DetectionMetrics", "DetectorUnavailable", "Evidence",
+    "ALARM_RISE", "CLEANLAB_FILTERS", "CORE_FILTERS", "DETECTORS", "Detection", "DetectionMetrics", "DetectorUnavailable", "Evidence",
     "FILTERS", "NEEDS_CLEANLAB", "PairedDifference", "SCORES", "TrainingDynamics", "auroc", "average_precision",
-    "detect_label_issues", "detection_metrics", "expected_f1_issues", "find_label_issues", "knn_vote",
+    "detect_label_issues", "detection_metrics", "detection_summary", "memorization_alarm", "expected_f1_issues", "find_label_issues", "knn_vote",
     "label_quality_scores", "noise_estimates", "normalize_rows", "paired_f1_difference", "precision_recall_curve",
     "register_detector", "run_detector", "write_label_issues_csv",
 ]

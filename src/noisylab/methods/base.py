@@ -1,7 +1,7 @@
 """What a training method is: the part that differs between papers.
 
 A method owns its model(s), optimizer(s), schedulers and per-example state, and says what one
-batch costs. The engine (``noisylab.engine``) owns everything else: the loop, evaluation,
+batch costs. The engine (``noisylab.training``) owns everything else: the loop, evaluation,
 checkpoints, logging and devices. A method trains in one or more *phases* per epoch (ELR+
 trains its two networks in turn); each phase has the model and optimizer the engine steps.
 

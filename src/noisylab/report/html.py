@@ -580,7 +580,7 @@ def images_from_dataset(run: RunFiles, rows: list[dict[str, str]]) -> tuple[list
     try:
         from ..config import load_config
         from ..data import example_paths
-        from ..engine import prepare_data
+        from ..data.prepare import prepare_data
 
         cfg = load_config(run.folder / "config.yaml")
         labels_file = run.folder / "noisy_labels.npz"
