@@ -175,7 +175,7 @@ def test_elr_class_prior_waits_for_the_alarm_and_is_absent_by_default():
 
 
 def test_elr_prior_from_labels_takes_the_given_label_shares():
-    from noisylab.config import ELRLossConfig
+    from noisylab.losses.elr import ELRLossConfig
     from noisylab.losses.registry import build_loss
 
     given = np.array([0, 0, 0, 2, 2, 1, 0, 2])

@@ -6,13 +6,13 @@ raise :class:`ConfigError` with one line naming the key and the valid choices.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import yaml
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .detect.scores import DEFAULT_RANK_BY
-from .registry import LOSSES, METHODS, Registry, did_you_mean
+from .registry import DETECTORS, LOSSES, METHODS, VIEWS, Registry, did_you_mean
 
 
 class ConfigError(ValueError):
@@ -78,9 +78,7 @@ class DataConfig(_Strict):
     @field_validator("augment", "strong_augment")
     @classmethod
     def _known_view(cls, v: str) -> str:
-        from .data.augment import VIEW_RECIPES
-
-        return check_choice(v, ["auto", *VIEW_RECIPES], "augmentation")
+        return check_choice(v, ["auto", *VIEWS], "augmentation")
 
 
 class NoiseConfig(_Strict):
@@ -113,61 +111,9 @@ class ModelConfig(_Strict):
     proj_hidden: int | None = Field(None, ge=1, description="projection head hidden width (default: the feature width)")
 
 
-# ----------------------------------------------------------------------------- losses
-# One schema per classification loss, a union discriminated by ``name``: the names are written
-# here once; noisylab.losses.build_loss maps each schema to its module.
-class CELossConfig(_Strict):
-    """Cross-entropy."""
-
-    name: Literal["ce"] = "ce"
-    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="target (1 - e) onehot(y) + e / C")
-
-
-class GCELossConfig(_Strict):
-    """Generalized cross-entropy (Zhang & Sabuncu, NeurIPS 2018)."""
-
-    name: Literal["gce"] = "gce"
-    q: float = Field(0.7, gt=0.0, le=1.0)
-
-
-class ELRLossConfig(_Strict):
-    """Early-learning regularization (Liu et al., NeurIPS 2020): CE + lam * mean log(1 - <t, p>),
-    plus ``prior * KL(pi || mean p)`` when ``prior`` > 0 (not in the paper; the recipe's)."""
-
-    name: Literal["elr"] = "elr"
-    lam: float = Field(3.0, ge=0.0)
-    beta: float = Field(0.7, ge=0.0, lt=1.0)
-    start: Literal["first_epoch", "alarm"] = Field(
-        "first_epoch", description="alarm: plain CE until the memorization alarm sounds, then ELR (the own-data recipe)")
-    prior: float = Field(0.0, ge=0.0, description=(
-        "weight of the class-prior term KL(pi || the batch's mean prediction), on with the regularizer "
-        "(Tanaka et al., CVPR 2018; DivideMix, ICLR 2020): keeps ELR from locking a class out"))
-    prior_from: Literal["uniform", "labels"] = Field("uniform", description=(
-        "pi: uniform, or the class frequencies of the given training labels (strongly imbalanced classes)"))
-
-    @model_validator(mode="after")
-    def _prior_from_needs_prior(self) -> "ELRLossConfig":
-        if self.prior_from != "uniform" and self.prior == 0:
-            raise ValueError(f"method.loss.prior_from={self.prior_from} has no effect while method.loss.prior is 0: "
-                             "set method.loss.prior (the recipe uses 1)")
-        return self
-
-
-class SCELossConfig(_Strict):
-    """Symmetric cross-entropy (Wang et al., ICCV 2019): alpha * CE + beta * RCE."""
-
-    name: Literal["sce"] = "sce"
-    alpha: float = Field(6.0, ge=0.0)
-    beta: float = Field(1.0, ge=0.0)
-
-
-class BootstrapLossConfig(_Strict):
-    """Hard bootstrapping (Reed et al., ICLR-W 2015): beta * CE(y) + (1 - beta) * CE(argmax p)."""
-
-    name: Literal["bootstrap"] = "bootstrap"
-    beta: float = Field(0.8, ge=0.0, le=1.0)
-
-
+# ----------------------------------------------------------------------------- registry sections
+# Each method and each loss registers its schema beside its class (noisylab.registry); a section
+# validates against the schema registered under its ``name``.
 def _registered(registry: Registry, default: str):
     """A config section whose schema is the one ``registry`` holds under the section's ``name``
     (``default`` when the name is left out): the open union of every registered kind."""
@@ -196,80 +142,6 @@ class _Section:
 
 LossConfig = _registered(LOSSES, "ce")
 """A ``method.loss`` section: any registered loss (``noisylab.registry.LOSSES``)."""
-
-
-# ----------------------------------------------------------------------------- methods
-# One schema per method, a union discriminated by ``name`` (noisylab.methods maps each to its class).
-class StandardConfig(_Strict):
-    """One network trained with ``loss`` (the ELR paper's basic recipe; CE/GCE baselines)."""
-
-    name: Literal["standard"] = "standard"
-    loss: LossConfig = Field(default_factory=CELossConfig)
-
-
-class ELRPlusConfig(_Strict):
-    """ELR+ (Liu et al., NeurIPS 2020, Sec. 4): two networks, mixup, weight-averaged targets.
-    Defaults: the paper's CIFAR-10 settings."""
-
-    name: Literal["elr_plus"] = "elr_plus"
-    loss: ELRLossConfig = Field(default_factory=ELRLossConfig)
-    mixup_alpha: float = Field(1.0, gt=0.0, description="mixup Beta(alpha, alpha)")
-    ema_alpha: float = Field(0.997, ge=0.0, lt=1.0, description="weight-averaging decay")
-    ema_update: bool = Field(True, description="ramp the decay up over ema_step iterations")
-    ema_step: int = Field(40000, ge=0, description="iterations of the EMA decay ramp")
-    coef_step: int = Field(0, ge=0, description="iterations of the regularizer ramp (0: none)")
-    warmup_epochs: int = Field(0, ge=0, description="epochs of plain CE first")
-    reweight_labels: bool | Literal["auto"] = Field(
-        "auto", description="weight the mixed labels by the target (auto: only for 100 classes, as the paper's code)")
-
-
-class SimCLRConfig(_Strict):
-    """SimCLR pre-training (Chen et al., ICML 2020) as in the ICLR-2023 repo's ``main.py``: NT-Xent
-    between the projections of two strong views; no labels are used for training. Monitored by a
-    weighted kNN classifier on the encoder features (Wu et al., CVPR 2018)."""
-
-    name: Literal["simclr"] = "simclr"
-    tau: float = Field(0.5, gt=0.0, description="NT-Xent temperature")
-    knn_k: int = Field(200, ge=1, description="neighbours of the kNN monitor")
-    knn_tau: float = Field(0.5, gt=0.0, description="temperature of the kNN monitor's weights")
-
-
-class LinearProbeConfig(_Strict):
-    """A linear classifier on a frozen encoder (the ICLR-2023 repo's ``CE.py --finetune_fc_only``).
-    ``faithful``: the frozen encoder (BatchNorm in eval mode) sees the augmented weak view every
-    epoch, as the official code; ``fast``: features of the un-augmented images are computed once."""
-
-    name: Literal["linear_probe"] = "linear_probe"
-    loss: LossConfig = Field(default_factory=CELossConfig)
-    mode: Literal["faithful", "fast"] = "faithful"
-
-
-class RepRegConfig(_Strict):
-    """Regularization between representations (Cheng et al., ICLR 2023):
-    ``base_weight * loss(weak) + infonce_weight * InfoNCE(strong, strong) + reg_weight * reg(weak)``.
-
-    Warm-up (the CIFAR-100 scripts): CE alone for ``ce_warmup_epochs`` epochs, then ``loss`` alone
-    until epoch ``reg_start_epoch``, then the whole objective. ``reg: none`` is the scripts'
-    ``--base`` (the base loss alone after the CE warm-up)."""
-
-    name: Literal["repreg"] = "repreg"
-    loss: LossConfig = Field(default_factory=CELossConfig)
-    reg: Literal["rkd_dis", "rkd_angle", "none"] = "rkd_dis"
-    reg_variant: Literal["official", "park"] = Field(
-        "official", description="official: squared teacher distances, teacher not detached; park: Park et al. 2019")
-    tau: float = Field(0.5, gt=0.0, description="InfoNCE temperature")
-    base_weight: float = Field(1.0, ge=0.0, description="weight of the base loss (the scripts' --alpha)")
-    infonce_weight: float = Field(1.0, ge=0.0)
-    reg_weight: float = Field(1.0, ge=0.0)
-    ce_warmup_epochs: int = Field(0, ge=0, description="epochs of plain CE first (GCE_C100.py: --warmup_base 20 = 21)")
-    reg_start_epoch: int = Field(0, ge=0, description="first epoch with InfoNCE + reg (GCE_C100.py: --warmup_reg 22 = 23)")
-
-    @model_validator(mode="after")
-    def _warmups_in_order(self) -> "RepRegConfig":
-        if self.reg != "none" and self.reg_start_epoch < self.ce_warmup_epochs:
-            raise ValueError(f"method.reg_start_epoch ({self.reg_start_epoch}) must not come before the end of "
-                             f"method.ce_warmup_epochs ({self.ce_warmup_epochs})")
-        return self
 
 
 MethodConfig = _registered(METHODS, "standard")
@@ -384,8 +256,6 @@ class DetectConfig(_Strict):
     @field_validator("method")
     @classmethod
     def _known_detector(cls, v: str) -> str:
-        from .detect import DETECTORS
-
         return check_choice(v, tuple(DETECTORS), "detector")
 
     @field_validator("rank_by")
@@ -434,7 +304,7 @@ class Config(_Strict):
     data: DataConfig = Field(default_factory=DataConfig)
     noise: NoiseConfig = Field(default_factory=NoiseConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
-    method: MethodConfig = Field(default_factory=StandardConfig)
+    method: MethodConfig = Field(default_factory=lambda: METHODS.schema("standard")())
     optim: OptimConfig = Field(default_factory=OptimConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)

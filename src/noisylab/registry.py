@@ -1,4 +1,5 @@
-"""Open registries: a method or a loss registers itself, with its config schema, beside its class.
+"""Open registries: every pluggable thing registers itself, with its config schema where it has
+one, beside its definition, one way for all of them.
 
 ```python
 @register_method("coteaching", schema=CoTeachingConfig)
@@ -6,11 +7,23 @@ class CoTeachingMethod(Method): ...
 
 @register_loss("gce", schema=GCELossConfig)
 def build_gce(cfg, num_examples, num_classes, given): return GCELoss(q=cfg.q)
+
+@register_model("fastnet")
+def fastnet(num_classes, input_shape, **options) -> nn.Module: ...
+
+@register_dataset("cifar10")
+def load_cifar10(root=None, **options) -> DataBundle: ...
+
+@register_view("crop_flip")
+def crop_flip(bundle) -> BatchTransform: ...
+
+@register_detector("history")
+def from_history(ev: Evidence) -> np.ndarray: ...
 ```
 
 The config's ``method`` and ``method.loss`` sections, the CLI's choices and the did-you-mean
-lists are read from here, so a new method or loss is a new file and nothing else (timm's
-``@register_model`` is the model for this). The built-in entries live in the modules named in
+lists are read from here, so a new method, loss, model, dataset, view or detector is a new file
+and nothing else (timm's ``@register_model`` is the model for this). The built-in entries live in the modules named in
 each registry's ``builtins``; they are imported by name the first time a registry is read, so
 this module imports nothing of noisylab's and no import cycle can start here. A plugin outside
 the package registers the same way once its module is imported (``noisylab train`` imports the
@@ -44,6 +57,10 @@ class Entry:
 class Registry:
     """Names -> :class:`Entry`: the package's modules in name order, then the ``NOISYLAB_PLUGINS``
     modules, each module's entries in registration order.
+
+    It reads like a read-only mapping of names to the registered objects (``name in r``,
+    ``r[name]``, ``list(r)``, ``len(r)``); :meth:`get` gives the whole :class:`Entry` and the
+    one-line error for an unknown name.
 
     Args:
         kind: what is registered, for messages (``"method"``).
@@ -108,6 +125,19 @@ class Registry:
     def schema(self, name: str) -> type:
         return self.get(name).schema
 
+    def __getitem__(self, name: str) -> Any:
+        """The registered object ``name`` (KeyError if unknown; :meth:`get` for the message)."""
+        self._load()
+        return self._entries[name].obj
+
+    def __iter__(self):
+        self._load()
+        return iter(list(self._entries))
+
+    def __len__(self) -> int:
+        self._load()
+        return len(self._entries)
+
     def entries(self) -> list[Entry]:
         self._load()
         return list(self._entries.values())
@@ -120,5 +150,29 @@ LOSSES = Registry("loss", "noisylab.losses")
 """Classification losses usable as ``method.loss``: a builder
 ``build(cfg, num_examples, num_classes, given) -> nn.Module`` and its schema."""
 
+MODELS = Registry("model", "noisylab.models")
+"""Network architectures: ``factory(num_classes, input_shape, **options) -> nn.Module``
+(:func:`noisylab.models.create_model`)."""
+
+MODEL_FAMILIES = Registry("model family", "noisylab.models")
+"""Libraries whose every model is one name ``prefix:NAME`` (``timm:convnext_tiny``): a factory
+``factory(model_name, num_classes, input_shape, **options) -> nn.Module``."""
+
+DATASETS = Registry("dataset", "noisylab.data")
+"""Dataset loaders: ``loader(root=None, **options) -> DataBundle`` (``data.dataset``)."""
+
+VIEWS = Registry("augmentation", "noisylab.data")
+"""Training views by the name configs use (``data.augment``, ``data.strong_augment``): a builder
+``recipe(bundle) -> transform``, the transform batched ``(uint8 [B, C, H, W], generator) -> float``."""
+
+DETECTORS = Registry("detector", "noisylab.detect")
+"""Label-error detectors: ``detector(ev: Evidence) -> P [n, C]``, each example's estimated true
+class (``detect.method``, ``noisylab detect --method``)."""
+
 register_method = METHODS.register
 register_loss = LOSSES.register
+register_model = MODELS.register
+register_model_family = MODEL_FAMILIES.register
+register_dataset = DATASETS.register
+register_view = VIEWS.register
+register_detector = DETECTORS.register

@@ -28,9 +28,8 @@ from .idx import read_idx
 from .pipeline import build_train_transform, eval_split_names, example_paths, make_eval_batches, make_train_batches
 from .sampling import BalancedSubset, balanced_subset
 
-# loaders register themselves on import
-from . import mnist1d  # noqa: E402,F401
-from . import cifar, cifar_jpeg, clothing1m, custom, huggingface, idx, webvision  # noqa: E402,F401
+# loaders (@register_dataset) and views (@register_view) register themselves when their registry
+# (noisylab.registry.DATASETS, VIEWS) is first read: it imports every module of this package
 
 __all__ = [
     "Batch", "DataBundle", "DataError", "EvalBatches", "Normalize", "StandardAugment", "TrainBatches",

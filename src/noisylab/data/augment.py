@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 
+from ..registry import VIEWS, register_view
 from .base import BatchTransform, DataBundle, DataError, Normalize, StandardAugment, to_float
 from .constants import (
     GRAY_WEIGHTS,
@@ -371,13 +372,12 @@ def _simclr_recipe(bundle: DataBundle) -> BatchTransform:
     return SimCLRAugment(bundle.mean, bundle.std)
 
 
-VIEW_RECIPES: dict[str, Callable[[DataBundle], BatchTransform]] = {
-    "none": lambda bundle: Normalize(bundle.mean, bundle.std),
-    "crop": _crop_recipe(flip=False),
-    "crop_flip": _crop_recipe(flip=True),
-    "translate_flip": _translate_recipe,
-    "simclr": _simclr_recipe,
-}
+register_view("none")(lambda bundle: Normalize(bundle.mean, bundle.std))
+register_view("crop")(_crop_recipe(flip=False))
+register_view("crop_flip")(_crop_recipe(flip=True))
+register_view("translate_flip")(_translate_recipe)
+register_view("simclr")(_simclr_recipe)
+VIEW_RECIPES = VIEWS
 """Every view recipe, by the name configs use (``data.augment``, ``data.strong_augment``):
 
 * ``none``: the normalised input (the evaluation view);
@@ -397,11 +397,11 @@ device to the decoded evaluation view.
 def resolve_recipe(bundle: DataBundle, recipe: str | None) -> str:
     """``auto``/None -> the dataset's default training augmentation; other names are checked."""
     name = bundle.augment if recipe in (None, "auto") else recipe
-    if name not in VIEW_RECIPES:
-        raise DataError(f"unknown augmentation '{name}' (valid: auto, {', '.join(VIEW_RECIPES)})")
+    if name not in VIEWS:
+        raise DataError(f"unknown augmentation '{name}' (valid: auto, {', '.join(VIEWS)})")
     return name
 
 
 def view_transform(bundle: DataBundle, recipe: str | None) -> BatchTransform:
     """The batched transform of view ``recipe`` (a :data:`VIEW_RECIPES` name or auto) for ``bundle``."""
-    return VIEW_RECIPES[resolve_recipe(bundle, recipe)](bundle)
+    return VIEWS[resolve_recipe(bundle, recipe)](bundle)

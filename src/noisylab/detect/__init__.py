@@ -2,7 +2,8 @@
 mask or indices ranked by a quality score in [0, 1], lower = more likely wrong).
 
 - :mod:`.detectors`: the named detectors that read one training run (``DETECTORS``,
-  ``register_detector``); :mod:`.sop_noise`: detector ``sop`` from SOP's learned label noise;
+  ``@register_detector``: a detector in a new module here is found by itself); :mod:`.sop_noise`:
+  detector ``sop`` from SOP's learned label noise;
 - :mod:`.scores`: quality scores and filters (confident learning through ``cleanlab``);
 - :mod:`.dynamics`: the per-example record of training the history detector and the alarm use;
 - :mod:`.estimate`: noise rate and transition matrix from a flagged set;
@@ -10,9 +11,8 @@ mask or indices ranked by a quality score in [0, 1], lower = more likely wrong).
   difference in F1 between two detectors is;
 - :mod:`.io`: ``label_issues.csv``.
 """
-from .detectors import (DETECTORS, Detection, DetectorUnavailable, Evidence, detect_label_issues, knn_vote,
-                        register_detector, run_detector)
-from . import sop_noise  # noqa: F401  (registers detector "sop"; a new detector module is one line here)
+from ..registry import DETECTORS, register_detector  # every module here is read for detectors on first use
+from .detectors import Detection, DetectorUnavailable, Evidence, detect_label_issues, knn_vote, run_detector
 from .dynamics import TrainingDynamics
 from .estimate import noise_estimates
 from .io import write_label_issues_csv

@@ -6,18 +6,20 @@ its given label (``detect.rank_by``, by default ``P[i, y] / (P[i, y] + max_{k !=
 the ranking, with cleanlab installed, else ``predicted_neq_given``;
 :func:`~noisylab.detect.scores.resolve_filter`).
 
-``DETECTORS`` is the one list of their names (``detect.method``, ``noisylab detect --method``);
-a detector in its own module registers itself with ``@register_detector(name)`` and reads what
-it needs from :class:`Evidence` (a method's own per-example arrays are in ``Evidence.signals``).
+Each registers itself with ``@register_detector(name)`` (:mod:`noisylab.registry`; ``DETECTORS``
+is the one list of their names: ``detect.method``, ``noisylab detect --method``). A detector in a
+new module of :mod:`noisylab.detect` is found without being listed anywhere, and reads what it
+needs from :class:`Evidence` (a method's own per-example arrays are in ``Evidence.signals``).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
+from typing import Mapping
 
 import numpy as np
 import torch
 
+from ..registry import DETECTORS, register_detector
 from .scores import DEFAULT_RANK_BY, normalize_rows
 
 
@@ -80,11 +82,7 @@ def _held_out_from_history(ev: Evidence, probs: np.ndarray) -> np.ndarray:
     return np.where(ev.in_training[:, None], normalize_rows(probs), normalize_rows(ev.history))
 
 
-def from_predictions(ev: Evidence) -> np.ndarray:
-    """The final model's predictions (in-sample for the training part): the simplest baseline."""
-    return normalize_rows(ev.predictions)
-
-
+@register_detector("history")
 def from_history(ev: Evidence) -> np.ndarray:
     """The predictions over the epochs before memorization: wrong labels are fitted late, if ever.
 
@@ -96,6 +94,13 @@ def from_history(ev: Evidence) -> np.ndarray:
     return (normalize_rows(ev.history) + normalize_rows(ev.predictions)) / 2
 
 
+@register_detector("predictions")
+def from_predictions(ev: Evidence) -> np.ndarray:
+    """The final model's predictions (in-sample for the training part): the simplest baseline."""
+    return normalize_rows(ev.predictions)
+
+
+@register_detector("targets")
 def from_targets(ev: Evidence) -> np.ndarray:
     """ELR / ELR+ targets (ELR README: ``argmax(target) != label``)."""
     if ev.targets is None:
@@ -103,6 +108,7 @@ def from_targets(ev: Evidence) -> np.ndarray:
     return _held_out_from_history(ev, ev.targets)
 
 
+@register_detector("agreement")
 def from_agreement(ev: Evidence) -> np.ndarray:
     """ELR+'s two networks: the normalised geometric mean of their target histories, so a class
     ranks high only where both networks put mass on it."""
@@ -135,6 +141,7 @@ def knn_vote(features: np.ndarray, given: np.ndarray, num_classes: int, k: int =
     return normalize_rows(torch.cat(out).numpy())
 
 
+@register_detector("knn")
 def from_knn(ev: Evidence) -> np.ndarray:
     """Neighbours in a feature space vote on each label; needs no classifier at all."""
     if ev.knn is None:
@@ -142,6 +149,7 @@ def from_knn(ev: Evidence) -> np.ndarray:
     return normalize_rows(ev.knn)
 
 
+@register_detector("ensemble")
 def from_ensemble(ev: Evidence) -> np.ndarray:
     """The mean of the history, the targets (when the run has them) and the kNN vote (when it has
     features): three views of each label that fail in different places."""
@@ -153,35 +161,10 @@ def from_ensemble(ev: Evidence) -> np.ndarray:
     return np.mean(members, axis=0)
 
 
-DETECTORS: dict[str, Callable[[Evidence], np.ndarray]] = {
-    "history": from_history,
-    "ensemble": from_ensemble,
-    "targets": from_targets,
-    "agreement": from_agreement,
-    "knn": from_knn,
-    "predictions": from_predictions,
-}
-"""Every detector by name (the one list; ``detect.method``)."""
-
-
-def register_detector(name: str) -> Callable[[Callable[[Evidence], np.ndarray]], Callable[[Evidence], np.ndarray]]:
-    """Register ``fn(ev: Evidence) -> P [n, C]`` as detector ``name`` (raise
-    :class:`DetectorUnavailable` when ``ev`` lacks what it needs)."""
-    def wrap(fn: Callable[[Evidence], np.ndarray]) -> Callable[[Evidence], np.ndarray]:
-        if name in DETECTORS:
-            raise ValueError(f"detector '{name}' registered twice")
-        DETECTORS[name] = fn
-        return fn
-
-    return wrap
-
-
 def run_detector(name: str, ev: Evidence) -> np.ndarray:
     """``P [n, C]`` of detector ``name``; ValueError for an unknown name, DetectorUnavailable when
     the run lacks its inputs."""
-    if name not in DETECTORS:
-        raise ValueError(f"unknown detector '{name}' (valid: {', '.join(DETECTORS)})")
-    return DETECTORS[name](ev)
+    return DETECTORS.get(name).obj(ev)
 
 
 @dataclass

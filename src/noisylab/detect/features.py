@@ -25,7 +25,7 @@ from typing import Sequence
 import numpy as np
 
 from .neighbours import Neighbours, near_duplicates, nearest_neighbours, neighbour_label_votes, outliers
-from .scores import DEFAULT_RANK_BY, label_quality_scores, normalize_rows
+from .scores import DEFAULT_RANK_BY, normalize_rows
 
 
 def encode_labels(labels, class_names: Sequence[str] | None = None) -> tuple[np.ndarray, list[str]]:

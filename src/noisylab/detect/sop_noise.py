@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .detectors import DetectorUnavailable, Evidence, _held_out_from_history, register_detector
+from ..registry import register_detector
+from .detectors import DetectorUnavailable, Evidence, _held_out_from_history
 from .scores import normalize_rows
 
 

@@ -9,9 +9,15 @@ cross-entropy and hard bootstrapping (the base losses of Cheng et al., ICLR 2023
 """
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from pydantic import Field
+
+from ..config import Schema
+from ..registry import register_loss
 
 
 def upcast(logits: torch.Tensor) -> torch.Tensor:
@@ -131,11 +137,37 @@ class BootstrapLoss(nn.Module):
         return f"beta={self.beta}"
 
 
-# ---- registered with their config schemas (noisylab.registry); the builder maps a section to a module
-from .. import config as _C  # noqa: E402  (the schemas; config imports nothing of the losses)
-from ..registry import register_loss  # noqa: E402
+# ---- the config sections (``method.loss``), registered with their builders (noisylab.registry)
+class CELossConfig(Schema):
+    """Cross-entropy."""
 
-register_loss("ce", schema=_C.CELossConfig)(lambda cfg, n, c, given: CELoss(cfg.label_smoothing))
-register_loss("gce", schema=_C.GCELossConfig)(lambda cfg, n, c, given: GCELoss(q=cfg.q))
-register_loss("sce", schema=_C.SCELossConfig)(lambda cfg, n, c, given: SCELoss(c, alpha=cfg.alpha, beta=cfg.beta))
-register_loss("bootstrap", schema=_C.BootstrapLossConfig)(lambda cfg, n, c, given: BootstrapLoss(beta=cfg.beta))
+    name: Literal["ce"] = "ce"
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="target (1 - e) onehot(y) + e / C")
+
+
+class GCELossConfig(Schema):
+    """Generalized cross-entropy (Zhang & Sabuncu, NeurIPS 2018)."""
+
+    name: Literal["gce"] = "gce"
+    q: float = Field(0.7, gt=0.0, le=1.0)
+
+
+class SCELossConfig(Schema):
+    """Symmetric cross-entropy (Wang et al., ICCV 2019): alpha * CE + beta * RCE."""
+
+    name: Literal["sce"] = "sce"
+    alpha: float = Field(6.0, ge=0.0)
+    beta: float = Field(1.0, ge=0.0)
+
+
+class BootstrapLossConfig(Schema):
+    """Hard bootstrapping (Reed et al., ICLR-W 2015): beta * CE(y) + (1 - beta) * CE(argmax p)."""
+
+    name: Literal["bootstrap"] = "bootstrap"
+    beta: float = Field(0.8, ge=0.0, le=1.0)
+
+
+register_loss("ce", schema=CELossConfig)(lambda cfg, n, c, given: CELoss(cfg.label_smoothing))
+register_loss("gce", schema=GCELossConfig)(lambda cfg, n, c, given: GCELoss(q=cfg.q))
+register_loss("sce", schema=SCELossConfig)(lambda cfg, n, c, given: SCELoss(c, alpha=cfg.alpha, beta=cfg.beta))
+register_loss("bootstrap", schema=BootstrapLossConfig)(lambda cfg, n, c, given: BootstrapLoss(beta=cfg.beta))

@@ -8,12 +8,17 @@ Formula as in the official ``ELR/model/loss.py``, re-implemented:
 """
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from pydantic import Field, model_validator
 
+from ..config import Schema
 from ..distributed import gather_across_ranks
 from ..per_example import ema_rows_
+from ..registry import register_loss
 from .classification import upcast
 
 CLAMP = 1e-4
@@ -139,13 +144,32 @@ def check_batch(logits: torch.Tensor, labels: torch.Tensor, index: torch.Tensor,
         raise ValueError(f"{who}: labels must lie in [0, {num_classes}), found {int(labels.min())}..{int(labels.max())}")
 
 
-# ---- registered with its config schema (noisylab.registry)
-from .. import config as _C  # noqa: E402
-from ..registry import register_loss  # noqa: E402
+# ---- the config section (``method.loss: {name: elr}``), registered with its builder (noisylab.registry)
+class ELRLossConfig(Schema):
+    """Early-learning regularization (Liu et al., NeurIPS 2020): CE + lam * mean log(1 - <t, p>),
+    plus ``prior * KL(pi || mean p)`` when ``prior`` > 0 (not in the paper; the recipe's)."""
+
+    name: Literal["elr"] = "elr"
+    lam: float = Field(3.0, ge=0.0)
+    beta: float = Field(0.7, ge=0.0, lt=1.0)
+    start: Literal["first_epoch", "alarm"] = Field(
+        "first_epoch", description="alarm: plain CE until the memorization alarm sounds, then ELR (the own-data recipe)")
+    prior: float = Field(0.0, ge=0.0, description=(
+        "weight of the class-prior term KL(pi || the batch's mean prediction), on with the regularizer "
+        "(Tanaka et al., CVPR 2018; DivideMix, ICLR 2020): keeps ELR from locking a class out"))
+    prior_from: Literal["uniform", "labels"] = Field("uniform", description=(
+        "pi: uniform, or the class frequencies of the given training labels (strongly imbalanced classes)"))
+
+    @model_validator(mode="after")
+    def _prior_from_needs_prior(self) -> "ELRLossConfig":
+        if self.prior_from != "uniform" and self.prior == 0:
+            raise ValueError(f"method.loss.prior_from={self.prior_from} has no effect while method.loss.prior is 0: "
+                             "set method.loss.prior (the recipe uses 1)")
+        return self
 
 
-@register_loss("elr", schema=_C.ELRLossConfig)
-def build_elr(cfg: "_C.ELRLossConfig", n: int, c: int, given, state_dtype: torch.dtype = torch.float32) -> ELRLoss:
+@register_loss("elr", schema=ELRLossConfig)
+def build_elr(cfg: ELRLossConfig, n: int, c: int, given, state_dtype: torch.dtype = torch.float32) -> ELRLoss:
     """ELR from its section; the class prior from the given labels' class counts when ``prior_from: labels``."""
     import numpy as np
 

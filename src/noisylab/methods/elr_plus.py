@@ -52,13 +52,16 @@ Choices and differences from the official code (all deliberate):
 from __future__ import annotations
 
 import copy
+from typing import Literal
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from pydantic import Field
 
-from ..config import ELRPlusConfig
+from ..config import Schema
 from ..losses.classification import upcast
+from ..losses.elr import ELRLossConfig
 from ..losses.elr_plus import ELRPlusLoss, ema_decay, mix, sample_mixup, update_ema
 from ..optim import build_optimizer
 from ..registry import register_method
@@ -74,6 +77,22 @@ def resolve_reweight(option: bool | str, num_classes: int) -> bool:
     if option == "auto":
         return num_classes == 100
     return bool(option)
+
+
+class ELRPlusConfig(Schema):
+    """ELR+ (Liu et al., NeurIPS 2020, Sec. 4): two networks, mixup, weight-averaged targets.
+    Defaults: the paper's CIFAR-10 settings."""
+
+    name: Literal["elr_plus"] = "elr_plus"
+    loss: ELRLossConfig = Field(default_factory=ELRLossConfig)
+    mixup_alpha: float = Field(1.0, gt=0.0, description="mixup Beta(alpha, alpha)")
+    ema_alpha: float = Field(0.997, ge=0.0, lt=1.0, description="weight-averaging decay")
+    ema_update: bool = Field(True, description="ramp the decay up over ema_step iterations")
+    ema_step: int = Field(40000, ge=0, description="iterations of the EMA decay ramp")
+    coef_step: int = Field(0, ge=0, description="iterations of the regularizer ramp (0: none)")
+    warmup_epochs: int = Field(0, ge=0, description="epochs of plain CE first")
+    reweight_labels: bool | Literal["auto"] = Field(
+        "auto", description="weight the mixed labels by the target (auto: only for 100 classes, as the paper's code)")
 
 
 @register_method("elr_plus", schema=ELRPlusConfig)

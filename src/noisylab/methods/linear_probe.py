@@ -14,11 +14,14 @@ statistics frozen, as the official ``model.eval()``). Only the classifier ``fc``
 from __future__ import annotations
 
 import logging
+from typing import Literal
 
 import torch
 import torch.nn as nn
+from pydantic import Field
 
-from ..config import LinearProbeConfig
+from ..config import LossConfig, Schema
+from ..losses.classification import CELossConfig
 from ..losses.registry import build_loss
 from ..optim import build_optimizer
 from ..registry import register_method
@@ -45,6 +48,16 @@ class FrozenEncoderClassifier(nn.Module):
 
     def train(self, mode: bool = True) -> "FrozenEncoderClassifier":
         return super().train(False)  # BatchNorm and dropout of the frozen encoder stay in eval mode
+
+
+class LinearProbeConfig(Schema):
+    """A linear classifier on a frozen encoder (the ICLR-2023 repo's ``CE.py --finetune_fc_only``).
+    ``faithful``: the frozen encoder (BatchNorm in eval mode) sees the augmented weak view every
+    epoch, as the official code; ``fast``: features of the un-augmented images are computed once."""
+
+    name: Literal["linear_probe"] = "linear_probe"
+    loss: LossConfig = Field(default_factory=CELossConfig)
+    mode: Literal["faithful", "fast"] = "faithful"
 
 
 @register_method("linear_probe", schema=LinearProbeConfig)

@@ -24,10 +24,14 @@ BatchNorm statistics); the weights are configurable; and the ``GCE_Reg.py`` Impo
 """
 from __future__ import annotations
 
-import torch
+from typing import Literal
 
-from ..config import RepRegConfig
+import torch
+from pydantic import Field, model_validator
+
+from ..config import LossConfig, Schema
 from ..losses import CELoss, NTXentLoss, RKDAngleLoss, RKDDistanceLoss
+from ..losses.classification import CELossConfig
 from ..losses.registry import build_loss, loss_terms
 from ..models import MultiViewNet
 from ..optim import build_optimizer
@@ -35,6 +39,34 @@ from ..registry import register_method
 from .base import Batch, Method, MethodContext, Phase, StepOutput, build_network, loss_state
 
 REGULARIZERS = {"rkd_dis": RKDDistanceLoss, "rkd_angle": RKDAngleLoss}
+
+
+class RepRegConfig(Schema):
+    """Regularization between representations (Cheng et al., ICLR 2023):
+    ``base_weight * loss(weak) + infonce_weight * InfoNCE(strong, strong) + reg_weight * reg(weak)``.
+
+    Warm-up (the CIFAR-100 scripts): CE alone for ``ce_warmup_epochs`` epochs, then ``loss`` alone
+    until epoch ``reg_start_epoch``, then the whole objective. ``reg: none`` is the scripts'
+    ``--base`` (the base loss alone after the CE warm-up)."""
+
+    name: Literal["repreg"] = "repreg"
+    loss: LossConfig = Field(default_factory=CELossConfig)
+    reg: Literal["rkd_dis", "rkd_angle", "none"] = "rkd_dis"
+    reg_variant: Literal["official", "park"] = Field(
+        "official", description="official: squared teacher distances, teacher not detached; park: Park et al. 2019")
+    tau: float = Field(0.5, gt=0.0, description="InfoNCE temperature")
+    base_weight: float = Field(1.0, ge=0.0, description="weight of the base loss (the scripts' --alpha)")
+    infonce_weight: float = Field(1.0, ge=0.0)
+    reg_weight: float = Field(1.0, ge=0.0)
+    ce_warmup_epochs: int = Field(0, ge=0, description="epochs of plain CE first (GCE_C100.py: --warmup_base 20 = 21)")
+    reg_start_epoch: int = Field(0, ge=0, description="first epoch with InfoNCE + reg (GCE_C100.py: --warmup_reg 22 = 23)")
+
+    @model_validator(mode="after")
+    def _warmups_in_order(self) -> "RepRegConfig":
+        if self.reg != "none" and self.reg_start_epoch < self.ce_warmup_epochs:
+            raise ValueError(f"method.reg_start_epoch ({self.reg_start_epoch}) must not come before the end of "
+                             f"method.ce_warmup_epochs ({self.ce_warmup_epochs})")
+        return self
 
 
 @register_method("repreg", schema=RepRegConfig)

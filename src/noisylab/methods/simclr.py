@@ -18,11 +18,13 @@ which the other methods load with ``model.encoder_checkpoint=RUN/encoder.pt``.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 
-from ..config import ConfigError, SimCLRConfig
+from ..config import ConfigError, Schema
 from ..losses import NTXentLoss
 from ..models import MultiViewNet, save_encoder_checkpoint
 from ..optim import build_optimizer
@@ -47,6 +49,17 @@ def weighted_knn_scores(queries: torch.Tensor, bank: torch.Tensor, bank_labels: 
         votes = F.one_hot(bank_labels[top_idx], num_classes).to(weights.dtype)  # [q, k, C]
         out.append((votes * weights[:, :, None]).sum(dim=1))
     return torch.cat(out) if out else torch.zeros(0, num_classes)
+
+
+class SimCLRConfig(Schema):
+    """SimCLR pre-training (Chen et al., ICML 2020) as in the ICLR-2023 repo's ``main.py``: NT-Xent
+    between the projections of two strong views; no labels are used for training. Monitored by a
+    weighted kNN classifier on the encoder features (Wu et al., CVPR 2018)."""
+
+    name: Literal["simclr"] = "simclr"
+    tau: float = Field(0.5, gt=0.0, description="NT-Xent temperature")
+    knn_k: int = Field(200, ge=1, description="neighbours of the kNN monitor")
+    knn_tau: float = Field(0.5, gt=0.0, description="temperature of the kNN monitor's weights")
 
 
 @register_method("simclr", schema=SimCLRConfig)

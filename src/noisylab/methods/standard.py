@@ -2,13 +2,24 @@
 or ELR: the ELR paper's basic recipe and the baselines of both papers)."""
 from __future__ import annotations
 
-import torch
+from typing import Literal
 
-from ..config import StandardConfig
+import torch
+from pydantic import Field
+
+from ..config import LossConfig, Schema
+from ..losses.classification import CELossConfig
 from ..losses.registry import build_loss
 from ..optim import build_optimizer
 from ..registry import register_method
 from .base import Batch, Method, MethodContext, Phase, StepOutput, build_network, loss_state, supervised_step
+
+
+class StandardConfig(Schema):
+    """One network trained with ``loss`` (the ELR paper's basic recipe; CE/GCE baselines)."""
+
+    name: Literal["standard"] = "standard"
+    loss: LossConfig = Field(default_factory=CELossConfig)
 
 
 @register_method("standard", schema=StandardConfig)

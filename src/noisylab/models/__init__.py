@@ -6,8 +6,8 @@ encoder checkpoints (noisylab format or the official SelfSup_NoisyLabel ``f.*``/
 from .contrastive import ContrastiveNet, MultiViewNet, ProjectionHead, load_encoder_checkpoint, save_encoder_checkpoint
 from .registry import create_model, list_models, register_model
 
-# each model module registers its architectures on import (timm-style @register_model)
-from . import small, resnet, external, fast, pretrained  # noqa: E402,F401  isort: skip
+# the model modules register their architectures (timm-style @register_model) when the registry
+# (noisylab.registry.MODELS) is first read: it imports every module of this package
 
 __all__ = [
     "create_model", "list_models", "register_model",
