@@ -48,8 +48,8 @@ def time_ours(x, y, augment: str, batch: int, device: str) -> float:
         torch.cuda.synchronize()
     t = time.perf_counter()
     n = 0
-    for xb, _, _ in tb.epoch(0):
-        n += len(xb[0]) if isinstance(xb, tuple) else len(xb)
+    for batch in tb.epoch(0):
+        n += len(batch.index)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     return n / (time.perf_counter() - t)

@@ -38,7 +38,6 @@ def build(method: dict, args):
 def main() -> None:
     from noisylab.data import DataBundle, make_train_batches
     from noisylab.data.constants import CIFAR10_MEAN, CIFAR10_STD
-    from noisylab.methods import Batch
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--arch", default="cnn_small")
@@ -61,9 +60,8 @@ def main() -> None:
         for name, m in methods.items():
             phase = m.phases(0)[0]
             t0 = time.perf_counter()
-            xs, yy, idx = next(iter(pipes[name].epoch(it)))
+            batch = next(iter(pipes[name].epoch(it)))
             t1 = time.perf_counter()
-            batch = Batch(xs if isinstance(xs, tuple) else (xs,), yy, idx)
             out = m.batch_loss(phase, batch, it)
             phase.optimizer.zero_grad()
             out.loss.backward()

@@ -132,7 +132,7 @@ def normalized_batches(x, y, mean, std, batch: int):
 def run_bare(args, data) -> dict:
     import torch
 
-    from noisylab.data.augment import CropFlipNormalize
+    from noisylab.data.transforms import CropFlipNormalize
 
     x, y, xt, yt, bundle = data
     model, opt = fresh_model(args)

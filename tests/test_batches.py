@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from noisylab.config import ConfigError, build_config
-from noisylab.data.base import TrainBatches, batch_bounds
+from noisylab.data.batching import EpochPlan, TrainBatches, batch_bounds
+from noisylab.data.memory import TensorStore
 
 
 def sizes(n, batch_size, last_batch):
@@ -32,11 +33,11 @@ def test_batch_sizes_of_each_choice():
 def test_spread_trains_every_example_once_in_batches_no_smaller_than_asked(world_size):
     n, batch = 37, 8  # per rank 37 (or 19): 4 batches of 9-10 (or 2 of 9-10)
     x = torch.arange(n, dtype=torch.float32)[:, None]
-    ranks = [TrainBatches(x, np.zeros(n, dtype=np.int64), batch, torch.device("cpu"), None, last_batch="spread",
-                          rank=r, world_size=world_size) for r in range(world_size)]
+    ranks = [TrainBatches(EpochPlan(np.zeros(n, dtype=np.int64), batch, last_batch="spread", rank=r,
+                                    world_size=world_size), TensorStore(x, "cpu"), "cpu") for r in range(world_size)]
     seen = []
     for tb in ranks:
-        batches = [idx.tolist() for _, _, idx in tb.epoch(seed=3)]
+        batches = [b.index.tolist() for b in tb.epoch(seed=3)]
         assert len(batches) == len(tb) == (37 // 8 if world_size == 1 else 19 // 8)
         assert min(map(len, batches)) >= batch
         seen += sum(batches, [])

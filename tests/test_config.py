@@ -130,7 +130,7 @@ def test_switching_a_method_or_loss_name_starts_that_section_afresh():
 
 def test_valid_names_come_from_one_registry_each():
     from noisylab.config import LossConfig, MethodConfig, union_members
-    from noisylab.data.augment import VIEW_RECIPES
+    from noisylab.data.transforms import VIEW_RECIPES
     from noisylab.detect import FILTERS
     from noisylab.methods import METHODS
     from noisylab.registry import LOSSES, METHODS as METHOD_REGISTRY

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 
-from noisylab.data import DataBundle, StandardAugment, TrainBatches, make_train_batches
-from noisylab.data.augment import (
+from noisylab.data import DataBundle, EpochPlan, StandardAugment, TensorStore, TrainBatches, make_train_batches
+from noisylab.data.transforms import (
     CropFlipNormalize,
     SimCLRAugment,
     adjust_brightness,
@@ -49,12 +49,13 @@ def test_fused_weak_view_gives_the_same_batches_as_standard_augment():
     x = _images(100)
     mean, std = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
     bundle = DataBundle("toy", x, np.arange(100) % 10, None, None, 10, mean=mean, std=std, augment="crop_flip")
-    ref = TrainBatches(x, bundle.train_labels, 32, torch.device("cpu"), StandardAugment(mean, std, 4, True))
+    ref = TrainBatches(EpochPlan(bundle.train_labels, 32), TensorStore(x, "cpu", [StandardAugment(mean, std, 4, True)]),
+                       "cpu")
     ours = make_train_batches(bundle, bundle.train_labels, 32, "cpu")
-    assert isinstance(ours.transform, CropFlipNormalize)
-    for (xa, ya, ia), (xb, yb, ib) in zip(ref.epoch(9), ours.epoch(9)):
-        assert torch.equal(ia, ib) and torch.equal(ya, yb)
-        assert torch.allclose(xa, xb, atol=2e-6)
+    assert isinstance(ours.store.transforms[0], CropFlipNormalize)
+    for a, b in zip(ref.epoch(9), ours.epoch(9)):
+        assert torch.equal(a.index, b.index) and torch.equal(a.y, b.y)
+        assert torch.allclose(a.x, b.x, atol=2e-6)
     for pad, flip in ((0, True), (2, False)):
         a = StandardAugment(mean, std, pad, flip)(x, torch.Generator().manual_seed(1))
         b = CropFlipNormalize(mean, std, pad, flip)(x, torch.Generator().manual_seed(1))
@@ -167,18 +168,19 @@ def test_pipeline_views_for_the_regularizer():
                         augment="crop_flip")
     labels = (np.arange(40) + 1) % 10
     tb = make_train_batches(bundle, labels, 16, "cpu", views=("crop_flip", "simclr", "simclr"))
-    (weak, s1, s2), y, idx = next(iter(tb.epoch(0)))
+    batch = next(iter(tb.epoch(0)))
+    weak, s1, s2 = batch.views
     assert weak.shape == s1.shape == s2.shape == (16, 3, 32, 32)
-    assert torch.equal(y, torch.as_tensor(labels)[idx])
+    assert torch.equal(batch.y, torch.as_tensor(labels)[batch.index])
     # the weak view is an exact crop+flip of the normalised image: its values are on the uint8 grid
     grid = (weak * 0.25 + 0.5) * 255
     assert torch.allclose(grid, grid.round(), atol=1e-3)
     assert not torch.equal(s1, s2)
-    pair = next(iter(make_train_batches(bundle, labels, 16, "cpu", views=("simclr", "simclr")).epoch(0)))[0]
+    pair = next(iter(make_train_batches(bundle, labels, 16, "cpu", views=("simclr", "simclr")).epoch(0))).views
     assert isinstance(pair, tuple) and len(pair) == 2
-    one = next(iter(make_train_batches(bundle, labels, 16, "cpu", views="simclr").epoch(0)))[0]
-    assert torch.is_tensor(one) and one.shape == (16, 3, 32, 32)
+    one = next(iter(make_train_batches(bundle, labels, 16, "cpu", views="simclr").epoch(0))).views
+    assert len(one) == 1 and one[0].shape == (16, 3, 32, 32)
     # same seed -> same views
-    a = next(iter(make_train_batches(bundle, labels, 16, "cpu", views="simclr").epoch(5)))[0]
-    b = next(iter(make_train_batches(bundle, labels, 16, "cpu", views="simclr").epoch(5)))[0]
+    a = next(iter(make_train_batches(bundle, labels, 16, "cpu", views="simclr").epoch(5))).x
+    b = next(iter(make_train_batches(bundle, labels, 16, "cpu", views="simclr").epoch(5))).x
     assert torch.equal(a, b)

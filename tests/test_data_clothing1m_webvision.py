@@ -49,10 +49,10 @@ def test_clothing1m_layouts_labels_and_splits(tmp_path, elr_layout):
     assert len(vx) == 3 and vy.tolist() == [2, 3, 4]
     assert b.mean == (0.6959, 0.6537, 0.6371) and b.class_names[0] == "T-Shirt" and b.input_shape == (3, 8, 8)
     # a 1-pixel image resized to 8x8 is constant: the colour written for training image 5
-    x = b.train_x[5]
+    x = b.train_x.load(5)
     assert x.shape == (3, 8, 8) and abs(int(x[0, 0, 0]) - 50) <= 3 and (x == x[:, :1, :1]).all()
     out = list(make_eval_batches(b, "val", 2, "cpu"))
-    assert torch.equal(torch.cat([o[1] for o in out]), torch.tensor([2, 3, 4]))
+    assert torch.equal(torch.cat([o.y for o in out]), torch.tensor([2, 3, 4]))
 
 
 def test_clothing1m_elr_plus_balanced_subset(tmp_path):
@@ -61,15 +61,15 @@ def test_clothing1m_elr_plus_balanced_subset(tmp_path):
     assert b.extra["balanced_subset"] == BalancedSubset(7, 123, False)
     tb = make_train_batches(b, b.train_labels, 2, "cpu")
     assert tb.num_examples == 14 and len(tb) == 7  # 7 batches of 2 = 14 = one image per class
-    idx = torch.cat([i for _, _, i in tb.epoch(0)])
+    idx = torch.cat([bt.index for bt in tb.epoch(0)])
     assert np.bincount(b.train_labels[idx.numpy()], minlength=14).tolist() == [1] * 14
     assert idx.max() < 56  # indices are rows of the full noisy list
-    again = torch.cat([i for _, _, i in tb.epoch(1)])
+    again = torch.cat([bt.index for bt in tb.epoch(1)])
     assert set(again.tolist()) == set(idx.tolist())
     b2 = load_dataset("clothing1m", root=str(tmp_path), num_batches=7, redraw_each_epoch=True, size=4, resize=4,
                       num_workers=0)
     tb2 = make_train_batches(b2, b2.train_labels, 2, "cpu")
-    sets = {frozenset(torch.cat([i for _, _, i in tb2.epoch(e)]).tolist()) for e in range(3)}
+    sets = {frozenset(torch.cat([bt.index for bt in tb2.epoch(e)]).tolist()) for e in range(3)}
     assert len(sets) > 1
 
 
@@ -141,9 +141,9 @@ def test_webvision_first_50_classes_and_imagenet(tmp_path, imagenet):
     ix, iy = b.eval_splits["imagenet"]
     assert iy.tolist() == ([2] if imagenet == "list" else [1, 4])
     batch = next(iter(make_eval_batches(b, "imagenet", 8, "cpu")))
-    assert batch[0].shape == (len(iy), 3, 4, 4)
-    x, y, idx = next(iter(make_train_batches(b, b.train_labels, 9, "cpu").epoch(0)))
-    assert x.shape == (9, 3, 4, 4) and torch.equal(y, torch.as_tensor(b.train_labels)[idx])
+    assert batch.x.shape == (len(iy), 3, 4, 4)
+    batch = next(iter(make_train_batches(b, b.train_labels, 9, "cpu").epoch(0)))
+    assert batch.x.shape == (9, 3, 4, 4) and torch.equal(batch.y, torch.as_tensor(b.train_labels)[batch.index])
 
 
 def test_webvision_bad_input(tmp_path):

@@ -35,8 +35,7 @@ def test_folder_decodes_into_memory(tmp_path):
     assert b.train_x[4, :, 3, 3].tolist() == [10, 200, 10]
     # mean/std are the training images' own statistics
     assert abs(b.mean[0] - (200 + 10 + 10) / 3 / 255) < 1e-3
-    x, y, idx = next(iter(make_train_batches(b, b.train_labels, 9, "cpu").epoch(0)))
-    assert x.shape == (9, 3, 8, 8)
+    assert next(iter(make_train_batches(b, b.train_labels, 9, "cpu").epoch(0))).x.shape == (9, 3, 8, 8)
     assert example_paths(b)[3].endswith("dog/0.png") and example_paths(b, "test") is None
     g = load_dataset("folder", root=str(tmp_path), image_size=6, color="gray")
     assert g.train_x.shape == (9, 1, 6, 6) and len(g.mean) == 1
@@ -51,8 +50,8 @@ def test_folder_with_train_and_test_splits_and_file_backed_mode(tmp_path):
     f = load_dataset("folder", root=str(tmp_path), image_size=8, in_memory=False, num_workers=0)
     assert isinstance(f, FileDataBundle) and f.input_shape == (3, 8, 8)
     assert f.mean == (0.485, 0.456, 0.406)
-    xb, yb, _ = next(iter(make_eval_batches(f, "test", 4, "cpu")))
-    assert yb.tolist() == [1] and xb.shape == (1, 3, 8, 8)
+    batch = next(iter(make_eval_batches(f, "test", 4, "cpu")))
+    assert batch.y.tolist() == [1] and batch.x.shape == (1, 3, 8, 8)
     auto = load_dataset("folder", root=str(tmp_path), image_size=8, max_memory_mb=1e-4)
     assert isinstance(auto, FileDataBundle)  # too big for the memory budget -> files
     _save(tmp_path / "test" / "fox" / "t.png", (1, 2, 3))
@@ -120,8 +119,7 @@ def test_npz_images_features_and_string_labels(tmp_path):
     f = load_dataset("npz", root=str(tmp_path / "f.npz"))
     assert f.train_x.dtype == torch.float32 and f.class_names == ["a", "b", "c"]
     assert f.train_labels.tolist() == [1, 0, 1, 2, 0, 0] and f.mean is None
-    x, y, _ = next(iter(make_train_batches(f, f.train_labels, 6, "cpu").epoch(0)))
-    assert x.shape == (6, 5)
+    assert next(iter(make_train_batches(f, f.train_labels, 6, "cpu").epoch(0))).x.shape == (6, 5)
 
 
 def test_npz_bad_input(tmp_path):

@@ -310,7 +310,7 @@ def test_workers_serve_every_good_image_and_fail_cleanly_on_a_file_changed_later
     assert b.num_train == 6
     tb = make_train_batches(b, b.train_labels, 4, "cpu", num_workers=2)
     with time_limit(60):
-        seen = [int(i) for _, _, idx in tb.epoch(0) for i in idx]
+        seen = [int(i) for b in tb.epoch(0) for i in b.index]
     assert sorted(seen) == list(range(6))
     # a file that passed the check and is damaged afterwards: one DataError naming it, no hang
     victim = b.train_x.path(4)

@@ -1,4 +1,4 @@
-"""File-backed datasets: DataLoader batches with the TrainBatches / EvalBatches contract."""
+"""File-backed datasets: the file store under the one batching core (TrainBatches / EvalBatches)."""
 from __future__ import annotations
 
 import numpy as np
@@ -42,16 +42,18 @@ def make_bundle(tmp_path, n=22, num_classes=3, seed=0) -> tuple[FileDataBundle, 
 
 def _epoch(tb, seed):
     xs, ys, idx = [], [], []
-    for x, y, i in tb.epoch(seed):
-        xs.append(x), ys.append(y), idx.append(i)
+    for b in tb.epoch(seed):
+        xs.append(b.x), ys.append(b.y), idx.append(b.index)
     return torch.cat(xs), torch.cat(ys), torch.cat(idx)
 
 
-def test_file_bundle_looks_like_a_tensor_bundle(tmp_path):
+def test_a_file_bundle_is_a_list_of_files_with_the_bundle_interface(tmp_path):
     bundle, _ = make_bundle(tmp_path)
-    assert bundle.num_train == 22 and bundle.input_shape == (3, 8, 8)
-    assert bundle.train_x.dim() == 4 and bundle.train_x.dtype == torch.uint8
-    x = bundle.train_x[[0, 3]]
+    assert bundle.stored_in_files and not DataBundle.stored_in_files
+    assert bundle.num_train == 22 and bundle.input_shape == (3, 8, 8) and bundle.input_dtype == torch.uint8
+    assert bundle.is_images and len(bundle.train_x) == 22 and not hasattr(bundle.train_x, "dim")
+    assert bundle.train_x.path(3) == str(tmp_path / "img_003.png") and len(bundle.train_x.paths()) == 22
+    x = bundle.train_x.load_many([0, 3])
     assert x.shape == (2, 3, 8, 8) and x.dtype == torch.uint8
 
 
@@ -128,16 +130,16 @@ def test_eval_batches_in_order_for_every_split(tmp_path):
     bundle, labels = make_bundle(tmp_path)
     eb = make_eval_batches(bundle, "test", 2, "cpu", num_workers=0)
     out = list(eb)
-    assert len(eb) == 3 and [len(b[2]) for b in out] == [2, 2, 1]
-    x = torch.cat([b[0] for b in out])
-    assert torch.equal(torch.cat([b[2] for b in out]), torch.arange(5))
-    ref = bundle.test_x[np.arange(5)].float() / 255
+    assert len(eb) == 3 and [len(b.index) for b in out] == [2, 2, 1]
+    x = torch.cat([b.x for b in out])
+    assert torch.equal(torch.cat([b.index for b in out]), torch.arange(5))
+    ref = bundle.test_x.load_many(np.arange(5)).float() / 255
     assert torch.allclose(x * 0.25 + 0.5, ref, atol=1e-6)
     val = list(make_eval_batches(bundle, "val", 10, "cpu", num_workers=2))
-    assert torch.equal(val[0][1], torch.as_tensor(labels[5:9]))
+    assert torch.equal(val[0].y, torch.as_tensor(labels[5:9]))
     noisy = (labels + 2) % 3
     tr = list(make_eval_batches(bundle, "train", 8, "cpu", labels=noisy, num_workers=0))
-    assert torch.equal(torch.cat([b[1] for b in tr]), torch.as_tensor(noisy))
+    assert torch.equal(torch.cat([b.y for b in tr]), torch.as_tensor(noisy))
     with pytest.raises(DataError, match=r"no split 'imagenet' \(available: train, test, val\)"):
         make_eval_batches(bundle, "imagenet")
     assert example_paths(bundle, "val") == [str(tmp_path / f"img_{i:03d}.png") for i in range(5, 9)]
@@ -161,7 +163,7 @@ def test_missing_image_is_one_clear_error(tmp_path):
         bundle.train_x.check_exist()
     (tmp_path / "img_003.png").write_bytes(b"not an image")
     with pytest.raises(DataError, match="img_003.png: cannot decode image"):
-        bundle.train_x[3]
+        bundle.train_x.load(3)
 
 
 def test_file_bundles_serve_several_views(tmp_path):
@@ -183,16 +185,17 @@ def test_file_bundles_serve_several_views(tmp_path):
     again = _epoch_views(tb, seed=4)
     assert all(torch.equal(a, b) for a, b in zip(again[0], (weak, strong, plain)))
     # labels and indices only
-    x0, y0, i0 = next(iter(make_train_batches(bundle, labels, 30, "cpu", views=(), indices=keep).epoch(1)))
+    b0 = next(iter(make_train_batches(bundle, labels, 30, "cpu", views=(), indices=keep).epoch(1)))
+    x0, y0, i0 = b0.views, b0.y, b0.index
     assert x0 == () and set(i0.tolist()) == set(keep.tolist()) and len(i0) == len(keep) and torch.equal(y0, torch.as_tensor(labels)[i0])
 
 
 def _epoch_views(tb, seed):
     xs, ys, idxs = [], [], []
-    for x, y, idx in tb.epoch(seed):
-        xs.append(x)
-        ys.append(y)
-        idxs.append(idx)
+    for b in tb.epoch(seed):
+        xs.append(b.views)
+        ys.append(b.y)
+        idxs.append(b.index)
     views = tuple(torch.cat([x[k] for x in xs]) for k in range(len(xs[0])))
     return views, torch.cat(ys), torch.cat(idxs)
 
@@ -265,6 +268,23 @@ def test_spread_last_batch_for_file_images(tmp_path):
     bundle, labels = make_bundle(tmp_path)  # 22 images: 5 batches of 4 and one of 2, or 5 of 4-5
     for views in ("crop_flip", ()):
         tb = make_train_batches(bundle, labels, 4, "cpu", views=views, last_batch="spread", num_workers=0)
-        batches = [idx.tolist() for _, _, idx in tb.epoch(1)]
+        batches = [b.index.tolist() for b in tb.epoch(1)]
         assert len(tb) == 5 and sorted(map(len, batches)) == [4, 4, 4, 5, 5]
         assert sorted(sum(batches, [])) == list(range(22))
+
+
+def test_memory_and_files_share_one_plan_sharded_and_balanced(tmp_path):
+    """Both stores sit under one EpochPlan: the same seed gives the same indices in the same batches,
+    per rank, with a class-balanced subset redrawn each epoch."""
+    bundle, labels = make_bundle(tmp_path)
+    mem = DataBundle("mem", torch.zeros(22, 3, 8, 8, dtype=torch.uint8), labels, None, None, 3)
+    balanced = BalancedSubset(num_batches=2, seed=5, redraw_each_epoch=True)
+    for rank in (0, 1):
+        kw = dict(views=(), rank=rank, world_size=2, balanced=balanced, last_batch="spread")
+        files = make_train_batches(bundle, labels, 3, "cpu", num_workers=0, **kw)
+        memory = make_train_batches(mem, labels, 3, "cpu", **kw)
+        assert len(files) == len(memory) == 1 and files.num_examples == memory.num_examples == 6
+        for seed in (0, 1, 2):
+            got = [b.index.tolist() for b in files.epoch(seed)]
+            assert got == [b.index.tolist() for b in memory.epoch(seed)]
+            assert np.bincount(labels[sum(got, [])], minlength=3).max() <= 2  # this rank's half of 2 per class

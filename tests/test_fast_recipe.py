@@ -13,8 +13,8 @@ from helpers import config_with, full_and_resumed, without_time, image_npz
 from noisylab.averaging import Lookahead
 from noisylab.checkpoint import load_checkpoint
 from noisylab.config import ConfigError, OptimConfig, ScheduleConfig
-from noisylab.data.augment import CropFlipNormalize
-from noisylab.data.sampling import sample_indices
+from noisylab.data.transforms import CropFlipNormalize
+from noisylab.data.batching import sample_indices
 from noisylab.training import train
 from noisylab.losses.classification import CELoss
 from noisylab.report.memorization import memorization_fractions

@@ -20,7 +20,8 @@ PLUGIN = textwrap.dedent('''
     import torch
     import torch.nn as nn
 
-    from noisylab.data.base import DataBundle, Normalize
+    from noisylab.data.base import DataBundle
+    from noisylab.data.transforms import Normalize
     from noisylab.registry import register_dataset, register_detector, register_model, register_view
 
 

@@ -227,7 +227,7 @@ class TrainConfig(_Strict):
     @field_validator("last_batch")
     @classmethod
     def _known_last_batch(cls, v: str) -> str:
-        from .data.base import LAST_BATCH
+        from .data.batching import LAST_BATCH
 
         return check_choice(v, LAST_BATCH, "last_batch")
 

@@ -59,8 +59,9 @@ def _source(data: str | Path, size: int):
     options = {"image_size": size} if kind == "hf" else {}
     bundle = load_dataset(kind, root=root, **options)
     x = bundle.train_x
-    if x.dim() != 4 or x.dtype != torch.uint8:
-        raise ValueError(f"{data}: a backbone needs images (uint8 [N, C, H, W]), found {tuple(x.shape)} {x.dtype}")
+    if not bundle.is_images or bundle.input_dtype != torch.uint8:
+        raise ValueError(f"{data}: a backbone needs images (uint8 [N, C, H, W]), found {bundle.input_shape} "
+                         f"{bundle.input_dtype}")
     keyed = [root] if kind == "npz" else sorted(str(p) for p in Path(root).rglob("*") if p.is_file())
     return kind, x, bundle.train_labels, bundle.class_names, example_paths(bundle, "train"), keyed
 

@@ -22,7 +22,7 @@ order — a sample's index is its row in that list, as in ELR+. ``test`` is the 
 ``eval_splits["val"]`` the clean validation list. ``extra["clean_labels"]`` gives, per training
 image, its clean label where ``clean_label_kv.txt`` has one and -1 elsewhere (for detection
 metrics on that part). With ``num_batches`` (ELR+: 3000) every epoch trains on a class-balanced
-subset of ``num_batches x batch_size`` images (see :mod:`noisylab.data.sampling`).
+subset of ``num_batches x batch_size`` images (see :class:`noisylab.data.batching.BalancedSubset`).
 
 Views (ELR+): train ``Resize(256) -> RandomCrop(224) -> HFlip``, eval ``Resize(256) ->
 CenterCrop(224)``, normalised with the Clothing1M mean/std.
@@ -34,10 +34,11 @@ from pathlib import Path
 import numpy as np
 
 from .base import DataError
+from .batching import BalancedSubset
 from .constants import CLOTHING1M_CLASSES, CLOTHING1M_CROP, CLOTHING1M_MEAN, CLOTHING1M_RESIZE, CLOTHING1M_STD
-from .files import FileDataBundle, FileImages, default_num_workers, read_list
+from .files import default_num_workers, read_list
+from .filestream import FileDataBundle, FileImages
 from .registry import register_dataset
-from .sampling import BalancedSubset
 
 NUM_CLASSES = 14
 _LIST_FILES = ("noisy_label_kv.txt", "clean_label_kv.txt", "noisy_train_key_list.txt",

@@ -51,16 +51,8 @@ import torch
 
 from .base import DataBundle, DataError, run_in_chunks
 from .constants import IMAGENET_MEAN, IMAGENET_STD
-from .files import (
-    IMAGE_EXTENSIONS,
-    FileDataBundle,
-    FileImages,
-    crop_array,
-    default_num_workers,
-    open_image,
-    resize_short_side,
-    screen_image_files,
-)
+from .files import IMAGE_EXTENSIONS, crop_array, default_num_workers, open_image, resize_short_side, screen_image_files
+from .filestream import FileDataBundle, FileImages
 from .registry import register_dataset
 
 _HEADER_PATH = {"path", "file", "filename", "file_name", "image", "image_path", "img", "filepath"}

@@ -34,7 +34,7 @@ class PreparedData:
 def subset_bundle(bundle: DataBundle, train_size: int | None, test_size: int | None, seed: int) -> DataBundle:
     """A smaller copy of an in-memory bundle: ``train_size`` training examples drawn per class in
     proportion to the class sizes (seeded, kept in dataset order), the first ``test_size`` test examples."""
-    if not torch.is_tensor(bundle.train_x):
+    if bundle.stored_in_files:
         raise ConfigError(f"data.train_size/test_size need an in-memory dataset; {bundle.name} reads files")
     changes: dict[str, Any] = {}
     n = bundle.num_train

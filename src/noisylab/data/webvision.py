@@ -25,7 +25,8 @@ import numpy as np
 
 from .base import DataError
 from .constants import IMAGENET_MEAN, IMAGENET_STD, WEBVISION_CROP, WEBVISION_RESIZE
-from .files import IMAGE_EXTENSIONS, FileDataBundle, FileImages, default_num_workers, read_list
+from .files import IMAGE_EXTENSIONS, default_num_workers, read_list
+from .filestream import FileDataBundle, FileImages
 from .registry import register_dataset
 
 

@@ -32,6 +32,7 @@ import torch
 import torch.nn as nn
 
 from ..config import Config, ConfigError
+from ..data.batching import Batch
 
 
 @dataclass
@@ -48,26 +49,6 @@ class Phase:
     @property
     def optimizers(self) -> tuple[torch.optim.Optimizer, ...]:
         return (self.optimizer, *self.more_optimizers)
-
-
-@dataclass
-class Batch:
-    """One training batch on the device.
-
-    Attributes:
-        views: one float tensor ``[B, ...]`` per entry of the method's ``views``, in that order.
-        y: ``int64 [B]`` given (possibly wrong) labels.
-        index: ``int64 [B]`` dataset indices (rows of per-example state).
-    """
-
-    views: tuple[torch.Tensor, ...]
-    y: torch.Tensor
-    index: torch.Tensor
-
-    @property
-    def x(self) -> torch.Tensor:
-        """The first view (the only one of single-view methods)."""
-        return self.views[0]
 
 
 @dataclass

@@ -92,11 +92,11 @@ class LinearProbeMethod(Method):
             backbone = self.unwrap("net").backbone
             feats = None
             with torch.no_grad():
-                for x, _, idx in self.ctx.feature_batches:
-                    f = backbone.forward_features(x).float()
+                for batch in self.ctx.feature_batches:
+                    f = backbone.forward_features(batch.x).float()
                     if feats is None:
                         feats = torch.zeros(self.ctx.num_train, f.shape[1], device=f.device)
-                    feats[idx] = f
+                    feats[batch.index] = f
             self._features = feats
         return self._features
 

@@ -99,9 +99,9 @@ class SimCLRMethod(Method):
         """L2-normalised encoder features ``[n, D]`` and labels of un-augmented batches (eval mode)."""
         net = self.unwrap("net").net
         feats, labels = [], []
-        for x, y, _ in batches:
-            feats.append(F.normalize(net.features(x).float(), dim=1))
-            labels.append(y)
+        for batch in batches:
+            feats.append(F.normalize(net.features(batch.x).float(), dim=1))
+            labels.append(batch.y)
         return torch.cat(feats), torch.cat(labels)
 
     def evaluate(self, data: EvalData) -> dict[str, float]:

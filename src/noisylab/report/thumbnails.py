@@ -76,10 +76,10 @@ def images_from_dataset(run: RunFiles, rows: list[dict[str, str]]) -> tuple[list
         labels_file = run.folder / "noisy_labels.npz"
         bundle = prepare_data(cfg, labels_file if labels_file.is_file() else None).bundle
         index = [int(as_float(r.get("index"))) for r in rows]
-        if not hasattr(bundle.train_x, "dim"):  # read from files: open them by path
+        if bundle.stored_in_files:  # open them by path
             paths = example_paths(bundle, "train")
             return images_from_paths(run, [{"path": paths[i]} for i in index]) if paths else ([], "")
-        if bundle.train_x.dim() != 4:
+        if not bundle.is_images:
             return [], ""  # not images (features, 1-D signals)
         return [None if (im := array_image(bundle.train_x[i])) is None else thumbnail(im) for i in index], ""
     except (ValueError, OSError, ImportError, IndexError) as err:

@@ -40,7 +40,7 @@ def knn_vote_of(run: Run, batch_sets: list[Any], given: np.ndarray) -> np.ndarra
     """The neighbour vote in the final predictor's encoder features (None when it has none)."""
     run.method.train(False)
     try:
-        feats = [run.method.features(x).float().cpu() for b in batch_sets for x, _, _ in b]
+        feats = [run.method.features(batch.x).float().cpu() for b in batch_sets for batch in b]
     except ConfigError:
         return None
     return knn_vote(torch.cat(feats).numpy(), given, run.data.bundle.num_classes)

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data.pipeline import AnyEvalBatches
+from ..data.batching import EvalBatches
 from ..detect.alarm import memorization_alarm
 from ..methods import Method
 from ..report.memorization import memorization_fractions
@@ -20,14 +20,14 @@ log = logging.getLogger("noisylab")
 
 
 @torch.no_grad()
-def predict_probs(method: Method, batches: AnyEvalBatches, amp: bool, tta: str = "none") -> np.ndarray:
-    """Softmax outputs ``float32 [len(batches.indices), C]`` of the method's predictor, eval mode,
+def predict_probs(method: Method, batches: EvalBatches, amp: bool, tta: str = "none") -> np.ndarray:
+    """Softmax outputs ``float32 [batches.num_examples, C]`` of the method's predictor, eval mode,
     with test-time augmentation ``tta`` (:mod:`noisylab.tta`)."""
     method.train(False)
     out = []
-    for x, _, _ in batches:
-        with autocast(x.device, amp):
-            out.append(torch.softmax(tta_logits(method.predict, x, tta), dim=1))
+    for batch in batches:
+        with autocast(batch.x.device, amp):
+            out.append(torch.softmax(tta_logits(method.predict, batch.x, tta), dim=1))
     return torch.cat(out).cpu().numpy() if out else np.zeros((0, 0), np.float32)
 
 

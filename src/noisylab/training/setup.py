@@ -13,10 +13,11 @@ from ..averaging import Lookahead
 from ..checkpoint import resolve_checkpoint, run_folder_of, seed_everything
 from ..config import Config, ConfigError
 from ..data import make_eval_batches, make_train_batches
-from ..data.augment import resolve_recipe
-from ..data.pipeline import AnyEvalBatches, eval_split_names
+from ..data.transforms import resolve_recipe
+from ..data.batching import EvalBatches
+from ..data.pipeline import eval_split_names
 from ..data.prepare import PreparedData, prepare_data, read_split
-from ..data.sampling import sample_indices
+from ..data.batching import sample_indices
 from ..detect import TrainingDynamics
 from ..methods import Method, MethodContext, build_method
 from ..methods.base import EvalData
@@ -132,8 +133,8 @@ def initialise_from_data(cfg: Config, data: PreparedData, method: Method, device
     ``train.init_samples`` un-augmented training images (a seeded draw), once, for a new run."""
     def images() -> torch.Tensor:
         chosen = sample_indices(data.train_idx, cfg.train.init_samples, cfg.seed)
-        return torch.cat([x for x, _, _ in make_eval_batches(data.bundle, "train", cfg.train.eval_batch_size, device,
-                                                              indices=chosen)])
+        return torch.cat([b.x for b in make_eval_batches(data.bundle, "train", cfg.train.eval_batch_size, device,
+                                                          indices=chosen)])
     done = method.init_from_data(images)
     if done:
         log.info("initialised %s from %d training images", ", ".join(done), min(cfg.train.init_samples,
@@ -156,7 +157,7 @@ def build_eval_data(cfg: Config, data: PreparedData, device: torch.device) -> Ev
     ``val``, WebVision ``imagenet``), the held-out part of the training set (``noisy_val``, with
     its given labels) — and the un-augmented training part."""
     bundle, ebs = data.bundle, cfg.train.eval_batch_size
-    sets: dict[str, tuple[AnyEvalBatches, np.ndarray]] = {}
+    sets: dict[str, tuple[EvalBatches, np.ndarray]] = {}
     for split in eval_split_names(bundle):
         if split != "train":
             batches = make_eval_batches(bundle, split, ebs, device)

@@ -37,7 +37,7 @@ class Run:
     dist: DistInfo
     data: PreparedData
     method: Method
-    train_batches: Any  # AnyTrainBatches, yields the method's views
+    train_batches: Any  # data.batching.TrainBatches: yields Batch with the method's views
     eval_data: EvalData  # un-augmented training part + labelled evaluation sets
     amp: bool
     scaler: Any

@@ -16,7 +16,6 @@ import torch
 import torch.distributed as dist
 
 from ..config import Config
-from ..methods.base import Batch
 from .resume import flatten
 from .runtime import _STOP, DistInfo, TrainingStopped, autocast, epoch_seed, stop_now
 from .state import Run
@@ -55,8 +54,7 @@ def fit_epoch(run: Run, epoch: int) -> dict[str, Any]:
     per_phase = len(run.train_batches)
     bar = progress_bar(cfg, run.dist, len(run.train_batches) * len(phases), epoch)
     for p_i, phase in enumerate(phases):
-        for b_i, (x, y, idx) in enumerate(run.train_batches.epoch(epoch_seed(cfg.seed, epoch, p_i))):
-            batch = Batch(x if isinstance(x, tuple) else (x,), y, idx)
+        for b_i, batch in enumerate(run.train_batches.epoch(epoch_seed(cfg.seed, epoch, p_i))):
             method.before_step(phase, batch, run.step)
             with autocast(device, run.amp):
                 out = method.batch_loss(phase, batch, run.step)
@@ -75,7 +73,7 @@ def fit_epoch(run: Run, epoch: int) -> dict[str, Any]:
                 if run.lookahead is not None:
                     run.lookahead.after_step(run.step, (epoch + (b_i + 1) / per_phase) / cfg.train.epochs)
             run.step += 1
-            n = len(y)
+            n = len(batch.y)
             for name, value in (("loss", out.loss), *((f"term_{k}", v) for k, v in out.terms.items())):
                 v = value.detach().float()
                 sums[name] = sums.get(name, torch.zeros((), device=device)) + v * n
@@ -83,10 +81,10 @@ def fit_epoch(run: Run, epoch: int) -> dict[str, Any]:
                                             v.abs().nan_to_num(0.0, posinf=0.0, neginf=0.0))
             logits = out.per_example_logits
             if logits is not None:
-                correct = (logits.detach().argmax(dim=1) == y).sum().float()
+                correct = (logits.detach().argmax(dim=1) == batch.y).sum().float()
                 sums["correct"] = sums.get("correct", torch.zeros((), device=device)) + correct
                 if run.dynamics is not None:
-                    run.dynamics.record_logits(logits, idx)
+                    run.dynamics.record_logits(logits, batch.index)
             seen += n
             if bar is not None:
                 bar.update(1)

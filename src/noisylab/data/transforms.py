@@ -1,6 +1,13 @@
-"""Batched, on-device SimCLR augmentations (the strong views of the ICLR-2023 repo).
+"""Every batched view, ``(x [B, ...], generator) -> float [B, ...]`` on the device with no
+per-image Python, and the named view recipes configs use (``data.augment``,
+``data.strong_augment``), each registered with ``@register_view``:
 
-The recipe of the ICLR-2023 repo (``utils.py``, taken from leftthomas/SimCLR), per image::
+- the evaluation view (:class:`Normalize`): uint8 -> [0, 1] -> per-channel ``(x - mean) / std``;
+- the papers' CIFAR training view (:class:`StandardAugment`, :class:`CropFlipNormalize`): a random
+  crop from the zero-padded image and a flip with p = 1/2; airbench's translate (``translate_flip``);
+- the SimCLR view (:class:`SimCLRAugment`), the strong view of the ICLR-2023 repo.
+
+The SimCLR recipe of the ICLR-2023 repo (``utils.py``, taken from leftthomas/SimCLR), per image::
 
     RandomResizedCrop(32, scale=(0.08, 1), ratio=(3/4, 4/3)) -> RandomHorizontalFlip(0.5)
     -> RandomApply([ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8) -> RandomGrayscale(0.2)
@@ -23,13 +30,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Protocol, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from ..registry import VIEWS, register_view
-from .base import BatchTransform, DataBundle, DataError, Normalize, StandardAugment, to_float
+from .base import DataBundle, DataError
 from .constants import (
     GRAY_WEIGHTS,
     SIMCLR_FLIP_P,
@@ -39,6 +46,80 @@ from .constants import (
     SIMCLR_RATIO,
     SIMCLR_SCALE,
 )
+
+
+class BatchTransform(Protocol):
+    def __call__(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor: ...
+
+
+def to_float(x: torch.Tensor, mean: Sequence[float] | None, std: Sequence[float] | None) -> torch.Tensor:
+    """uint8 images -> float in [0, 1], then per-channel ``(x - mean) / std``; floats pass through."""
+    if x.dtype == torch.uint8:
+        x = x.float().div_(255.0)
+        if mean is not None and std is not None:
+            m = torch.tensor(mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+            s = torch.tensor(std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+            x = (x - m) / s
+        return x
+    return x.float()
+
+
+def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator | None) -> torch.Tensor:
+    """Random crop of the original size from the zero-padded batch ``x [B, C, H, W]``.
+
+    Equivalent to torchvision's ``RandomCrop(size, padding)`` applied to each image, done as one
+    gather for the whole batch.
+    """
+    if padding <= 0:
+        return x
+    b, c, h, w = x.shape
+    padded = torch.nn.functional.pad(x, (padding, padding, padding, padding))
+    dy = torch.randint(0, 2 * padding + 1, (b,), device=x.device, generator=generator)
+    dx = torch.randint(0, 2 * padding + 1, (b,), device=x.device, generator=generator)
+    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, :, None]  # [B, H, 1]
+    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, :]  # [B, 1, W]
+    batch = torch.arange(b, device=x.device)[:, None, None]
+    out = padded.permute(0, 2, 3, 1)[batch, rows, cols]  # [B, H, W, C]
+    return out.permute(0, 3, 1, 2).contiguous()
+
+
+def random_hflip(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """Flip each image of ``x [B, C, H, W]`` left-right with probability 1/2."""
+    flip = torch.rand(x.shape[0], device=x.device, generator=generator) < 0.5
+    return torch.where(flip[:, None, None, None], x.flip(3), x)
+
+
+@dataclass
+class StandardAugment:
+    """The papers' training augmentation for in-memory images: crop (+flip), then normalise."""
+
+    mean: tuple[float, ...] | None
+    std: tuple[float, ...] | None
+    padding: int = 4
+    flip: bool = True
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        if x.dim() == 4:
+            x = random_crop(x, self.padding, generator)
+            if self.flip:
+                x = random_hflip(x, generator)
+        return to_float(x, self.mean, self.std)
+
+
+@dataclass
+class Normalize:
+    """Evaluation transform: no randomness, only scaling and normalisation."""
+
+    mean: tuple[float, ...] | None
+    std: tuple[float, ...] | None
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return to_float(x, self.mean, self.std)
+
+
+def eval_transform(bundle: DataBundle) -> BatchTransform:
+    """The evaluation view of ``bundle``'s inputs: normalisation only."""
+    return Normalize(bundle.mean, bundle.std)
 
 
 def _rand(n: int, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -341,16 +422,16 @@ class MultiView:
 
 # ----------------------------------------------------------------------------- the view recipes
 def _needs_images(bundle: DataBundle, recipe: str) -> None:
-    if bundle.train_x.dim() != 4:
+    if not bundle.is_images:
         raise DataError(f"augmentation '{recipe}' needs images [N, C, H, W]; {bundle.name} has inputs of shape "
-                        f"{tuple(bundle.train_x.shape[1:])}")
+                        f"{bundle.input_shape}")
 
 
 def _crop_recipe(flip: bool):
     def build(bundle: DataBundle) -> BatchTransform:
-        if bundle.train_x.dim() != 4:
+        if not bundle.is_images:
             return Normalize(bundle.mean, bundle.std)  # vectors and signals: nothing to crop
-        if bundle.train_x.dtype == torch.uint8:
+        if bundle.input_dtype == torch.uint8:
             return CropFlipNormalize(bundle.mean, bundle.std, bundle.crop_padding, flip=flip)
         return StandardAugment(bundle.mean, bundle.std, bundle.crop_padding, flip=flip)
     return build
@@ -358,9 +439,9 @@ def _crop_recipe(flip: bool):
 
 def _translate_recipe(bundle: DataBundle) -> BatchTransform:
     _needs_images(bundle, "translate_flip")
-    if bundle.train_x.dtype != torch.uint8 or min(bundle.train_x.shape[-2:]) <= TRANSLATE_PADDING:
+    if bundle.input_dtype != torch.uint8 or min(bundle.input_shape[-2:]) <= TRANSLATE_PADDING:
         raise DataError(f"the translate_flip view needs uint8 images larger than {TRANSLATE_PADDING} pixels "
-                        f"({bundle.name} has {bundle.train_x.dtype} {tuple(bundle.train_x.shape[1:])})")
+                        f"({bundle.name} has {bundle.input_dtype} {bundle.input_shape})")
     return CropFlipNormalize(bundle.mean, bundle.std, TRANSLATE_PADDING, flip=True, reflect=True)
 
 
@@ -389,7 +470,7 @@ VIEW_RECIPES = VIEWS
 
 Each builds a batched transform ``(uint8 [B, C, H, W], generator) -> float [B, C, H, W]`` for an
 in-memory bundle. File-backed datasets decode ``none``/``crop``/``crop_flip`` in their DataLoader
-workers (:data:`noisylab.data.files.FILE_DECODED_RECIPES`) and apply the others batched on the
+workers (:data:`noisylab.data.filestream.FILE_DECODED_RECIPES`) and apply the others batched on the
 device to the decoded evaluation view.
 """
 
