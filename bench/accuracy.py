@@ -22,7 +22,10 @@ T-shirt<->shirt, pullover<->coat, sandal->sneaker, ankle boot->sneaker), instanc
 2020), and for CIFAR-10 the human labels ``worst`` (about 40 % wrong) and ``random1`` (17 %).
 
 Methods (``METHODS``), all with ``cnn_small`` (width ``width``), the same epochs, batch 128 and
-seed: CE on the clean labels (the ceiling), CE, GCE (q 0.7), ELR (lambda 3, beta 0.7, the
+seed: CE on the clean labels (the ceiling), CE, GCE (q 0.7), Co-teaching (Han et al., NeurIPS 2018:
+two networks, forget rate the noise rate reached over 10 epochs; CIFAR-10N's published rates for
+the human label sets), SOP (Liu et al., ICML 2022, without its "+" terms: one view, lr_u = lr_v =
+10, the paper's CIFAR-10 setting), ELR (lambda 3, beta 0.7, the
 CIFAR-10 setting), the recipe (ELR with its uniform class-prior term from the memorization alarm on: plain CE
 until the run's own predictions say it has started fitting labels it doubted;
 ``configs/own_images_elr.yaml``), ELR+
@@ -88,8 +91,15 @@ METHODS = {
     "CE+reg": {"method": {"name": "repreg", "loss": {"name": "ce"}, "reg": "rkd_dis", "tau": 0.5}, "optim": _SGD},
     "GCE+reg": {"method": {"name": "repreg", "loss": {"name": "gce", "q": 0.7}, "reg": "rkd_dis", "tau": 0.5},
                 "optim": _SGD},
+    "Co-teaching": {"method": {"name": "coteaching", "num_gradual": 10, "exponent": 1.0}, "optim": _SGD},
+    "SOP": {"method": {"name": "sop", "lr_u": 10.0, "lr_v": 10.0, "ratio_consistency": 0.0, "ratio_balance": 0.0},
+            "optim": _SGD},
 }
 """Every row of the tables: the config parts that differ between methods."""
+
+HUMAN_NOISE_RATES = {"worst": 0.4021, "random1": 0.1723}
+"""CIFAR-10N's published noise rates (Wei et al., ICLR 2022, Table 1): Co-teaching's forget rate for
+the human label sets (the paper assumes the rate known; for the other kinds it is ``noise.rate``)."""
 
 REGIMES = {
     "memorization": {"augment": "none", "weight_decay": 0.0},
@@ -136,6 +146,8 @@ def run_config(args, profile: dict, dataset: str, regime: str, noise: str, metho
         steps_per_epoch = -(-profile["train_size"] // BATCH)
         method_cfg.update(ema_alpha=1.0 - 1.0 / steps_per_epoch, ema_step=int(0.57 * epochs * steps_per_epoch))
     model = {"arch": "cnn_small", "options": {"width": args.width}}
+    if method_cfg["name"] == "coteaching" and noise in HUMAN_NOISE_RATES:
+        method_cfg["forget_rate"] = HUMAN_NOISE_RATES[noise]
     if method_cfg["name"] == "linear_probe":
         model["encoder_checkpoint"] = str(encoder)
     if method_cfg["name"] == "repreg":
@@ -250,6 +262,16 @@ def print_tables(profile: dict, all_cells: list[dict], width: int) -> None:
                   "wrong labels)." + when)
 
 
+def read_runs(path: Path) -> list[dict]:
+    """The rows of a ``runs.csv`` this script wrote, with their numbers as numbers."""
+    def num(v: str):
+        return None if v == "" else (int(v) if v.lstrip("-").isdigit() else float(v))
+
+    with path.open(newline="") as fh:
+        return [{k: (num(v) if k not in ("dataset", "regime", "noise", "method") else v) for k, v in r.items()}
+                for r in csv.DictReader(fh)]
+
+
 def write_csv(path: Path, rows: list[dict]) -> None:
     if not rows:
         return
@@ -349,6 +371,8 @@ def main() -> None:
                                                        "OMP_NUM_THREADS threads)")
     p.add_argument("--out", help="output folder (default: runs/bench_accuracy_<profile>); finished runs there "
                                  "are reused")
+    p.add_argument("--merge", type=Path, help="a runs.csv of earlier sittings (e.g. bench/results/accuracy_full_runs.csv): "
+                                              "its rows of methods not run now join the tables and CSVs")
     args = p.parse_args()
 
     import torch
@@ -372,6 +396,8 @@ def main() -> None:
     plan = planned_runs(args, profile, seeds, methods)
     print(f"{len(plan)} runs, {args.jobs} at a time", flush=True)
     rows = [run_row(*key, s) for (key, _), s in zip(plan, run_all([c for _, c in plan], args.jobs))]
+    if args.merge:
+        rows = [r for r in read_runs(args.merge) if r["method"] not in methods] + rows
     all_cells = cells(rows)
     write_csv(args.out / "runs.csv", rows)
     write_csv(args.out / "cells.csv", all_cells)
