@@ -157,7 +157,9 @@ def run_config(args, profile: dict, dataset: str, regime: str, noise: str, metho
         "name": run_name(dataset, regime, noise, method, seed), "seed": seed, "device": "cpu",
         "output_dir": str(args.out), "data": data, "noise": noise_config(dataset, noise, args.data),
         "model": model, "method": method_cfg, "optim": optim, "schedule": {"name": "cosine"},
-        "train": {"epochs": epochs, "batch_size": BATCH, "progress": False, "tensorboard": False},
+        # memorized shares from an evaluation pass, as in the tables measured before that became optional
+        "train": {"epochs": epochs, "batch_size": BATCH, "progress": False, "tensorboard": False,
+                  "memorization_from": "sample"},
     }
 
 

@@ -93,7 +93,8 @@ def base_config(args: argparse.Namespace, label_set: str, name: str, out: Path) 
         "method": {"name": "standard", "loss": {"name": "ce"}},
         "optim": {"name": "sgd", "lr": 0.02, "momentum": 0.9, "weight_decay": REGIMES[args.regime][1]},
         "schedule": {"name": "cosine"},
-        "train": {"epochs": args.epochs, "batch_size": 128, "progress": False, "tensorboard": False},
+        "train": {"epochs": args.epochs, "batch_size": 128, "progress": False, "tensorboard": False,
+                  "memorization_from": "sample"},
     }
 
 

@@ -73,6 +73,7 @@ def run_config(row: dict, seed: int, args) -> dict:
     cfg["data"]["root"] = args.data
     cfg["train"]["epochs"] = row["epochs"]
     cfg["train"]["progress"] = False
+    cfg["train"]["memorization_from"] = "sample"  # the memorized share of the final model, un-augmented
     if row["noise"] != "clean":
         noise = json.loads(json.dumps(HUMAN[row["noise"]]))
         noise["options"]["path"] = str(Path(args.data) / "cifar10n_labels.npz")

@@ -206,3 +206,28 @@ def test_run_says_how_long_it_will_take(tmp_path, monkeypatch):
     assert "epoch 1: about" in log_text and "the 4 epochs left take about" in log_text
     assert log_text.count("epochs left take about") == 2  # once early in epoch 1, once after it: not every epoch
     assert "the 3 epochs left take about" in log_text
+
+
+def test_memorization_from_the_training_pass_reads_the_record_and_from_a_sample_evaluates(tmp_path, monkeypatch):
+    """The default reads each example's latest training-pass prediction (no extra forward pass);
+    memorization_from=sample evaluates the epoch's model on the sample."""
+    from noisylab.checkpoint import load_checkpoint
+    from noisylab.report.memorization import memorization_fractions
+    from noisylab.training import evaluation
+
+    calls = []
+    real = evaluation.predict_probs
+    monkeypatch.setattr(evaluation, "predict_probs", lambda m, b, *a, **k: calls.append(b.num_examples) or real(m, b, *a, **k))
+    res = train(tiny_config(tmp_path, **{"train.epochs": 2, "data.val_fraction": 0.0}))
+    assert 480 not in calls  # no pass over the 480 training examples: only the test split is evaluated
+    last = read_csv(res.run_dir / "memorization.csv")[-1]
+    state = load_checkpoint(res.run_dir / "checkpoints" / "last.pt")
+    pred = state["dynamics"]["last_pred"].numpy()[:480]  # every row is an alarm row here, in dataset order
+    labels = NoisyLabels.load(res.run_dir / "noisy_labels.npz")
+    want = memorization_fractions(pred, labels.noisy, labels.clean)
+    for k, v in want.items():
+        assert float(last[k]) == pytest.approx(v, abs=1e-6)
+    calls.clear()
+    res = train(tiny_config(tmp_path, **{"train.epochs": 2, "data.val_fraction": 0.0, "train.memorization_from": "sample",
+                                         "train.memorization_sample": 100, "name": "sampled"}))
+    assert calls.count(100) == 2  # one evaluation pass over the sample per epoch

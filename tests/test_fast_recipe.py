@@ -245,7 +245,7 @@ def test_memorization_curves_use_a_fixed_seeded_sample(tmp_path):
     assert np.array_equal(picked, sample_indices(np.arange(10, 110), 30, seed=4))
     assert not np.array_equal(picked, sample_indices(np.arange(10, 110), 30, seed=5))
     assert np.array_equal(sample_indices(np.arange(5), 0, seed=1), np.arange(5))  # 0 = all
-    cfg = fast_config(tmp_path, **{"train.epochs": 1, "train.memorization_sample": 20})
+    cfg = fast_config(tmp_path, **{"train.epochs": 1, "train.memorization_sample": 20, "train.memorization_from": "sample"})
     result = train(cfg)
     # the last row is the final model's, whose predictions.npz covers every training example
     pred = np.load(result.run_dir / "predictions.npz")

@@ -199,8 +199,13 @@ class TrainConfig(_Strict):
     progress: bool = True
     tensorboard: bool | Literal["auto"] = Field("auto", description="true, false, or auto (when installed)")
     log_every: int = Field(50, ge=1, description="progress-bar refresh in steps (each costs a device sync)")
+    memorization_from: Literal["training", "sample"] = Field("training", description=(
+        "what the memorization curves read each epoch: training = the latest training-pass prediction of "
+        "every training example (free: the forward passes training makes anyway, augmented, layers in "
+        "training mode; at most 50,000 examples, the alarm's); sample = an evaluation pass of the epoch's "
+        "model over memorization_sample un-augmented training examples (one more forward pass over them)"))
     memorization_sample: int = Field(5000, ge=0, description=(
-        "memorization curves on this many training examples (a fixed seeded draw; 0 = all of them)"))
+        "memorization_from=sample: this many training examples (a fixed seeded draw; 0 = all of them)"))
     init_samples: int = Field(5000, ge=1, description=(
         "training images a data-dependent initialisation sees (fastnet's whitening layer; a seeded draw)"))
     lookahead_every: int = Field(0, ge=0, description="Lookahead weight averaging every this many steps (0 = off; airbench: 5)")

@@ -36,7 +36,7 @@ DEMO_SETTINGS: dict[str, dict[str, Any]] = {
         "model": {"arch": "cnn1d"},
         "optim": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4},
         "schedule": {"name": "constant"},
-        "train": {"epochs": 80, "batch_size": 64},
+        "train": {"epochs": 80, "batch_size": 64, "memorization_from": "sample"},  # the ELR paper's curves
         "elr": {"lam": 7.0, "beta": 0.9},
     },
     "fashion-mnist": {
@@ -44,7 +44,7 @@ DEMO_SETTINGS: dict[str, dict[str, Any]] = {
         "model": {"arch": "mlp", "options": {"hidden": [512, 512]}},
         "optim": {"name": "sgd", "lr": 0.02, "momentum": 0.9, "weight_decay": 5e-4},
         "schedule": {"name": "cosine"},
-        "train": {"epochs": 50, "batch_size": 128},
+        "train": {"epochs": 50, "batch_size": 128, "memorization_from": "sample"},
         "elr": {"lam": 3.0, "beta": 0.7},
     },
 }

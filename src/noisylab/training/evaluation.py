@@ -58,9 +58,8 @@ def evaluate(run: Run, epoch: int) -> dict[str, Any]:
                 log.info("epoch %d: the memorization alarm switches on the ELR regularizer (method.loss.start=alarm)",
                          epoch + 1)
             row.update(alarm)
-        if run.memo_batches is not None:
-            tr = run.memo_idx
-            pred = predict_probs(method, run.memo_batches, run.amp).argmax(axis=1)
+        if run.memo_idx is not None:
+            tr, pred = memorization_predictions(run)
             memo = memorization_fractions(pred, run.data.given[tr], run.data.bundle.train_labels[tr])
             run.memorization.append({"epoch": epoch, **memo})
             row["memorized"] = memo["noisy_memorized"]
@@ -68,6 +67,19 @@ def evaluate(run: Run, epoch: int) -> dict[str, Any]:
     with torch.no_grad():
         row.update(method.evaluate(run.eval_data))
     return row
+
+
+def memorization_predictions(run: Run) -> tuple[np.ndarray, np.ndarray]:
+    """``(rows, predicted class)`` for the memorization curves (``train.memorization_from``): an
+    evaluation pass over the sample, or the latest training-pass prediction of each row the record
+    keeps (rows not seen yet, e.g. outside a balanced subset, are left out)."""
+    if run.memo_batches is not None:
+        return run.memo_idx, predict_probs(run.method, run.memo_batches, run.amp).argmax(axis=1)
+    d = run.dynamics
+    at = d.alarm_position[torch.as_tensor(run.memo_idx, device=d.last_pred.device)]
+    pred = d.last_pred[at].cpu().numpy()
+    seen = pred >= 0
+    return run.memo_idx[seen], pred[seen]
 
 
 def update_best(run: Run, row: dict[str, Any]) -> bool:

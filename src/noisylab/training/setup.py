@@ -110,8 +110,12 @@ def setup_run(cfg: Config, resume: str | Path | None = None, run_dir: str | Path
                                         alarm_rows=alarm_rows(data.train_idx, cfg.seed)) if method.has_classifier else None,
               lookahead=lookahead)
     if cfg.train.track_memorization and data.truth_known and method.has_classifier:
-        run.memo_idx = sample_indices(data.train_idx, cfg.train.memorization_sample, cfg.seed)
-        run.memo_batches = make_eval_batches(bundle, "train", ebs, device, labels=data.given, indices=run.memo_idx)
+        if cfg.train.memorization_from == "sample":
+            run.memo_idx = sample_indices(data.train_idx, cfg.train.memorization_sample, cfg.seed)
+            run.memo_batches = make_eval_batches(bundle, "train", ebs, device, labels=data.given,
+                                                 indices=run.memo_idx)
+        else:  # the training examples whose latest training-pass prediction the record keeps
+            run.memo_idx = np.intersect1d(data.train_idx, run.dynamics.alarm_rows)
     if state is not None:
         restore_run(run, state, changed)
     if dinfo.is_main:

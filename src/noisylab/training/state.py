@@ -44,7 +44,7 @@ class Run:
     dynamics: TrainingDynamics | None = None  # per-example record of training (methods with a classifier)
     lookahead: Lookahead | None = None  # weight averaging (train.lookahead_every)
     memo_idx: np.ndarray | None = None  # the training examples of the memorization curves
-    memo_batches: Any = None  # their un-augmented batches
+    memo_batches: Any = None  # their un-augmented batches (train.memorization_from=sample)
     out: Path | None = None  # the run folder (rank 0 only)
     writer: Any = None  # TensorBoard
     history: list[dict[str, Any]] = field(default_factory=list)
