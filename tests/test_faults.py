@@ -22,22 +22,24 @@ from helpers import torchrun
 DRIVER = r'''
 import os, signal, sys
 from noisylab import checkpoint
-from noisylab.training import loop, outputs, step
+from noisylab.data import batching
+from noisylab.training import loop, outputs
 
 point, world = os.environ.get("KILL_AT", ""), int(os.environ.get("WORLD_SIZE", "1"))
 rank = int(os.environ.get("RANK", "0"))
 me = lambda: os.kill(os.getpid(), signal.SIGKILL)
 count = {"batch": 0, "replace": 0}
 
-class CountingBatch(step.Batch):
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+real_epoch = batching.TrainBatches.epoch
+def counting_epoch(self, seed):
+    for batch in real_epoch(self, seed):   # each training batch, before its step
         count["batch"] += 1
         if point == "first_epoch_step" and count["batch"] == 2:
             me()
         if point == "later_step" and count["batch"] == int(os.environ["LATER_STEP"]):
             me()
-step.Batch = CountingBatch
+        yield batch
+batching.TrainBatches.epoch = counting_epoch
 
 real_replace = os.replace
 def replace(src, dst):
