@@ -21,11 +21,13 @@ the bare and peer loops train on the same noisy labels (the cost does not depend
   ICLR-2023 regularizer with CE: a weak and two SimCLR views per example, projection head,
   InfoNCE + rkd_dis: about 3x the forward/backward work): ``noisylab.training.train`` with
   ``device=cpu``, ``train.progress=false``, ``train.tensorboard=false``, ``data.val_fraction=0``
-  and the default ``train.track_memorization=true`` (one extra forward pass over the training
-  set per epoch). Each run writes its run folder (checkpoints every epoch, CSV, log: part of
+  and the default memorization tracking (``train.memorization_from=training``: the curves read
+  the predictions the training steps made anyway). Each run writes its run folder (checkpoints every epoch, CSV, log: part of
   noisylab's cost) into a temporary folder under ``--out``, removed after the run.
 * ``ce_notrack``: ``ce`` with ``train.track_memorization=false`` (the cost of tracking is the
   difference to ``ce``).
+* ``ce_sample``: ``ce`` with ``train.memorization_from=sample``: an evaluation pass over 5,000
+  training examples each epoch (the default before 2026-12; the benchmarks' tables use it).
 * ``peer``: the official repos' style: a ``Dataset`` that makes a PIL image per item, per-sample
   torchvision ``RandomCrop(32, padding=4)``, ``RandomHorizontalFlip``, ``ToTensor``, ``Normalize``,
   ``DataLoader(batch_size=128, shuffle=True, num_workers=--workers)`` (workers restart every
@@ -58,9 +60,10 @@ from pathlib import Path
 
 from noisylab.report.summary import markdown_table
 
-LOOPS = ("bare", "ce", "ce_notrack", "elr", "elr_plus", "ce_reg", "peer")
+LOOPS = ("bare", "ce", "ce_notrack", "ce_sample", "elr", "elr_plus", "ce_reg", "peer")
 NOTES = {"bare": "hand-written, noisylab's batched crop/flip op", "ce": "noisylab, tracking on (default)",
-         "ce_notrack": "noisylab, track_memorization=false", "elr": "noisylab, lam 3 beta 0.7",
+         "ce_notrack": "noisylab, track_memorization=false",
+         "ce_sample": "noisylab, memorization from a 5,000-example evaluation pass", "elr": "noisylab, lam 3 beta 0.7",
          "elr_plus": "noisylab, 2 networks + EMA: >= 2x work", "ce_reg": "noisylab repreg: 3 views, ~3x work",
          "peer": "PIL + torchvision per sample, DataLoader"}
 NOISE_RATE = 0.4
@@ -213,6 +216,7 @@ def noisylab_config(loop: str, args: argparse.Namespace, out: Path):
     method = {
         "ce": {"name": "standard", "loss": {"name": "ce"}},
         "ce_notrack": {"name": "standard", "loss": {"name": "ce"}},
+        "ce_sample": {"name": "standard", "loss": {"name": "ce"}},
         "elr": {"name": "standard", "loss": {"name": "elr", "lam": 3.0, "beta": 0.7}},
         "elr_plus": {"name": "elr_plus", "loss": {"name": "elr", "lam": 3.0, "beta": 0.7}},
         "ce_reg": {"name": "repreg", "loss": {"name": "ce"}, "reg": "rkd_dis", "tau": 0.5},
@@ -227,7 +231,8 @@ def noisylab_config(loop: str, args: argparse.Namespace, out: Path):
         "optim": {"name": "sgd", "lr": args.lr, "momentum": 0.9, "weight_decay": 5e-4},
         "schedule": {"name": "constant"},
         "train": {"epochs": args.epochs, "batch_size": args.batch_size, "progress": False, "tensorboard": False,
-                  "track_memorization": loop != "ce_notrack"},
+                  "track_memorization": loop != "ce_notrack",
+                  "memorization_from": "sample" if loop == "ce_sample" else "training"},
     })
 
 
