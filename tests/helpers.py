@@ -30,6 +30,14 @@ class Interrupt(Exception):
     """Raised from an epoch callback to cut a run short (its checkpoint is already written)."""
 
 
+def worker_failure(stderr: str, tail: int = 2000) -> str:
+    """What to show when a torchrun launch fails: the lines of its workers' own errors (a C++ abort
+    prints its reason long before torchrun's summary), then the end of the output."""
+    words = ("terminate called", "what():", "Error", "error:", "gloo", "Exception")
+    causes = [ln for ln in stderr.splitlines() if any(w in ln for w in words)][:20]
+    return "\n".join(causes) + "\n...\n" + stderr[-tail:]
+
+
 def full_and_resumed(cfg, tmp_path, stop_after_epoch: int):
     """Train ``cfg`` once uninterrupted (``tmp_path/full``) and once cut after ``stop_after_epoch``
     then resumed with every global RNG disturbed (``tmp_path/cut``); returns both results."""

@@ -9,7 +9,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from helpers import free_port, torchrun
+from helpers import free_port, torchrun, worker_failure
 from noisylab.losses import ELRLoss
 
 
@@ -46,7 +46,7 @@ def test_torchrun_two_cpu_processes(tmp_path):
            "model.arch=mlp", "model.options.hidden=[32]", "train.epochs=2", "train.batch_size=25",
            "train.progress=false", "train.tensorboard=false", f"output_dir={tmp_path / 'runs'}"]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, worker_failure(proc.stderr)
     run = tmp_path / "runs" / "ddp"
     lines = (run / "metrics.csv").read_text().strip().splitlines()
     assert len(lines) == 3
@@ -73,7 +73,7 @@ def test_torchrun_repreg_with_warm_up_and_global_negatives(tmp_path):
            "train.batch_size=16", "train.last_batch=drop", "train.progress=false", "train.tensorboard=false",
            f"output_dir={tmp_path / 'runs'}"]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, worker_failure(proc.stderr)
     import csv
 
     rows = list(csv.DictReader(open(tmp_path / "runs" / "ddp" / "metrics.csv")))
@@ -148,7 +148,7 @@ def test_torchrun_fastnet_freezes_the_whitening_bias_mid_run(tmp_path):
            "train.epochs=2", "train.batch_size=16", "train.last_batch=drop", "train.init_samples=32",
            "train.progress=false", "train.tensorboard=false", f"output_dir={tmp_path / 'runs'}"]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, worker_failure(proc.stderr)
     rows = (tmp_path / "runs" / "ddp" / "metrics.csv").read_text().strip().splitlines()
     assert len(rows) == 3
 
@@ -172,11 +172,11 @@ def test_two_launchers_meet_at_a_c10d_rendezvous_and_train_one_run(tmp_path):
          "--log-dir", str(tmp_path / f"logs{node}"), *train_args, f"output_dir={tmp_path / f'node{node}'}"],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for node in (0, 1)]
     outs = [p.communicate(timeout=600) for p in launchers]
-    assert all(p.returncode == 0 for p in launchers), [o[1][-2000:] for o in outs]
+    assert all(p.returncode == 0 for p in launchers), [worker_failure(o[1]) for o in outs]
     written = [d for d in (tmp_path / "node0", tmp_path / "node1") if (d / "ddp" / "metrics.csv").is_file()]
     assert len(written) == 1  # the node whose process got global rank 0, and only it
     single = subprocess.run([*torchrun(2, tmp_path), *train_args, f"output_dir={tmp_path / 'single'}"], cwd=tmp_path,
                             env=env, capture_output=True, text=True, timeout=600)
-    assert single.returncode == 0, single.stderr[-2000:]
+    assert single.returncode == 0, worker_failure(single.stderr)
     strip = lambda p: [ln.rsplit(",", 1)[0] for ln in p.read_text().splitlines()]  # noqa: E731  (time_s last)
     assert strip(written[0] / "ddp" / "metrics.csv") == strip(tmp_path / "single" / "ddp" / "metrics.csv")
