@@ -10,12 +10,11 @@ from .cifar import RestrictedUnpickler, safe_load_pickle
 from .filestream import FileDataBundle, FileImages, FileStore
 from .idx import read_idx
 from .memory import TensorStore
-from .pipeline import build_train_transform, eval_split_names, example_paths, make_eval_batches, make_train_batches
+from .pipeline import eval_split_names, example_paths, make_eval_batches, make_train_batches
 from .registry import list_datasets, load_dataset, register_dataset
 from .transforms import (
     VIEW_RECIPES,
     CropFlipNormalize,
-    MultiView,
     Normalize,
     SimCLRAugment,
     StandardAugment,
@@ -35,9 +34,9 @@ __all__ = [
     "DataBundle", "DataError", "Batch", "EpochPlan", "TrainBatches", "EvalBatches", "LAST_BATCH", "batch_bounds",
     "BalancedSubset", "balanced_subset", "TensorStore", "FileStore", "FileDataBundle", "FileImages",
     "list_datasets", "load_dataset", "register_dataset",
-    "make_train_batches", "make_eval_batches", "build_train_transform", "eval_split_names", "example_paths",
+    "make_train_batches", "make_eval_batches", "eval_split_names", "example_paths",
     "Normalize", "StandardAugment", "eval_transform", "random_crop", "random_hflip",
-    "CropFlipNormalize", "SimCLRAugment", "MultiView", "VIEW_RECIPES", "view_transform", "resized_crop",
+    "CropFlipNormalize", "SimCLRAugment", "VIEW_RECIPES", "view_transform", "resized_crop",
     "color_jitter", "random_grayscale",
     "RestrictedUnpickler", "safe_load_pickle", "read_idx",
 ]

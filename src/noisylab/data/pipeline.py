@@ -23,7 +23,7 @@ from .base import DataBundle, DataError
 from .batching import BalancedSubset, EpochPlan, EvalBatches, TrainBatches
 from .filestream import FILE_DECODED_RECIPES, FileStore
 from .memory import TensorStore
-from .transforms import MultiView, eval_transform, resolve_recipe, view_transform
+from .transforms import eval_transform, resolve_recipe, view_transform
 
 
 def view_recipes(bundle: DataBundle, views: str | Sequence[str] | None) -> tuple[str, ...]:
@@ -31,15 +31,6 @@ def view_recipes(bundle: DataBundle, views: str | Sequence[str] | None) -> tuple
     if views is None or isinstance(views, str):
         views = (views,)
     return tuple(resolve_recipe(bundle, v) for v in views)
-
-
-def build_train_transform(bundle: DataBundle, views: str | Sequence[str] | None = None):
-    """The batched training transform of an in-memory bundle: one view's transform, a
-    :class:`MultiView` for several, None for no view."""
-    transforms = tuple(view_transform(bundle, r) for r in view_recipes(bundle, views))
-    if not transforms:
-        return None
-    return transforms[0] if len(transforms) == 1 else MultiView(transforms)
 
 
 def _workers(bundle: DataBundle, num_workers: int | None) -> int:

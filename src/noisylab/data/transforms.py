@@ -407,19 +407,6 @@ class SimCLRAugment:
         return out
 
 
-@dataclass
-class MultiView:
-    """Apply several transforms to the same batch; returns a tuple of views (same order).
-
-    The transforms draw from the one generator in turn, so the views of a batch are a function of
-    the generator's seed only."""
-
-    transforms: tuple
-
-    def __call__(self, x: torch.Tensor, generator: torch.Generator | None) -> tuple[torch.Tensor, ...]:
-        return tuple(t(x, generator) for t in self.transforms)
-
-
 # ----------------------------------------------------------------------------- the view recipes
 def _needs_images(bundle: DataBundle, recipe: str) -> None:
     if not bundle.is_images:
