@@ -1,5 +1,6 @@
 """DDP on CPU (gloo): ELR targets stay identical across ranks, and torchrun training works."""
 import os
+import shutil
 import subprocess
 import sys
 
@@ -11,6 +12,8 @@ import torch.multiprocessing as mp
 
 from helpers import free_port, torchrun, worker_failure
 from noisylab.losses import ELRLoss
+
+TEARDOWN_ABORT = "Exception raised from recvBytes"  # the worker abort of a known teardown race (issue 25)
 
 
 def _elr_worker(rank, world, port, out):
@@ -165,18 +168,32 @@ def test_two_launchers_meet_at_a_c10d_rendezvous_and_train_one_run(tmp_path):
     train_args = ["-m", "noisylab.cli", "-q", "train", "-c", str(cfg), "device=cpu", "data.options.num_samples=300",
                   "model.arch=mlp", "model.options.hidden=[16]", "train.epochs=2", "train.batch_size=25",
                   "train.progress=false", "train.tensorboard=false"]
-    port = free_port()
-    launchers = [subprocess.Popen(
-        [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
-         "--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{port}", "--rdzv_id", "two-nodes",
-         "--log-dir", str(tmp_path / f"logs{node}"), *train_args, f"output_dir={tmp_path / f'node{node}'}"],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for node in (0, 1)]
-    outs = [p.communicate(timeout=600) for p in launchers]
+    def two_launchers(attempt: int):
+        port = free_port()
+        launchers = [subprocess.Popen(
+            [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
+             "--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{port}", "--rdzv_id", f"two-nodes-{attempt}",
+             "--log-dir", str(tmp_path / f"logs{attempt}{node}"), *train_args,
+             f"output_dir={tmp_path / f'node{node}'}"],
+            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for node in (0, 1)]
+        return launchers, [p.communicate(timeout=600) for p in launchers]
+
+    launchers, outs = two_launchers(0)
+    if any(p.returncode for p in launchers) and any(TEARDOWN_ABORT in o[1] for o in outs):
+        # a known teardown race (noted in issue 25): a worker aborts reading the rendezvous store
+        # after the run is written; one more launch, into fresh folders, must then succeed
+        for node in (0, 1):
+            shutil.rmtree(tmp_path / f"node{node}", ignore_errors=True)
+        launchers, outs = two_launchers(1)
     assert all(p.returncode == 0 for p in launchers), [worker_failure(o[1]) for o in outs]
     written = [d for d in (tmp_path / "node0", tmp_path / "node1") if (d / "ddp" / "metrics.csv").is_file()]
     assert len(written) == 1  # the node whose process got global rank 0, and only it
     single = subprocess.run([*torchrun(2, tmp_path), *train_args, f"output_dir={tmp_path / 'single'}"], cwd=tmp_path,
                             env=env, capture_output=True, text=True, timeout=600)
+    if single.returncode and "SIGABRT" in single.stderr:  # the same teardown race, one more launch
+        shutil.rmtree(tmp_path / "single", ignore_errors=True)
+        single = subprocess.run([*torchrun(2, tmp_path), *train_args, f"output_dir={tmp_path / 'single'}"],
+                                cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert single.returncode == 0, worker_failure(single.stderr)
     strip = lambda p: [ln.rsplit(",", 1)[0] for ln in p.read_text().splitlines()]  # noqa: E731  (time_s last)
     assert strip(written[0] / "ddp" / "metrics.csv") == strip(tmp_path / "single" / "ddp" / "metrics.csv")
