@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import torchrun
+from helpers import torchrun, worker_failure
 
 DRIVER = r'''
 import os, signal, sys
@@ -37,6 +37,9 @@ def counting_epoch(self, seed):
         if point == "first_epoch_step" and count["batch"] == 2:
             me()
         if point == "later_step" and count["batch"] == int(os.environ["LATER_STEP"]):
+            me()
+        if point == "rank1_first_attempt" and rank == 1 and os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0" \
+                and count["batch"] == int(os.environ["LATER_STEP"]):
             me()
         yield batch
 batching.TrainBatches.epoch = counting_epoch
@@ -177,6 +180,26 @@ def test_two_process_gloo_run_killed_and_resumed(tmp_path):
     assert more.returncode == 0, more.stderr[-2000:]
     assert "resuming a run trained on 2 process(es) with 1: train.batch_size is per process" in more.stderr
     assert len(outputs(run)["metrics"]) == 5
+
+
+@pytest.mark.slow
+def test_torchrun_restarts_a_killed_worker_and_the_run_continues_from_its_checkpoint(tmp_path):
+    """``torchrun --max-restarts 1``: rank 1 is SIGKILLed mid-epoch 3 of 4 on the first attempt;
+    torchrun restarts both workers with the same command (no -r), which continue the run in its
+    own folder from the last checkpoint and end with the outputs of an uninterrupted run."""
+    text = STANDARD.replace("val_fraction: 0.1", "val_fraction: 0.0")
+    full = run_driver(tmp_path, text, "full", nproc=2)
+    assert full.returncode == 0, full.stderr[-2000:]
+    cfg = tmp_path / "c.yaml"
+    cmd = [*torchrun(2, tmp_path), "--max-restarts", "1", str(tmp_path / "driver.py"), "-q", "train", "-c", str(cfg),
+           *BASE, f"output_dir={tmp_path / 'elastic'}"]
+    env = dict(os.environ, KILL_AT="rank1_first_attempt", LATER_STEP="12", OMP_NUM_THREADS="1")  # 5 steps an epoch
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, worker_failure(proc.stderr)
+    assert sorted(p.name for p in (tmp_path / "elastic").iterdir()) == ["k"]  # the same folder, no k_2
+    log = (tmp_path / "elastic" / "k" / "train.log").read_text()
+    assert "resumed at epoch 3 of 4" in log, log[-2000:]
+    assert_same(outputs(tmp_path / "elastic" / "k"), outputs(tmp_path / "full" / "k"))
 
 
 @pytest.mark.slow

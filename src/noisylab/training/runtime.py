@@ -61,13 +61,34 @@ def setup_device(name: str) -> tuple[torch.device, DistInfo]:
         else:
             device = torch.device("cpu")
         if not dist.is_initialized():
-            dist.init_process_group(backend="nccl" if want_cuda else "gloo")
+            join_process_group("nccl" if want_cuda else "gloo", info)
         return device, info
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu"), info
     if name == "mps" and not torch.backends.mps.is_available():
         raise ConfigError("device 'mps' requested but MPS is not available here (use device=cpu)")
     return torch.device(name), info
+
+
+def join_process_group(backend: str, info: DistInfo) -> None:
+    """``init_process_group`` from torchrun's environment, each restart attempt in its own key space.
+
+    Under torchrun the workers share the launcher's key-value store (TORCHELASTIC_USE_AGENT_STORE),
+    which outlives a failed attempt (``--max-restarts``) with the keys its group left there, among
+    them each rank's gloo address: workers of the next attempt would read those and wait on
+    processes that are gone (seen with torch 2.14, static and c10d rendezvous alike). A prefix
+    per attempt (TORCHELASTIC_RESTART_COUNT) keeps every attempt to its own keys."""
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != str(True):
+        dist.init_process_group(backend=backend)
+        return
+    from datetime import timedelta
+
+    timeout = timedelta(minutes=30)  # torch's default for a process group
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), info.world_size,
+                          is_master=False, timeout=timeout)
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or "0"
+    dist.init_process_group(backend=backend, store=dist.PrefixStore(f"noisylab/attempt_{attempt}", store),
+                            rank=info.rank, world_size=info.world_size, timeout=timeout)
 
 
 def epoch_seed(seed: int, epoch: int, phase: int) -> int:
