@@ -690,7 +690,8 @@ def test_label_issues_csv_columns_and_order(tmp_path):
                       [0.0, 0.0, 2.0]])  # the last row is unnormalised
     flagged = np.array([True, True, False, False, True, False])
     quality = np.array([0.2, 0.1, 0.7, 0.6, 0.65, 1.0])  # flagged 4 has a higher quality than unflagged 3
-    n = write_label_issues_csv(tmp_path / "plain.csv", given, probs, flagged, quality)
+    suggested = probs.argmax(axis=1)
+    n = write_label_issues_csv(tmp_path / "plain.csv", given, suggested, flagged, quality)
     rows = read_rows(tmp_path / "plain.csv")
     assert n == 6 and list(rows[0]) == BASE_COLUMNS
     # flagged first (qualities 0.1, 0.2, 0.65), then the others by rising quality (0.6, 0.7, 1.0)
@@ -699,7 +700,7 @@ def test_label_issues_csv_columns_and_order(tmp_path):
     assert [r["suggested_label"] for r in rows] == ["0", "1", "0", "0", "1", "2"]
     assert rows[0]["quality"] == "0.100000" and rows[1]["given_label"] == "0"
 
-    n = write_label_issues_csv(tmp_path / "all.csv", given, probs, flagged, quality, indices=np.arange(100, 106),
+    n = write_label_issues_csv(tmp_path / "all.csv", given, suggested, flagged, quality, indices=np.arange(100, 106),
                                true_labels=np.array([1, 0, 1, 0, 0, 2]), class_names=["a", "b", "c"],
                                paths=[f"img{i}.png" for i in range(6)], in_training=np.array([1, 1, 0, 1, 0, 1], bool))
     rows = read_rows(tmp_path / "all.csv")
@@ -711,7 +712,7 @@ def test_label_issues_csv_columns_and_order(tmp_path):
     assert [r["part"] for r in rows] == ["train", "train", "val", "train", "val", "train"]
     assert [r["is_noisy"] for r in rows] == ["1", "1", "1", "0", "0", "0"]
 
-    n = write_label_issues_csv(tmp_path / "flagged.csv", given, probs, flagged, quality, only_flagged=True)
+    n = write_label_issues_csv(tmp_path / "flagged.csv", given, suggested, flagged, quality, only_flagged=True)
     assert n == 3 and [r["index"] for r in read_rows(tmp_path / "flagged.csv")] == ["1", "0", "4"]
     assert not list(tmp_path.glob(".*"))  # no temporary file left behind
 

@@ -7,7 +7,7 @@ import torch
 from helpers import full_and_resumed, without_time
 from noisylab.detect import TrainingDynamics
 from noisylab.losses import ELRLoss
-from noisylab.per_example import AUTO_HALF_ENTRIES, ema_bound, ema_rows_, state_dtype
+from noisylab.per_example import AUTO_HALF_ENTRIES, TableStorage, ema_bound, ema_rows_, state_dtype
 
 
 def test_state_dtype_auto_switches_at_the_stated_size():
@@ -25,7 +25,7 @@ def test_elr_targets_in_float16_stay_within_the_bound_of_float32_over_many_epoch
     never leave ``2^-12 / (1 - beta)`` of the float32 ones, and the regularizer follows."""
     n, c = 64, 10
     full = ELRLoss(n, c, lam=3.0, beta=beta)
-    half = ELRLoss(n, c, lam=3.0, beta=beta, state_dtype=torch.float16)
+    half = ELRLoss(n, c, lam=3.0, beta=beta, tables=TableStorage(torch.float16))
     assert half.targets.dtype == torch.float16
     gen = torch.Generator().manual_seed(0)
     worst = worst_reg = 0.0
@@ -42,7 +42,7 @@ def test_elr_targets_in_float16_stay_within_the_bound_of_float32_over_many_epoch
 
 def test_elr_regularizer_in_float16_stays_finite_where_predictions_match_their_targets():
     """The exact <t, p> is at most 1 - 1e-4; float16 rounding of t must not take it to 1 (log 0)."""
-    crit = ELRLoss(4, 1000, lam=3.0, beta=0.7, state_dtype=torch.float16)
+    crit = ELRLoss(4, 1000, lam=3.0, beta=0.7, tables=TableStorage(torch.float16))
     logits = torch.full((4, 1000), -30.0)
     logits[:, 0] = 30.0  # certain: p = 1 - 1e-4 at class 0 after the clamp
     for _ in range(200):
@@ -59,7 +59,7 @@ def test_ema_rows_writes_once_rounded():
 
 def test_dynamics_history_in_float16_stays_within_the_bound():
     full = TrainingDynamics(40, 5, torch.device("cpu"))
-    half = TrainingDynamics(40, 5, torch.device("cpu"), dtype=torch.float16)
+    half = TrainingDynamics(40, 5, torch.device("cpu"), tables=TableStorage(torch.float16))
     gen = torch.Generator().manual_seed(1)
     for _ in range(200):
         logits, index = torch.randn(40, 5, generator=gen) * 3, torch.randperm(40, generator=gen)

@@ -2,8 +2,11 @@
 
 Checkpoints hold only tensors, numbers, strings, lists and dicts, and are read with
 ``torch.load(..., weights_only=True)``, so a crafted file cannot run code. A checkpoint file is
-``{"format": FORMAT, "sha256": ..., "payload": bytes}``: the payload is the serialised state and
-its SHA-256 is verified before it is read, so a damaged file is refused rather than half-used.
+the ``torch.save`` archive of the state followed by a trailer line ``noisylab-checkpoint-v3
+sha256=<hex>`` holding the archive's SHA-256, which is verified before anything is read, so a
+damaged file is refused rather than half-used. The archive is streamed to disk as it is
+serialised and hashed on the way, and read back memory-mapped: neither side makes a copy of the
+state in memory (a 1.28M x 1000 run's per-example tables are gigabytes).
 
 A run folder keeps ``checkpoints/last.pt`` (the newest epoch), ``prev.pt`` (the epoch before,
 kept when ``last.pt`` is replaced) and ``best.pt``. Resuming a folder takes the newest of them that
@@ -24,8 +27,12 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-FORMAT = "noisylab-checkpoint-v2"
-OLD_FORMATS = ("noisylab-checkpoint-v1",)  # no checksum; still read
+FORMAT = "noisylab-checkpoint-v3"
+TRAILER_PREFIX = b"\n" + FORMAT.encode() + b" sha256="
+TRAILER_SIZE = len(TRAILER_PREFIX) + 64 + 1  # the prefix, 64 hex digits, a newline
+OLD_FORMATS = ("noisylab-checkpoint-v1", "noisylab-checkpoint-v2")  # still read: v1 has no checksum,
+# v2 wraps the archive's bytes and their SHA-256 in an outer archive
+HASH_CHUNK = 4 * 2**20
 CHECKPOINT_NAMES = ("last.pt", "prev.pt", "best.pt")
 
 log = logging.getLogger("noisylab")
@@ -83,36 +90,102 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
+class _HashingWriter(io.RawIOBase):
+    """A write-only stream into ``file`` that hashes what passes; it keeps the first OSError, which
+    torch's archive writer would otherwise turn into a RuntimeError."""
+
+    def __init__(self, file) -> None:
+        super().__init__()
+        self.file, self.sha256, self.error = file, hashlib.sha256(), None
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        view = memoryview(data)
+        try:
+            self.file.write(view)
+        except OSError as err:
+            self.error = self.error or err
+            raise
+        self.sha256.update(view)
+        return view.nbytes
+
+
 def save_checkpoint(state: dict[str, Any], path: str | Path, keep_old_as: Path | None = None) -> None:
-    """Write ``state`` to ``path`` atomically, with its SHA-256 (``keep_old_as``: see :func:`atomic_write`)."""
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    payload = buf.getvalue()
-    outer = io.BytesIO()
-    torch.save({"format": FORMAT, "sha256": hashlib.sha256(payload).hexdigest(), "payload": payload}, outer)
-    # written by Python, not torch's zip writer, so a full disk or a size limit is an OSError
-    atomic_write(path, lambda tmp: tmp.write_bytes(outer.getvalue()), keep_old_as)
+    """Write ``state`` to ``path`` atomically, streamed, with its SHA-256 in a trailer (``keep_old_as``:
+    see :func:`atomic_write`). A full disk or a size limit is an :class:`OutputError`."""
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            out = _HashingWriter(f)
+            try:
+                torch.save(state, out)
+            except RuntimeError:
+                if out.error is not None:
+                    raise out.error from None
+                raise
+            f.write(TRAILER_PREFIX + out.sha256.hexdigest().encode() + b"\n")
+    atomic_write(path, write, keep_old_as)
 
 
 # ----------------------------------------------------------------------------- reading
-def _torch_load(source, where: Path) -> Any:
+def _torch_load(source, where: Path, mmap: bool = False) -> Any:
     try:
         with warnings.catch_warnings():  # torch warns about foreign pickle protocols; the error below says it all
             warnings.simplefilter("ignore")
-            return torch.load(source, map_location="cpu", weights_only=True)
+            return torch.load(source, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as err:  # noqa: BLE001 - any unreadable file gets the same one-line answer
         raise CheckpointError(f"'{where}' is not a readable noisylab checkpoint ({type(err).__name__}); "
                               "it is damaged or not a checkpoint") from None
 
 
+def _v3_checksum(path: Path) -> str | None:
+    """The SHA-256 a v3 checkpoint's trailer states (None: no v3 trailer)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            if f.tell() < TRAILER_SIZE:
+                return None
+            f.seek(-TRAILER_SIZE, os.SEEK_END)
+            trailer = f.read()
+    except OSError as err:
+        raise CheckpointError(f"'{path}' cannot be read ({err.strerror})") from None
+    if not trailer.startswith(TRAILER_PREFIX) or not trailer.endswith(b"\n"):
+        return None
+    return trailer[len(TRAILER_PREFIX):-1].decode("ascii", "replace")
+
+
+def _sha256_of_archive(path: Path) -> str:
+    """The SHA-256 of a v3 checkpoint's archive (all but the trailer), read in chunks."""
+    digest, buf = hashlib.sha256(), memoryview(bytearray(HASH_CHUNK))
+    with open(path, "rb", buffering=0) as f:
+        left = os.fstat(f.fileno()).st_size - TRAILER_SIZE
+        while left > 0:
+            got = f.readinto(buf[:min(HASH_CHUNK, left)])
+            if not got:
+                break
+            digest.update(buf[:got])
+            left -= got
+    return digest.hexdigest()
+
+
 def read_checkpoint_file(path: Path) -> dict[str, Any]:
-    """The state stored in one checkpoint file, its checksum verified."""
+    """The state stored in one checkpoint file, its checksum verified (a v3 file's tensors are
+    memory-mapped from it, not read into memory)."""
+    stated = _v3_checksum(path)
+    if stated is not None:
+        if _sha256_of_archive(path) != stated:
+            raise CheckpointError(f"'{path}' is damaged (checksum mismatch)")
+        state = _torch_load(path, path, mmap=True)
+        if not isinstance(state, dict):
+            raise CheckpointError(f"'{path}' is not a noisylab checkpoint (no state)")
+        return state
     outer = _torch_load(path, path)
     if not isinstance(outer, dict):
         raise CheckpointError(f"'{path}' is not a noisylab checkpoint (format tag missing)")
-    if outer.get("format") in OLD_FORMATS:
+    if outer.get("format") == OLD_FORMATS[0]:
         return outer
-    if outer.get("format") != FORMAT:
+    if outer.get("format") != OLD_FORMATS[1]:
         raise CheckpointError(f"'{path}' is not a noisylab checkpoint (format tag missing)")
     payload = outer.get("payload")
     if not isinstance(payload, bytes) or hashlib.sha256(payload).hexdigest() != outer.get("sha256"):

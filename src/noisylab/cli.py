@@ -317,7 +317,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
         found = detection_from_probs("pred_probs", given, probs, args.filter_by, args.threshold, args.rank_by)
     except (ValueError, ImportError) as err:
         raise ConfigError(str(err)) from None
-    rows = write_label_issues_csv(args.output, given, probs, found.flagged, found.quality,
+    rows = write_label_issues_csv(args.output, given, found.suggested, found.flagged, found.quality,
                                   only_flagged=args.only_flagged)
     print(f"{int(found.flagged.sum())} of {len(given)} labels flagged ({found.filter_by}); {rows} rows -> {args.output}")
     return 0
@@ -336,13 +336,13 @@ def _detect_run(args: argparse.Namespace) -> int:
         raise ConfigError(f"'{run}' has no predictions.npz (is it a finished noisylab run folder with a classifier?)")
     try:
         arrays, ev = read_evidence(pred_file)
-        found = detect_label_issues(ev, args.method, args.filter_by, args.threshold, args.rank_by)
+        found = detect_label_issues(ev, args.method, args.filter_by, args.threshold, args.rank_by, keep_probs=False)
     except (ValueError, ImportError) as err:
         raise ConfigError(str(err)) from None
     truth = arrays.get("true_label")
     names = arrays["class_names"].tolist() if "class_names" in arrays else None
     out = Path(args.output) if args.output else run / f"label_issues_{args.method}_{args.filter_by}.csv"
-    rows = write_label_issues_csv(out, ev.given, found.probs, found.flagged, found.quality, indices=arrays["index"],
+    rows = write_label_issues_csv(out, ev.given, found.suggested, found.flagged, found.quality, indices=arrays["index"],
                                   true_labels=truth, class_names=names, only_flagged=args.only_flagged,
                                   paths=arrays["example_path"].tolist() if "example_path" in arrays else None,
                                   in_training=ev.in_training)

@@ -216,6 +216,13 @@ class TrainConfig(_Strict):
     state_precision: Literal["auto", "float32", "float16"] = Field("auto", description=(
         "storage of the [N, C] per-example tables (ELR targets, the detection record): auto = float16 "
         "from 2^27 entries (e.g. 134k examples x 1000 classes), float32 below"))
+    state_storage: Literal["auto", "memory", "file"] = Field("auto", description=(
+        "where the [N, C] per-example tables live: memory, or file = memory-mapped files in state_dir (the "
+        "operating system keeps in memory what it has room for; CPU only); auto = file from 2 GiB per table "
+        "on a CPU device (e.g. 1.07M examples x 1000 classes in float16), memory below. Never changes a number"))
+    state_dir: str | None = Field(None, description=(
+        "folder of the memory-mapped state files (default: output_dir); they are unlinked at once, so "
+        "nothing stays there after the run"))
 
     @model_validator(mode="before")
     @classmethod

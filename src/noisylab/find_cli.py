@@ -152,7 +152,7 @@ def write_result_folder(issues, folder: Path, source: str, names_are_files: bool
 
     folder.mkdir(parents=True, exist_ok=True)
     csv_path, summary_path = folder / "label_issues.csv", folder / "summary.json"
-    write_label_issues_csv(csv_path, issues.labels, issues.probs, issues.is_label_issue, issues.quality,
+    write_label_issues_csv(csv_path, issues.labels, issues.suggested, issues.is_label_issue, issues.quality,
                            class_names=issues.class_names, names=None if names_are_files else issues.names,
                            paths=issues.names if names_are_files else None, extra_columns=issues.graph_columns())
     summary = {"name": folder.name, "source": source, "detect": {

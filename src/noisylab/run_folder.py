@@ -138,10 +138,42 @@ def epoch_log_line(row: dict[str, Any], epochs: int) -> str:
         f"{k}={v:.4f}" for k, v in row.items() if k != "epoch" and isinstance(v, float))
 
 
-def save_arrays(path: Path, **arrays: np.ndarray) -> None:
-    """A compressed ``.npz`` (no pickles), written atomically."""
+COMPRESS_BELOW_BYTES = 2**30
+"""``save_arrays`` compresses a file whose arrays take less than this (1 GiB); larger ones are
+stored as they are: deflating gigabytes of floats takes minutes and saves little."""
+ROW_CHUNK_BYTES = 2**25
+"""Row views are written this many bytes (32 MB) at a time."""
+
+
+def save_arrays(path: Path, **arrays) -> None:
+    """An ``.npz`` (no pickles; ``np.load`` reads it), written atomically and compressed below
+    :data:`COMPRESS_BELOW_BYTES`. An array may be a numpy array or a 2-D row view with ``shape``
+    and slicing (:class:`~noisylab.detect.detectors.TableRows`), written a chunk of rows at a
+    time, so a memory-mapped ``[N, C]`` table is never read whole into memory."""
+    import zipfile
+
+    def nbytes(v) -> int:
+        return v.nbytes if isinstance(v, np.ndarray) else int(np.prod(v.shape)) * 4
+    total = sum(nbytes(v) if hasattr(v, "shape") else 0 for v in arrays.values())
+    compression = zipfile.ZIP_DEFLATED if total < COMPRESS_BELOW_BYTES else zipfile.ZIP_STORED
+
     def write(tmp: Path) -> None:
-        with tmp.open("wb") as fh:  # a file object: numpy would append .npz to a name
-            np.savez_compressed(fh, **arrays)
+        with zipfile.ZipFile(tmp, "w", compression=compression, allowZip64=True) as zf:
+            for name, value in arrays.items():
+                with zf.open(f"{name}.npy", "w", force_zip64=True) as fh:
+                    if hasattr(value, "shape") and not isinstance(value, np.ndarray):
+                        _write_rows(fh, value)
+                    else:
+                        np.lib.format.write_array(fh, np.asanyarray(value), allow_pickle=False)
 
     atomic_write(path, write)
+
+
+def _write_rows(fh, rows) -> None:
+    """A ``float32 [n, C]`` ``.npy`` from a row view, a chunk at a time."""
+    n, c = rows.shape
+    np.lib.format.write_array_header_2_0(fh, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)),
+                                              "fortran_order": False, "shape": (n, c)})
+    step = max(1, ROW_CHUNK_BYTES // (4 * max(c, 1)))
+    for lo in range(0, n, step):
+        fh.write(np.ascontiguousarray(rows[lo:lo + step], dtype=np.float32).tobytes())

@@ -10,6 +10,10 @@ Each registers itself with ``@register_detector(name)`` (:mod:`noisylab.registry
 is the one list of their names: ``detect.method``, ``noisylab detect --method``). A detector in a
 new module of :mod:`noisylab.detect` is found without being listed anywhere, and reads what it
 needs from :class:`Evidence` (a method's own per-example arrays are in ``Evidence.signals``).
+
+The contract: a detector's row ``P[i]`` depends on row ``i`` of the evidence alone. That lets
+:func:`detect_label_issues` run it over chunks of rows (:data:`CHUNK_ENTRIES` numbers of ``P`` at
+a time), so a 1.28M x 1000 record never becomes one ``[N, C]`` float64 array (10 GB).
 """
 from __future__ import annotations
 
@@ -20,7 +24,48 @@ import numpy as np
 import torch
 
 from ..registry import DETECTORS, register_detector
-from .scores import DEFAULT_RANK_BY, normalize_rows
+from .confident import ConfidentJoint, class_thresholds
+from .scores import CLEANLAB_FILTERS, DEFAULT_RANK_BY, normalize_rows
+
+CHUNK_ENTRIES = 2**22
+"""Numbers of ``P`` made at a time by :func:`detect_label_issues` (4M: 32 MB in float64; 4,194 rows
+at 1000 classes, all of CIFAR-10's 50,000 in one chunk)."""
+
+
+class TableRows:
+    """Rows ``index`` of a ``[N, C]`` table (a numpy array, memory map or tensor, of any float
+    dtype), read when sliced: ``view[lo:hi]`` is a float32 ``[hi - lo, C]`` array. It lets
+    :class:`Evidence` point into a run's per-example tables instead of copying them.
+
+    ``weight [N]``: each row is read divided by its weight (in float64), uniform where the weight
+    is 0 (a moving average that is not bias-corrected: :meth:`TrainingDynamics.history_rows`)."""
+
+    def __init__(self, table, index: np.ndarray, weight=None) -> None:
+        self.table, self.index, self.weight = table, np.asarray(index, dtype=np.int64), weight
+        self.shape = (len(self.index), int(table.shape[1]))
+        self.ndim = 2
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key) -> np.ndarray:
+        rows = self.index[key]
+        if isinstance(self.table, torch.Tensor):
+            values = self.table[torch.as_tensor(rows, device=self.table.device)].cpu().numpy()
+        else:
+            values = np.asarray(self.table[rows])
+        if self.weight is None:
+            return values.astype(np.float32, copy=False)
+        w = self.weight[torch.as_tensor(rows, device=self.weight.device)].cpu().numpy() \
+            if isinstance(self.weight, torch.Tensor) else np.asarray(self.weight)[rows]
+        w = w.astype(np.float64)
+        ratio = np.where(w[:, None] > 0, values.astype(np.float64) / np.where(w > 0, w, 1.0)[:, None],
+                         1.0 / self.shape[1])
+        return ratio.astype(np.float32)
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        whole = self[:]
+        return whole if dtype is None else whole.astype(dtype)
 
 
 @dataclass
@@ -58,6 +103,17 @@ class Evidence:
     @property
     def num_classes(self) -> int:
         return self.predictions.shape[1]
+
+    def rows(self, lo: int, hi: int) -> "Evidence":
+        """The evidence of rows ``lo:hi``, every array read into memory (from :class:`TableRows`
+        views and memory maps too)."""
+        def part(a):
+            return None if a is None else np.asarray(a[lo:hi])
+        return Evidence(given=self.given[lo:hi], history=part(self.history), predictions=part(self.predictions),
+                        in_training=self.in_training[lo:hi], targets=part(self.targets),
+                        networks=None if self.networks is None else (part(self.networks[0]), part(self.networks[1])),
+                        knn=part(self.knn), history_frozen=self.history_frozen,
+                        signals={k: part(v) for k, v in self.signals.items()})
 
     @classmethod
     def from_method_state(cls, state: Mapping[str, np.ndarray], **fields) -> "Evidence":
@@ -173,19 +229,23 @@ class Detection:
 
     Attributes:
         method, filter_by, rank_by: how it was made.
-        probs: ``[n, C]`` the detector's estimate of each example's true class.
-        quality: ``[n]`` in [0, 1], the ``rank_by`` score of ``probs``; lower = more likely wrong.
+        quality: ``[n]`` in [0, 1], the ``rank_by`` score of ``P``; lower = more likely wrong.
         flagged: ``bool [n]`` the suspected wrong labels.
         suggested: ``int64 [n]`` the most likely class.
+        confident_joint: ``int64 [C, C]`` the confident joint of ``P`` (rows = given label,
+            columns = confident class; :mod:`noisylab.detect.confident`): the noise estimates' input.
+        probs: ``[n, C]`` the detector's estimate ``P`` of each example's true class, when it was
+            kept (``keep_probs``), else None.
     """
 
     method: str
     filter_by: str
     rank_by: str
-    probs: np.ndarray
     quality: np.ndarray
     flagged: np.ndarray
     suggested: np.ndarray
+    confident_joint: np.ndarray
+    probs: np.ndarray | None = None
 
     def ranked_issues(self) -> np.ndarray:
         """Row numbers of the flagged examples, most suspicious (lowest quality) first: cleanlab's
@@ -194,20 +254,77 @@ class Detection:
         return rows[np.argsort(self.quality[rows], kind="stable")]
 
 
+def detector_chunks(ev: Evidence, method: str, chunk_entries: int = CHUNK_ENTRIES):
+    """``(lo, hi, P[lo:hi])`` of detector ``method`` over consecutive row chunks of ``ev``."""
+    n = len(ev.given)
+    step = max(1, chunk_entries // max(ev.num_classes, 1))
+    for lo in range(0, n, step):
+        hi = min(n, lo + step)
+        yield lo, hi, run_detector(method, ev.rows(lo, hi))
+
+
 def detect_label_issues(ev: Evidence, method: str = "history", filter_by: str = "auto",
-                        threshold: float = 0.5, rank_by: str = DEFAULT_RANK_BY) -> Detection:
+                        threshold: float = 0.5, rank_by: str = DEFAULT_RANK_BY, keep_probs: bool = True,
+                        chunk_entries: int = CHUNK_ENTRIES) -> Detection:
     """Run detector ``method`` on ``ev``, flag with ``filter_by`` (see :func:`find_label_issues`) and
-    score each example with ``rank_by`` (:data:`SCORES`)."""
-    return detection_from_probs(method, ev.given, run_detector(method, ev), filter_by, threshold, rank_by)
+    score each example with ``rank_by`` (:data:`SCORES`), over chunks of ``chunk_entries`` numbers
+    of ``P``. ``keep_probs=False`` keeps no ``[n, C]`` array (cleanlab's own filters, which read
+    all of ``P`` at once, still make one)."""
+    from .scores import resolve_filter
+
+    if keep_probs or resolve_filter(filter_by) in CLEANLAB_FILTERS:
+        probs = np.concatenate([p for _, _, p in detector_chunks(ev, method, chunk_entries)]) if len(ev.given) \
+            else np.zeros((0, ev.num_classes))
+        return detection_from_probs(method, ev.given, probs, filter_by, threshold, rank_by, chunk_entries)
+    return _verdict(method, ev.given, ev.num_classes, lambda: detector_chunks(ev, method, chunk_entries), filter_by,
+                    threshold, rank_by, None)
 
 
 def detection_from_probs(method: str, given: np.ndarray, probs: np.ndarray, filter_by: str = "auto",
-                         threshold: float = 0.5, rank_by: str = DEFAULT_RANK_BY) -> Detection:
+                         threshold: float = 0.5, rank_by: str = DEFAULT_RANK_BY,
+                         chunk_entries: int = CHUNK_ENTRIES) -> Detection:
     """The :class:`Detection` of probabilities ``probs [n, C]`` (a detector's, or a cross-validation's
     out-of-sample ones, named ``method``) for the given labels ``given [n]``."""
-    from .scores import find_label_issues, label_quality_scores, resolve_filter
+    from .scores import check_labels_probs
 
-    quality = label_quality_scores(given, probs, rank_by)
+    given = check_labels_probs(given, probs)[0]  # the checks; the rows are normalised chunk by chunk
+    probs = np.asarray(probs, dtype=np.float64)
+    step = max(1, chunk_entries // max(probs.shape[1], 1))
+    chunks = lambda: ((lo, min(lo + step, len(given)), probs[lo:lo + step]) for lo in range(0, len(given), step))  # noqa: E731
+    return _verdict(method, given, probs.shape[1], chunks, filter_by, threshold, rank_by, probs)
+
+
+def _verdict(method: str, given: np.ndarray, num_classes: int, chunks, filter_by: str, threshold: float,
+             rank_by: str, probs: np.ndarray | None) -> Detection:
+    """The one way a verdict is made: ``chunks()`` yields ``(lo, hi, P[lo:hi])`` (it is read twice:
+    scores, then the confident joint); ``probs``, all of ``P`` when it is in memory."""
+    from .scores import FILTERS, expected_f1_from, find_label_issues, label_quality_scores, resolve_filter
+
     filter_by = resolve_filter(filter_by)
-    flagged = find_label_issues(given, probs, filter_by=filter_by, threshold=threshold, rank_by=rank_by)
-    return Detection(method, filter_by, rank_by, probs, quality, flagged, probs.argmax(axis=1))
+    if filter_by not in FILTERS:
+        raise ValueError(f"unknown filter_by '{filter_by}' (valid: {', '.join(FILTERS)})")
+    given = np.asarray(given, dtype=np.int64)
+    n = len(given)
+    quality, p_given = np.empty(n), np.empty(n)
+    suggested = np.empty(n, dtype=np.int64)
+    for lo, hi, p in chunks():
+        p = normalize_rows(p)
+        quality[lo:hi] = label_quality_scores(given[lo:hi], p, rank_by)
+        suggested[lo:hi] = p.argmax(axis=1)
+        p_given[lo:hi] = p[np.arange(hi - lo), given[lo:hi]]
+    joint = ConfidentJoint(class_thresholds(given, p_given, num_classes))
+    for lo, hi, p in chunks():
+        joint.add(given[lo:hi], normalize_rows(p))
+    if filter_by == "predicted_neq_given":
+        flagged = suggested != given
+    elif filter_by == "low_self_confidence":
+        flagged = p_given < threshold
+    elif filter_by == "expected_f1":
+        from .scores import import_cleanlab_filter
+
+        import_cleanlab_filter()  # auto resolves to it only with cleanlab; asked for by name, the same rule
+        flagged = expected_f1_from(joint.off_diagonal, quality)
+    else:
+        flagged = find_label_issues(given, probs, filter_by=filter_by, threshold=threshold, rank_by=rank_by)
+    return Detection(method, filter_by, rank_by, quality, np.asarray(flagged, dtype=bool), suggested, joint.counts,
+                     probs)

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from ..distributed import gather_across_ranks
-from ..per_example import ema_rows_
+from ..per_example import TableStorage, ema_rows_
 
 
 HISTORY_DECAY = 0.9
@@ -36,8 +36,9 @@ class TrainingDynamics:
     """Per-example records of predicted probabilities over the whole training split.
 
     Args:
-        dtype: storage of the two ``[N, C]`` tables ``ema`` and ``calm_ema`` (float32, or float16
-            for very large N x C; :mod:`noisylab.per_example`).
+        tables: how the two ``[N, C]`` tables ``ema`` and ``calm_ema`` are kept (float32 in memory,
+            or float16 and/or memory-mapped files for very large N x C;
+            :class:`~noisylab.per_example.TableStorage`).
         alarm_rows: the dataset indices the memorization alarm reads (None: all N); only they
             keep ``prob_sum`` and ``last_pred``.
 
@@ -57,8 +58,9 @@ class TrainingDynamics:
             :meth:`freeze` goes back to it.
     """
 
-    def __init__(self, num_examples: int, num_classes: int, device: torch.device, dtype: torch.dtype = torch.float32,
+    def __init__(self, num_examples: int, num_classes: int, device: torch.device, tables: TableStorage | None = None,
                  alarm_rows: np.ndarray | None = None) -> None:
+        tables = tables or TableStorage()
         rows = np.arange(num_examples) if alarm_rows is None else np.unique(np.asarray(alarm_rows, dtype=np.int64))
         self.alarm_rows = rows
         spare = int(alarm_rows is not None)  # a subset: the other examples' records go to one spare row
@@ -68,10 +70,10 @@ class TrainingDynamics:
         self.prob_sum = torch.zeros(len(rows) + spare, num_classes, device=device)
         self.count = torch.zeros(num_examples, dtype=torch.long, device=device)
         self.last_pred = torch.full((len(rows) + spare,), -1, dtype=torch.long, device=device)
-        self.ema = torch.zeros(num_examples, num_classes, device=device, dtype=dtype)
+        self.ema = tables.zeros(num_examples, num_classes, device)
         self.ema_weight = torch.zeros(num_examples, device=device)
         self.frozen = torch.zeros((), dtype=torch.bool, device=device)
-        self.calm_ema = torch.zeros(num_examples, num_classes, device=device, dtype=dtype)
+        self.calm_ema = tables.zeros(num_examples, num_classes, device)
         self.calm_weight = torch.zeros(num_examples, device=device)
         self.calm_epoch = torch.full((), -1, dtype=torch.long, device=device)
         self._frozen = False  # its host copy: reading the tensor every step would sync a GPU
@@ -140,6 +142,13 @@ class TrainingDynamics:
         """``float64 [N, C]``: the bias-corrected moving average of the records up to the alarm (uniform
         where nothing was recorded): the input of the ``history`` detector."""
         return _ratio(self.ema, self.ema_weight)
+
+    def history_rows(self, index: np.ndarray):
+        """:meth:`history_probs` of rows ``index`` as a row view read on demand (float32; no
+        ``[N, C]`` copy: :class:`~noisylab.detect.detectors.TableRows`)."""
+        from .detectors import TableRows
+
+        return TableRows(self.ema, index, weight=self.ema_weight)
 
     def suspect_fit(self, given: np.ndarray, indices: np.ndarray) -> tuple[float, int]:
         """The memorization alarm's reading: ``(fit, size)`` of the suspected set among the alarm

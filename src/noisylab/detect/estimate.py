@@ -7,12 +7,12 @@ import numpy as np
 
 
 def noise_estimates(given: np.ndarray, flagged: np.ndarray, suggested: np.ndarray, num_classes: int,
-                    probs: np.ndarray | None = None) -> dict[str, Any]:
+                    probs: np.ndarray | None = None, confident_joint: np.ndarray | None = None) -> dict[str, Any]:
     """Estimate the noise from counts of (estimated true class, given label) pairs.
 
-    With ``probs`` and cleanlab installed the counts are cleanlab's estimate of the joint
-    distribution of true and given labels (the calibrated confident joint, Northcutt et al., JAIR
-    2021), which does not depend on how many examples a filter flags: ``expected_f1`` flags more
+    With ``probs`` (or their ``confident_joint``) and cleanlab installed the counts are cleanlab's
+    estimate of the joint distribution of true and given labels (the calibrated confident joint,
+    Northcutt et al., JAIR 2021), which does not depend on how many examples a filter flags: ``expected_f1`` flags more
     than there are wrong labels when they are many, on purpose. Otherwise they come from the
     verdict: the estimated true class is the suggested class of a flagged example and the given
     label of the others.
@@ -21,6 +21,8 @@ def noise_estimates(given: np.ndarray, flagged: np.ndarray, suggested: np.ndarra
         given, suggested: ``int [N]`` given labels and the detector's most likely classes.
         flagged: ``bool [N]`` the detector's suspected wrong labels.
         probs: ``[N, C]`` the detector's probabilities (rows summing to 1), or None.
+        confident_joint: ``[C, C]`` their confident joint (:class:`~noisylab.detect.confident.ConfidentJoint`,
+            rows = given label), given instead of ``probs`` when they are not kept in memory.
 
     Returns:
         ``noise_rate_estimate`` (the share of examples whose true class is not their given label),
@@ -30,7 +32,9 @@ def noise_estimates(given: np.ndarray, flagged: np.ndarray, suggested: np.ndarra
         (``confident_joint`` or ``flags``).
     """
     given, suggested = np.asarray(given, dtype=np.int64), np.asarray(suggested, dtype=np.int64)
-    counts = None if probs is None or not len(given) else _confident_joint_counts(given, probs)
+    if confident_joint is None and probs is not None and len(given):
+        confident_joint = _confident_joint_of(given, probs)
+    counts = None if confident_joint is None or not len(given) else _calibrated_counts(given, confident_joint)
     by = "confident_joint"
     if counts is None:
         by = "flags"
@@ -45,15 +49,26 @@ def noise_estimates(given: np.ndarray, flagged: np.ndarray, suggested: np.ndarra
             "transition_estimate": transition.tolist(), "noise_estimated_by": by}
 
 
-def _confident_joint_counts(given: np.ndarray, probs: np.ndarray) -> np.ndarray | None:
-    """``[C, C]`` estimated counts, rows = true class, columns = given label (cleanlab's
-    ``estimate_joint``, scaled to N); None without cleanlab or where it cannot estimate."""
+def _confident_joint_of(given: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    from .confident import ConfidentJoint, class_thresholds
+    from .scores import normalize_rows
+
+    p = normalize_rows(probs)
+    joint = ConfidentJoint(class_thresholds(given, p[np.arange(len(given)), given], p.shape[1]))
+    joint.add(given, p)
+    return joint.counts
+
+
+def _calibrated_counts(given: np.ndarray, confident_joint: np.ndarray) -> np.ndarray | None:
+    """``[C, C]`` estimated counts, rows = true class, columns = given label: cleanlab's
+    ``estimate_joint`` of the confident joint (calibrated to the given labels' counts), scaled to
+    N; None without cleanlab or where it cannot estimate."""
     try:
         from cleanlab.count import estimate_joint
     except ImportError:
         return None
     try:
-        joint = estimate_joint(given, np.asarray(probs, dtype=np.float64))  # [given, true], sums to 1
+        joint = estimate_joint(given, None, confident_joint=np.asarray(confident_joint))  # [given, true], sums to 1
     except (ValueError, IndexError, ZeroDivisionError):
         return None
     if not np.all(np.isfinite(joint)):

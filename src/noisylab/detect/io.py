@@ -6,13 +6,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .scores import normalize_rows
 
 
 def write_label_issues_csv(
     path: str | Path,
     labels: np.ndarray,
-    pred_probs: np.ndarray,
+    suggested: np.ndarray,
     flagged: np.ndarray,
     quality: np.ndarray,
     indices: np.ndarray | None = None,
@@ -24,7 +23,8 @@ def write_label_issues_csv(
     names: list[str] | None = None,
     extra_columns: dict[str, np.ndarray] | None = None,
 ) -> int:
-    """Write ``index, given_label, suggested_label, quality, is_label_issue`` per example, flagged
+    """Write ``index, given_label, suggested_label, quality, is_label_issue`` per example (``suggested``:
+    ``int [N]``, the detector's most likely classes), flagged
     rows first, each group by rising quality; plus ``part`` (``train`` or ``val``, the held-out
     part) when ``in_training`` is given, ``given_name, suggested_name`` with ``class_names``,
     ``true_label, is_noisy`` when the truth is known, ``path`` (one per row) for file datasets,
@@ -34,7 +34,7 @@ def write_label_issues_csv(
     Returns the number of rows written.
     """
     labels = np.asarray(labels)
-    suggested = normalize_rows(pred_probs).argmax(axis=1)
+    suggested = np.asarray(suggested)
     idx = np.arange(len(labels)) if indices is None else np.asarray(indices)
     flagged = np.asarray(flagged, dtype=bool)
     order = np.lexsort((quality, ~flagged))  # flagged first, then by quality
@@ -98,17 +98,24 @@ def evidence_arrays(ev, index: np.ndarray, true_labels: np.ndarray | None = None
     extra = {"true_label": true_labels, "class_names": class_names, "example_path": paths}
     arrays = {k: np.asarray(v) for k, v in extra.items() if v is not None}
     arrays |= {"index": np.asarray(index), "in_training": ev.in_training, "given_label": ev.given,
-              "pred_probs": ev.predictions.astype(np.float32), "history": ev.history.astype(np.float32),
+              "pred_probs": _float32(ev.predictions), "history": _float32(ev.history),
               "history_frozen": np.asarray(bool(ev.history_frozen))}
     if ev.targets is not None:
-        arrays["targets"] = ev.targets.astype(np.float32)
+        arrays["targets"] = _float32(ev.targets)
     if ev.networks is not None:
-        arrays["pred_hist1"], arrays["pred_hist2"] = (h.astype(np.float32) for h in ev.networks)
+        arrays["pred_hist1"], arrays["pred_hist2"] = (_float32(h) for h in ev.networks)
     if ev.knn is not None:
-        arrays["knn"] = ev.knn.astype(np.float32)
+        arrays["knn"] = _float32(ev.knn)
     for name, values in ev.signals.items():
-        arrays[SIGNAL_PREFIX + name] = np.asarray(values, dtype=np.float32)
+        arrays[SIGNAL_PREFIX + name] = _float32(values)
     return arrays
+
+
+def _float32(values):
+    """A numpy array as float32; a row view (float32 when read) as it is, read when written."""
+    if hasattr(values, "shape") and not isinstance(values, np.ndarray):
+        return values
+    return np.asarray(values, dtype=np.float32)
 
 
 def read_evidence(path: str | Path):

@@ -4,8 +4,10 @@
 targets, which sum to ``1 - beta^k``, work too), lower quality = more likely mislabeled. The two
 filters that need nothing but an argmax or a threshold are computed here; every confident-learning
 filter (Northcutt et al., JAIR 2021) comes from the ``cleanlab`` package
-(``pip install 'noisylab[detect]'``), which noisylab calls rather than re-implements, and so does
-the confident joint under noisylab's own ``expected_f1`` filter.
+(``pip install 'noisylab[detect]'``), which noisylab calls rather than re-implements. The one
+exception is the confident joint under noisylab's own ``expected_f1`` filter and noise estimates,
+computed by cleanlab's formulas in :mod:`noisylab.detect.confident` so that it can be read in
+chunks; it needs the same extra (scikit-learn's isotonic regression, cleanlab's calibration).
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ CLEANLAB_FILTERS = ("prune_by_noise_rate", "prune_by_class", "both", "confident_
 NEEDS_CLEANLAB = ("expected_f1",) + CLEANLAB_FILTERS
 FILTERS = ("auto",) + CORE_FILTERS + NEEDS_CLEANLAB
 """Filters of :func:`find_label_issues` (the one list of their names). ``expected_f1`` is noisylab's
-(:func:`expected_f1_issues`) and builds on cleanlab's confident joint; the last five are
+(:func:`expected_f1_issues`) and builds on the confident joint; the last five are
 ``cleanlab.filter.find_label_issues``'s ``filter_by`` choices; all six need cleanlab. ``auto`` is
 ``expected_f1`` when cleanlab is installed, else ``predicted_neq_given``."""
 CLEANLAB_MISSING = "needs the cleanlab package: pip install 'noisylab[detect]' (or pip install cleanlab)"
@@ -109,7 +111,7 @@ def expected_f1_issues(labels: np.ndarray, probs: np.ndarray, quality: np.ndarra
     calibrated ``w`` its optimum flags down to ``w = F1 / 2``, Lipton et al., ECML PKDD 2014).
     ``w`` is the isotonic (monotone in ``quality``) regression of membership in the confident
     joint's off-diagonal, i.e. of "confidently belongs to a class other than its label"
-    (Northcutt et al., JAIR 2021; cleanlab's per-class thresholds): a smooth, label-free estimate
+    (Northcutt et al., JAIR 2021; :mod:`noisylab.detect.confident`): a smooth, label-free estimate
     of the error rate at each quality level. Where wrong labels are many, the estimate stays high far
     down the ranking and k exceeds their expected number (recall is worth more than precision
     there); where they are few, k stops well short of ``argmax != label``.
@@ -118,13 +120,22 @@ def expected_f1_issues(labels: np.ndarray, probs: np.ndarray, quality: np.ndarra
         labels: ``int64 [N]``; probs: ``[N, C]`` rows summing to 1; quality: ``[N]`` the ranking
             score (lower = more likely wrong), the order the flags are a prefix of.
     """
-    from cleanlab.count import compute_confident_joint
+    from .confident import ConfidentJoint, class_thresholds
+
+    labels = np.asarray(labels, dtype=np.int64)
+    probs = np.asarray(probs, dtype=np.float64)
+    joint = ConfidentJoint(class_thresholds(labels, probs[np.arange(len(labels)), labels], probs.shape[1]))
+    joint.add(labels, probs)
+    return expected_f1_from(joint.off_diagonal, quality)
+
+
+def expected_f1_from(off_diagonal: np.ndarray, quality: np.ndarray) -> np.ndarray:
+    """:func:`expected_f1_issues` from its two inputs: ``off_diagonal bool [N]`` (confidently of
+    another class than the label) and ``quality [N]``."""
     from sklearn.isotonic import IsotonicRegression
 
-    _, off_diagonal = compute_confident_joint(labels, probs, calibrate=False, return_indices_of_off_diagonals=True)
-    confident_other = np.zeros(len(labels))
-    confident_other[off_diagonal] = 1.0
-    flagged = np.zeros(len(labels), dtype=bool)
+    confident_other = np.asarray(off_diagonal, dtype=np.float64)
+    flagged = np.zeros(len(confident_other), dtype=bool)
     if not confident_other.any():
         return flagged
     wrong = IsotonicRegression(increasing=False).fit(quality, confident_other).predict(quality)

@@ -17,7 +17,7 @@ from pydantic import Field, model_validator
 
 from ..config import Schema
 from ..distributed import gather_across_ranks
-from ..per_example import ema_rows_
+from ..per_example import TableStorage, ema_rows_
 from ..registry import register_loss
 from .classification import upcast
 
@@ -38,8 +38,9 @@ class ELRLoss(nn.Module):
             a class drop out of the predictions; this term (Tanaka et al., CVPR 2018; Li et al.,
             DivideMix, ICLR 2020) holds every class's share near ``pi``.
         class_prior: ``pi [C]`` (uniform when None); normalized here.
-        state_dtype: the targets' storage, float32 (the paper's) or float16 for very large N x C
-            (:mod:`noisylab.per_example`: updates and the regularizer compute in float32).
+        tables: how the targets are kept (:class:`~noisylab.per_example.TableStorage`): float32 in
+            memory (the paper's, the default), or float16 and/or a memory-mapped file for very
+            large N x C (updates and the regularizer compute in float32).
 
     Call ``loss = crit(logits [B, C], labels [B], index [B])``. The targets ``crit.targets``
     (``[N, C]``, a buffer, so ``state_dict()`` and ``.to(device)`` carry it) are updated in the
@@ -52,7 +53,7 @@ class ELRLoss(nn.Module):
 
     def __init__(self, num_examples: int, num_classes: int, lam: float = 3.0, beta: float = 0.7,
                  wait_for_alarm: bool = False, prior: float = 0.0, class_prior: torch.Tensor | None = None,
-                 state_dtype: torch.dtype = torch.float32) -> None:
+                 tables: TableStorage | None = None) -> None:
         super().__init__()
         if not 0.0 <= beta < 1.0:
             raise ValueError(f"ELR beta must lie in [0, 1), got {beta}")
@@ -62,7 +63,7 @@ class ELRLoss(nn.Module):
             raise ValueError(f"ELR prior weight must be >= 0, got {prior}")
         self.num_examples, self.num_classes = num_examples, num_classes
         self.lam, self.beta = float(lam), float(beta)
-        self.register_buffer("targets", torch.zeros(num_examples, num_classes, dtype=state_dtype))
+        self.register_buffer("targets", (tables or TableStorage()).zeros(num_examples, num_classes))
         # wait_for_alarm: the regularizer stays off (plain CE, targets still tracked) until the
         # engine's memorization alarm calls start(); not saved: the engine replays the alarm on resume
         self.waits_for_alarm = bool(wait_for_alarm)
@@ -169,7 +170,7 @@ class ELRLossConfig(Schema):
 
 
 @register_loss("elr", schema=ELRLossConfig)
-def build_elr(cfg: ELRLossConfig, n: int, c: int, given, state_dtype: torch.dtype = torch.float32) -> ELRLoss:
+def build_elr(cfg: ELRLossConfig, n: int, c: int, given, tables: TableStorage | None = None) -> ELRLoss:
     """ELR from its section; the class prior from the given labels' class counts when ``prior_from: labels``."""
     import numpy as np
 
@@ -179,4 +180,4 @@ def build_elr(cfg: ELRLossConfig, n: int, c: int, given, state_dtype: torch.dtyp
             raise ValueError("ELR prior_from=labels needs the given training labels")
         class_prior = torch.as_tensor(np.bincount(np.asarray(given), minlength=c)[:c], dtype=torch.float32)
     return ELRLoss(n, c, lam=cfg.lam, beta=cfg.beta, wait_for_alarm=cfg.start == "alarm", prior=cfg.prior,
-                   class_prior=class_prior, state_dtype=state_dtype)
+                   class_prior=class_prior, tables=tables)

@@ -31,7 +31,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..distributed import gather_across_ranks
-from ..per_example import ema_rows_
+from ..per_example import TableStorage, ema_rows_
 from .classification import upcast
 from .elr import CLAMP
 
@@ -122,8 +122,9 @@ class ELRPlusLoss(nn.Module):
             the cross-entropy. The official code does this only when C == 100 (CIFAR-100); the
             method resolves ``method.reweight_labels: auto`` to that rule.
 
-    State: ``pred_hist`` ``float32 [N, C]`` (``state_dtype``: float16 for very large N x C,
-    :mod:`noisylab.per_example`; a buffer: saved in ``state_dict``, moved by ``.to``),
+    State: ``pred_hist`` ``float32 [N, C]`` (``tables``: float16 and/or a memory-mapped file for
+    very large N x C, :class:`~noisylab.per_example.TableStorage`; a buffer: saved in
+    ``state_dict``, moved by ``.to``),
     zeros at the start and not bias-corrected (a row sums to ``1 - beta^k`` after k visits), as
     the official code. Under ``torch.distributed`` updates are gathered from every rank so all
     ranks keep the same history (as :class:`~noisylab.losses.ELRLoss`).
@@ -135,7 +136,7 @@ class ELRPlusLoss(nn.Module):
     pred_hist: torch.Tensor
 
     def __init__(self, num_examples: int, num_classes: int, lam: float = 3.0, beta: float = 0.7,
-                 coef_step: int = 0, reweight_labels: bool = False, state_dtype: torch.dtype = torch.float32) -> None:
+                 coef_step: int = 0, reweight_labels: bool = False, tables: TableStorage | None = None) -> None:
         super().__init__()
         if not 0.0 <= beta < 1.0:
             raise ValueError(f"ELR+ beta must lie in [0, 1), got {beta}")
@@ -146,7 +147,7 @@ class ELRPlusLoss(nn.Module):
         self.num_examples, self.num_classes = int(num_examples), int(num_classes)
         self.lam, self.beta = float(lam), float(beta)
         self.coef_step, self.reweight_labels = int(coef_step), bool(reweight_labels)
-        self.register_buffer("pred_hist", torch.zeros(num_examples, num_classes, dtype=state_dtype))
+        self.register_buffer("pred_hist", (tables or TableStorage()).zeros(num_examples, num_classes))
 
     @torch.no_grad()
     def update_targets(self, logits: torch.Tensor, index: torch.Tensor, lam: float = 1.0,

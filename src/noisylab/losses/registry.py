@@ -12,6 +12,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ..per_example import TableStorage
 from ..registry import LOSSES
 
 
@@ -21,16 +22,16 @@ def loss_names() -> list[str]:
 
 
 def build_loss(cfg, num_examples: int, num_classes: int, given: np.ndarray | None = None,
-               state_dtype: torch.dtype = torch.float32) -> nn.Module:
+               tables: TableStorage | None = None) -> nn.Module:
     """The loss module of the section ``cfg`` (its ``name`` picks the registered builder); ``given``
     are the given labels of the examples trained on (ELR's ``prior_from: labels`` takes their shares);
-    ``state_dtype`` the storage of per-example state, for the builders that keep some (a builder
-    declares a ``state_dtype`` parameter; :mod:`noisylab.per_example`)."""
+    ``tables`` how per-example state is kept, for the builders that keep some (a builder declares
+    a ``tables`` parameter; :class:`~noisylab.per_example.TableStorage`)."""
     import inspect
 
     builder = LOSSES.get(cfg.name).obj
-    if "state_dtype" in inspect.signature(builder).parameters:
-        return builder(cfg, num_examples, num_classes, given, state_dtype=state_dtype)
+    if "tables" in inspect.signature(builder).parameters:
+        return builder(cfg, num_examples, num_classes, given, tables=tables)
     return builder(cfg, num_examples, num_classes, given)
 
 

@@ -33,6 +33,7 @@ import torch.nn as nn
 
 from ..config import Config, ConfigError
 from ..data.batching import Batch
+from ..per_example import TableStorage
 
 
 @dataclass
@@ -90,7 +91,7 @@ class MethodContext:
     batches_per_epoch: int
     feature_batches: Any = None  # un-augmented batches (x, given y, index) over every training example
     given: np.ndarray | None = None  # int64 [n]: the given labels of the examples trained on
-    state_dtype: torch.dtype = torch.float32  # storage of [N, C] per-example tables (train.state_precision)
+    tables: TableStorage = field(default_factory=TableStorage)  # how [N, C] per-example tables are kept
 
 
 @dataclass

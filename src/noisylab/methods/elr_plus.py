@@ -126,7 +126,7 @@ class ELRPlusMethod(Method):
             self.schedulers[net_name] = self.make_scheduler(opt)
             self.losses[net_name] = ELRPlusLoss(ctx.num_train, ctx.num_classes, lam=mc.loss.lam, beta=mc.loss.beta,
                                                 coef_step=mc.coef_step, reweight_labels=self.reweight,
-                                                state_dtype=ctx.state_dtype).to(ctx.device)
+                                                tables=ctx.tables).to(ctx.device)
         self.global_step = 0
         self._warm = False
         self._phase_name: str | None = None

@@ -86,7 +86,7 @@ def write_cross_validated_outputs(cfg: Config, data: PreparedData, parent: Path,
     found = detection_from_probs("cross_validated", given, pred_probs, d.filter_by, d.threshold, d.rank_by)
     truth = data.bundle.train_labels if data.truth_known else None
     paths = example_paths(data.bundle, "train")
-    write_label_issues_csv(parent / "label_issues.csv", given, pred_probs, found.flagged, found.quality,
+    write_label_issues_csv(parent / "label_issues.csv", given, found.suggested, found.flagged, found.quality,
                            true_labels=truth, class_names=data.bundle.class_names, paths=paths)
     summary = {"name": cfg.name, "dataset": cfg.data.dataset, "method": cfg.method.name,
                "noise": noise_line(data.labels, data.truth_known),

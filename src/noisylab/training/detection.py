@@ -11,9 +11,11 @@ import torch
 from ..config import ConfigError
 from ..data.pipeline import example_paths
 from ..detect import DetectorUnavailable, Evidence, detect_label_issues, detection_summary, knn_vote, write_label_issues_csv
+from ..detect.detectors import TableRows
 from ..detect.io import evidence_arrays
+from ..per_example import TableStorage
 from ..run_folder import save_arrays
-from .evaluation import predict_probs
+from .evaluation import predicted_batches
 from .state import Run
 
 
@@ -25,15 +27,29 @@ def collect_evidence(run: Run) -> tuple[np.ndarray, Evidence]:
     scored = np.concatenate([data.train_idx, data.val_idx])
     in_training = np.r_[np.ones(len(data.train_idx), bool), np.zeros(len(data.val_idx), bool)]
     batch_sets = [run.eval_data.train] + ([run.eval_data.sets["noisy_val"][0]] if len(data.val_idx) else [])
-    predictions = np.concatenate([predict_probs(method, b, run.amp) for b in batch_sets])
-    # float32, as predictions.npz stores them: `noisylab detect RUN` later gives the same verdict
-    state = {k: v.detach().float().cpu().numpy()[scored] for k, v in method.sample_state().items()}
+    # the [N, C] arrays are views into the run's tables, read in chunks by detection and when saved
+    # (float32, as predictions.npz stores them: `noisylab detect RUN` later gives the same verdict)
+    predictions = predictions_table(run, batch_sets, len(scored))
+    state = {k: TableRows(v.detach(), scored) if v.dim() == 2 else v.detach().float().cpu().numpy()[scored]
+             for k, v in method.sample_state().items()}
     given = data.given[scored]
     knn = knn_vote_of(run, batch_sets, given)
     return scored, Evidence.from_method_state(
-        state, given=given, history=run.dynamics.history_probs()[scored].astype(np.float32), predictions=predictions,
-        in_training=in_training, knn=None if knn is None else knn.astype(np.float32),
-        history_frozen=run.dynamics.is_frozen)
+        state, given=given, history=run.dynamics.history_rows(scored),
+        predictions=TableRows(predictions, np.arange(len(scored))), in_training=in_training,
+        knn=None if knn is None else knn.astype(np.float32), history_frozen=run.dynamics.is_frozen)
+
+
+def predictions_table(run: Run, batch_sets: list[Any], num_rows: int) -> torch.Tensor:
+    """``float32 [num_rows, C]``: the final predictor's softmax over ``batch_sets`` in order, in a
+    table kept where the run keeps its per-example tables (memory, or a memory-mapped file)."""
+    table = TableStorage(torch.float32, run.tables.folder).zeros(num_rows, run.data.bundle.num_classes)
+    at = 0
+    for batches in batch_sets:
+        for probs in predicted_batches(run.method, batches, run.amp):
+            table[at:at + len(probs)] = probs.cpu()
+            at += len(probs)
+    return table
 
 
 def knn_vote_of(run: Run, batch_sets: list[Any], given: np.ndarray) -> np.ndarray | None:
@@ -56,10 +72,10 @@ def run_detection(run: Run) -> dict[str, Any]:
     save_arrays(out / "predictions.npz", **evidence_arrays(ev, scored, truth, data.bundle.class_names, paths))
     try:
         d = cfg.detect
-        found = detect_label_issues(ev, d.method, d.filter_by, d.threshold, d.rank_by)
+        found = detect_label_issues(ev, d.method, d.filter_by, d.threshold, d.rank_by, keep_probs=False)
     except DetectorUnavailable as err:
         raise ConfigError(f"detect.method={cfg.detect.method}: {err}") from None
-    write_label_issues_csv(out / "label_issues.csv", ev.given, found.probs, found.flagged, found.quality,
+    write_label_issues_csv(out / "label_issues.csv", ev.given, found.suggested, found.flagged, found.quality,
                            indices=scored, true_labels=truth, class_names=data.bundle.class_names, paths=paths,
                            in_training=ev.in_training)
     return detection_summary(found, ev.given, truth, data.bundle.num_classes)

@@ -23,12 +23,16 @@ log = logging.getLogger("noisylab")
 def predict_probs(method: Method, batches: EvalBatches, amp: bool, tta: str = "none") -> np.ndarray:
     """Softmax outputs ``float32 [batches.num_examples, C]`` of the method's predictor, eval mode,
     with test-time augmentation ``tta`` (:mod:`noisylab.tta`)."""
+    out = list(predicted_batches(method, batches, amp, tta))
+    return torch.cat(out).cpu().numpy() if out else np.zeros((0, 0), np.float32)
+
+
+def predicted_batches(method: Method, batches: EvalBatches, amp: bool, tta: str = "none"):
+    """:func:`predict_probs` one batch at a time: ``float32 [B, C]`` tensors on the batches' device."""
     method.train(False)
-    out = []
     for batch in batches:
         with autocast(batch.x.device, amp):
-            out.append(torch.softmax(tta_logits(method.predict, batch.x, tta), dim=1))
-    return torch.cat(out).cpu().numpy() if out else np.zeros((0, 0), np.float32)
+            yield torch.softmax(tta_logits(method.predict, batch.x, tta), dim=1).float()
 
 
 def topk_accuracy(probs: np.ndarray, labels: np.ndarray, k: int) -> float:

@@ -59,8 +59,12 @@ def check_free_space(run: Run, where: Path) -> None:
 
     while not where.exists() and where != where.parent:
         where = where.parent
-    tensors = [t for m in [*run.method.models.values(), *run.method.losses.values()] for t in m.state_dict().values()]
-    need = 4 * 3 * sum(t.numel() * t.element_size() for t in tensors)  # weights + up to 2 optimizer moments, 4 files
+    def size(tensors) -> int:
+        return sum(t.numel() * t.element_size() for t in tensors)
+    weights = size(t for m in run.method.models.values() for t in m.state_dict().values())
+    per_example = size(t for m in run.method.losses.values() for t in m.state_dict().values())
+    per_example += size(run.dynamics.state_dict().values()) if run.dynamics is not None else 0
+    need = 4 * (3 * weights + per_example)  # weights + up to 2 optimizer moments, the tables; 4 files
     free = shutil.disk_usage(where).free
     if free < need:
         raise OutputError(28, f"the disk of '{where}' has {free / 2**20:.0f} MiB free; the run's checkpoints need about "

@@ -21,7 +21,7 @@ from ..data.batching import sample_indices
 from ..detect import TrainingDynamics
 from ..methods import Method, MethodContext, build_method
 from ..methods.base import EvalData
-from ..per_example import state_dtype
+from ..per_example import table_storage
 from .outputs import open_run_folder
 from .resume import config_changes, restore_run
 from .runtime import _STOP, setup_device
@@ -83,9 +83,13 @@ def setup_run(cfg: Config, resume: str | Path | None = None, run_dir: str | Path
     if batches_per_epoch == 0:
         raise ConfigError(f"train.batch_size {cfg.train.batch_size} with train.last_batch=drop leaves no batch of the "
                           f"{len(data.train_idx)} training examples; lower train.batch_size")
-    table_dtype = state_dtype(cfg.train.state_precision, bundle.num_train, bundle.num_classes)
+    try:
+        tables = table_storage(cfg.train.state_precision, cfg.train.state_storage, bundle.num_train,
+                               bundle.num_classes, device, cfg.train.state_dir or cfg.output_dir)
+    except ValueError as err:
+        raise ConfigError(f"train.state_storage: {err}") from None
     probe = MethodContext(cfg, bundle.num_classes, bundle.num_train, bundle.input_shape, device, batches_per_epoch,
-                          feature_batches, given=data.given[data.train_idx], state_dtype=table_dtype)
+                          feature_batches, given=data.given[data.train_idx], tables=tables)
     method = build_method(probe)
     train_batches = make_train_batches(bundle, data.given, cfg.train.batch_size, device, view_recipes_of(method, cfg),
                                        **batching)
@@ -106,9 +110,9 @@ def setup_run(cfg: Config, resume: str | Path | None = None, run_dir: str | Path
         monitor = method.monitor or "train_loss"
     run = Run(cfg, device, dinfo, data, method, train_batches, eval_data, amp,
               torch.amp.GradScaler("cuda", enabled=amp), best={"monitor": monitor, "value": None, "epoch": -1},
-              dynamics=TrainingDynamics(bundle.num_train, bundle.num_classes, device, dtype=table_dtype,
+              dynamics=TrainingDynamics(bundle.num_train, bundle.num_classes, device, tables=tables,
                                         alarm_rows=alarm_rows(data.train_idx, cfg.seed)) if method.has_classifier else None,
-              lookahead=lookahead)
+              lookahead=lookahead, tables=tables)
     if cfg.train.track_memorization and data.truth_known and method.has_classifier:
         if cfg.train.memorization_from == "sample":
             run.memo_idx = sample_indices(data.train_idx, cfg.train.memorization_sample, cfg.seed)

@@ -16,6 +16,7 @@ from ..data.prepare import PreparedData
 from ..detect import TrainingDynamics
 from ..methods import Method
 from ..methods.base import EvalData
+from ..per_example import TableStorage
 from .runtime import DistInfo
 
 
@@ -43,6 +44,7 @@ class Run:
     scaler: Any
     dynamics: TrainingDynamics | None = None  # per-example record of training (methods with a classifier)
     lookahead: Lookahead | None = None  # weight averaging (train.lookahead_every)
+    tables: TableStorage = field(default_factory=TableStorage)  # how [N, C] per-example tables are kept
     memo_idx: np.ndarray | None = None  # the training examples of the memorization curves
     memo_batches: Any = None  # their un-augmented batches (train.memorization_from=sample)
     out: Path | None = None  # the run folder (rank 0 only)
