@@ -263,6 +263,8 @@ def test_missing_run_folder_is_one_config_error(tmp_path, damage, fragment):
     ("summary.json", b"[1, 2]", "is damaged"),
     ("metrics.csv", b"\xff\xfe\x00garbage\x00", "metrics.csv' is damaged"),
     ("noisy_labels.npz", b"PK\x03\x04 not a zip", "noisy_labels.npz"),
+    ("label_issues.csv", b"index,quality\n1,0.5\n\xff\xfe\x00\n", "label_issues.csv' is damaged"),
+    ("label_issues.csv", b"index,quality\n1,0.5,extra\n", "label_issues.csv' is damaged"),
 ])
 def test_damaged_files_are_one_config_error(tmp_path, name, content, fragment):
     run = fake_run(tmp_path / "run", truth=True)
@@ -322,3 +324,32 @@ def test_tables_for_the_terminal_and_for_markdown():
     assert md == ["| method | test % |", "|--------|--------|", "| CE     |  51.60 |", "| ELR+   |   92.7 |"]
     text = format_table(header, [[str(c) for c in r] for r in rows]).splitlines()
     assert text[2].split() == ["CE", "51.60"] and len(text) == 4
+
+
+def test_a_large_label_issues_file_is_read_as_columns_with_only_the_shown_rows_as_text(tmp_path):
+    """30,000 rows: the page keeps the flagged rows it shows and the near-duplicate rows with their
+    partners as text, everything else as arrays; the counts and the curve come from the arrays."""
+    from noisylab.report.run_files import SHOWN_FLAGGED, read_issues
+
+    rng = np.random.default_rng(0)
+    n = 30_000
+    noisy = rng.random(n) < 0.1
+    quality = np.where(noisy, rng.random(n) * 0.6, 0.3 + rng.random(n) * 0.7)
+    flagged = quality < 0.25
+    order = np.lexsort((quality, ~flagged))
+    lines = ["index,given_label,suggested_label,quality,is_label_issue,given_name,suggested_name,true_label,is_noisy,"
+             "is_near_duplicate,near_duplicate_of"]
+    for i in order:
+        dup = i in (7, 8)
+        lines.append(f"{i},{i % 3},{(i + 1) % 3},{quality[i]:.6f},{int(flagged[i])},c{i % 3},c{(i + 1) % 3},"
+                     f"{i % 3},{int(noisy[i])},{int(dup)},{15 - i if dup else ''}")
+    path = tmp_path / "label_issues.csv"
+    path.write_text("\n".join(lines) + "\n")
+    table = read_issues(path)
+    assert len(table) == n and table.num_flagged == int(flagged.sum())
+    assert len(table.top_flagged) == SHOWN_FLAGGED
+    assert [r["index"] for r in table.top_flagged] == [str(i) for i in order[:SHOWN_FLAGGED]]
+    assert sorted(r["index"] for r in table.graph_rows) == ["7", "8"] and sorted(table.partners) == ["7", "8"]
+    assert table.max_label == 2 and table.names == {0: "c0", 1: "c1", 2: "c2"}
+    np.testing.assert_allclose(np.sort(table.quality), np.sort(np.round(quality, 6)))
+    assert np.array_equal(np.sort(np.flatnonzero(table.noisy[np.argsort(order)] == 1)), np.flatnonzero(noisy))

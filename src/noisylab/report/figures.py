@@ -8,11 +8,12 @@ import numpy as np
 from ..config import ConfigError
 from .memorization import MEMO_COLUMNS
 from .plots import annotate_matrix, integer_epochs, memorization_figure, new_figure
-from .run_files import RunFiles, as_float, estimated_by, has_values, warned_epoch
+from .run_files import RunFiles, estimated_by, has_values, warned_epoch
 
 MAX_ANNOTATED_CLASSES = 20  # larger transition matrices get no numbers in their cells
 ACCURACY_COLUMNS = {"train_acc": "train (given labels)", "noisy_val_top1": "noisy validation", "test_top1": "test"}
 NOT_A_LOSS_TERM = {"train_acc", "train_loss"}
+PLOTTED_POINTS = 4000  # points drawn of a precision-recall curve
 
 
 def curves_figure(run: RunFiles):
@@ -143,16 +144,14 @@ def transition_figure(matrices: list[tuple[str, np.ndarray]], names: list[str]):
     return fig
 
 
-def precision_recall(rows: list[dict[str, str]]) -> tuple[np.ndarray, np.ndarray, tuple[float, float] | None]:
+def precision_recall(quality: np.ndarray, noisy: np.ndarray, flagged: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray, tuple[float, float] | None]:
     """Precision and recall of flagging the k lowest-``quality`` rows, k = 1..n, and ``(recall,
-    precision)`` of the flagged set (``is_label_issue``); rows need ``quality`` and ``is_noisy``."""
-    quality = np.array([as_float(r.get("quality")) for r in rows])
-    noisy = np.array([as_float(r.get("is_noisy")) == 1 for r in rows])
-    flagged = np.array([as_float(r.get("is_label_issue")) == 1 for r in rows])
+    precision)`` of the flagged set; ``noisy``, ``flagged``: ``bool [n]``."""
     order = np.argsort(np.nan_to_num(quality, nan=np.inf), kind="stable")
     hits = np.cumsum(noisy[order])
     total = max(int(noisy.sum()), 1)
-    precision, recall = hits / np.arange(1, len(rows) + 1), hits / total
+    precision, recall = hits / np.arange(1, len(quality) + 1), hits / total
     point = None
     if flagged.any():
         point = (float((noisy & flagged).sum() / total), float((noisy & flagged).sum() / flagged.sum()))
@@ -162,20 +161,24 @@ def precision_recall(rows: list[dict[str, str]]) -> tuple[np.ndarray, np.ndarray
 def pr_figure(run: RunFiles):
     """Precision-recall curves of ranking by ascending quality, one per ``part`` (train / val) when
     the file has both; the flagged set marked on each. None when ``is_noisy`` is unknown."""
-    rows = [r for r in run.issues if r.get("is_noisy") in ("0", "1")]
-    if not rows or not any(r["is_noisy"] == "1" for r in rows):
+    issues = run.issues
+    known = np.isin(issues.noisy, (0.0, 1.0))
+    if not (issues.noisy[known] == 1).any():
         return None
-    parts = sorted({r.get("part") or "all" for r in rows})
-    groups = {p: [r for r in rows if (r.get("part") or "all") == p] for p in parts} if len(parts) > 1 else {"all": rows}
+    part = np.where(issues.part == "", "all", issues.part)
+    parts = sorted(set(part[known].tolist()))
+    groups = {p: known & (part == p) for p in parts} if len(parts) > 1 else {"all": known}
     fig = new_figure(8.0, 3.8)
     ax = fig.subplots()
-    for name, group in groups.items():
-        precision, recall, point = precision_recall(group)
-        line = ax.plot(100 * recall, 100 * precision, label=f"{name}: rank by quality (n={len(group)})")[0]
+    for name, rows in groups.items():
+        precision, recall, point = precision_recall(issues.quality[rows], issues.noisy[rows] == 1, issues.flagged[rows])
+        step = max(1, len(recall) // PLOTTED_POINTS)  # a million-row curve drawn through 4,000 of its points
+        line = ax.plot(100 * recall[::step], 100 * precision[::step],
+                       label=f"{name}: rank by quality (n={int(rows.sum())})")[0]
         if point is not None:
             ax.plot(100 * point[0], 100 * point[1], "o", ms=9, color=line.get_color(), mec="black",
                     label=f"{name}: flagged set")
-        base = 100 * np.mean([r["is_noisy"] == "1" for r in group])
+        base = 100 * np.mean(issues.noisy[rows] == 1)
         ax.axhline(base, color=line.get_color(), ls=":", lw=1, label=f"{name}: noise rate (chance)")
     ax.set(xlabel="recall (% of wrong labels found)", ylabel="precision (% of flagged that are wrong)",
            xlim=(-2, 102), ylim=(-2, 102), title="finding the wrong labels")

@@ -25,10 +25,10 @@ import numpy as np
 from .figures import (MAX_ANNOTATED_CLASSES, alarm_figure, curves_figure, pr_figure, run_memorization_figure,
                       transition_figure, transition_matrices)
 from .markup import STYLE, esc, figure_uri, fmt, image_uri, img, note, pct, section, table
-from .run_files import RunFiles, as_float, estimated_by, has_values, read_run, warned_epoch
+from .run_files import SHOWN_FLAGGED, RunFiles, as_float, estimated_by, has_values, read_run, warned_epoch
 from .thumbnails import images_from_dataset, images_from_paths
 
-GRID_SIZE = 24  # suspected examples shown
+GRID_SIZE = SHOWN_FLAGGED  # suspected examples shown
 
 
 # ----------------------------------------------------------------------------- 1. header
@@ -145,7 +145,7 @@ def transition_section(run: RunFiles) -> str:
 def detection_section(run: RunFiles) -> str:
     """The detector's numbers (every scalar of ``summary["detect"]``) and its precision-recall curve."""
     det = run.detect
-    if not det and not run.issues:
+    if not det and not len(run.issues):
         return ""
     rows = [[k, fmt(v)] for k, v in det.items()
             if (v is None or isinstance(v, (str, int, float, bool))) and k != "noise_rate_estimate"]
@@ -178,7 +178,7 @@ def caption(run: RunFiles, r: dict[str, str]) -> str:
 
 def suspects_section(run: RunFiles) -> str:
     """Thumbnails of the first GRID_SIZE flagged rows of ``label_issues.csv``; "" for non-image data."""
-    rows = [r for r in run.issues if r.get("is_label_issue") == "1"][:GRID_SIZE]
+    rows = run.issues.top_flagged[:GRID_SIZE]
     if not rows:
         return ""
     has_path = any(r.get("path") for r in rows)
@@ -191,7 +191,7 @@ def suspects_section(run: RunFiles) -> str:
         alt = f"example {r.get('index')}"
         picture = '<div class="thumb"></div>' if im is None else img(image_uri(im), alt, "thumb")
         cells.append(f'<figure class="{frame}">{picture}<figcaption>{caption(run, r)}</figcaption></figure>')
-    flagged = sum(r.get("is_label_issue") == "1" for r in run.issues)
+    flagged = run.issues.num_flagged
     intro = f"The {len(rows)} most suspected of {flagged} flagged labels."
     if any(r.get("is_noisy") in ("0", "1") for r in rows):
         intro += " Red frame: the given label is known to be wrong."
@@ -202,13 +202,14 @@ def suspects_section(run: RunFiles) -> str:
 def neighbour_graph_section(run: RunFiles, shown: int = 20) -> str:
     """The near duplicates and outliers of ``label_issues.csv`` (features runs: the neighbour
     graph's ``is_near_duplicate`` and ``is_outlier`` columns); "" when it has none."""
-    if not run.issues or "is_near_duplicate" not in run.issues[0]:
+    if "is_near_duplicate" not in run.issues.columns:
         return ""
     label = lambda r: r.get("name") or r.get("path") or f"#{r.get('index')}"  # noqa: E731
-    by_index = {r.get("index"): r for r in run.issues}
-    dups = sorted((r for r in run.issues if r.get("is_near_duplicate") == "1"),
+    by_index = run.issues.partners
+    dups = sorted((r for r in run.issues.graph_rows if r.get("is_near_duplicate") == "1"),
                   key=lambda r: as_float(r.get("near_duplicate_score")))
-    outs = sorted((r for r in run.issues if r.get("is_outlier") == "1"), key=lambda r: as_float(r.get("outlier_score")))
+    outs = sorted((r for r in run.issues.graph_rows if r.get("is_outlier") == "1"),
+                  key=lambda r: as_float(r.get("outlier_score")))
     body = note(f"{len(dups)} near duplicates (closer to their nearest neighbour than 0.13 of the median "
                 f"nearest-neighbour distance) and {len(outs)} outliers (mean distance to their neighbours more "
                 "than 1.7 interquartile ranges above the upper quartile), as cleanlab's Datalab defines them.")

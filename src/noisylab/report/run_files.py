@@ -29,7 +29,8 @@ class RunFiles:
         config_text: ``config.yaml`` as text, or None when absent.
         metrics: ``metrics.csv`` as ``{column: float [E]}`` (nan where a cell is blank), {} when absent.
         memorization: ``memorization.csv`` the same way, {} when absent (truth unknown).
-        issues: ``label_issues.csv`` rows as ``{column: text}``, most suspicious first; [] when absent.
+        issues: ``label_issues.csv`` (:class:`IssueTable`: its plotted columns as arrays, the rows
+            the page shows as text; empty when absent).
         labels: the ``NoisyLabels`` of ``noisy_labels.npz``, or None when absent.
         class_names: C names (class indices as text where no name is known).
     """
@@ -39,7 +40,7 @@ class RunFiles:
     config_text: str | None
     metrics: dict[str, np.ndarray]
     memorization: dict[str, np.ndarray]
-    issues: list[dict[str, str]]
+    issues: "IssueTable"
     labels: Any
     class_names: list[str]
 
@@ -91,6 +92,109 @@ def read_rows(path: Path) -> list[dict[str, str]]:
         raise _damaged(path, f"CSV error: {err}") from None
 
 
+SHOWN_FLAGGED = 24
+"""Flagged rows of ``label_issues.csv`` the report shows (its thumbnails), the first in the file."""
+
+
+@dataclass
+class IssueTable:
+    """``label_issues.csv`` read a row at a time: what the page plots as arrays, and as text rows
+    (``{column: text}``) only those it shows, so a million-row file takes megabytes, not gigabytes.
+
+    Attributes:
+        columns: the header.
+        quality, noisy: ``float [n]`` (nan where blank or unknown); flagged: ``bool [n]``;
+            part: ``str [n]`` ("" where the file has no ``part`` column).
+        top_flagged: the first :data:`SHOWN_FLAGGED` flagged rows (the file lists the most
+            suspected first).
+        graph_rows: rows marked ``is_near_duplicate`` or ``is_outlier`` (feature runs), and
+            partners: the rows they name as ``near_duplicate_of``, by ``index``.
+        max_label: the largest class index in ``given_label``, ``suggested_label``, ``true_label`` (-1: none).
+        names: class index -> name from ``given_name``/``suggested_name``.
+    """
+
+    columns: list[str]
+    quality: np.ndarray
+    noisy: np.ndarray
+    flagged: np.ndarray
+    part: np.ndarray
+    top_flagged: list[dict[str, str]]
+    graph_rows: list[dict[str, str]]
+    partners: dict[str, dict[str, str]]
+    max_label: int
+    names: dict[int, str]
+
+    def __len__(self) -> int:
+        return len(self.quality)
+
+    @property
+    def num_flagged(self) -> int:
+        return int(self.flagged.sum())
+
+
+def _csv_rows(path: Path):
+    """``(header, rows)`` of the CSV ``path`` read a line at a time (cells as text, blanks as "");
+    ConfigError when it is damaged."""
+    try:
+        fh = open(path, encoding="utf-8", newline="")
+    except OSError as err:
+        raise _damaged(path, err.strerror or type(err).__name__) from None
+
+    def rows(reader):
+        try:
+            for row in reader:
+                if None in row or any("\0" in (v or "") for v in row.values()):
+                    raise _damaged(path, "binary data in a CSV file" if None not in row else "a row longer than the header")
+                yield {k: (v or "") for k, v in row.items()}
+        except csv.Error as err:
+            raise _damaged(path, f"CSV error: {err}") from None
+        except UnicodeDecodeError:
+            raise _damaged(path, "not UTF-8 text") from None
+        finally:
+            fh.close()
+    try:
+        reader = csv.DictReader(fh)
+        header = list(reader.fieldnames or [])
+    except (csv.Error, UnicodeDecodeError) as err:
+        fh.close()
+        raise _damaged(path, f"CSV error: {err}" if isinstance(err, csv.Error) else "not UTF-8 text") from None
+    return header, rows(reader)
+
+
+def read_issues(path: Path) -> IssueTable:
+    """``label_issues.csv`` as an :class:`IssueTable` (empty when absent), in one pass (two when
+    the file has near duplicates whose partners are to be named)."""
+    if not path.is_file():
+        return IssueTable([], np.zeros(0), np.zeros(0), np.zeros(0, bool), np.zeros(0, str), [], [], {}, -1, {})
+    header, rows = _csv_rows(path)
+    quality, noisy, flagged, part = [], [], [], []
+    top, graph, names, max_label = [], [], {}, -1
+    for r in rows:
+        quality.append(as_float(r.get("quality")))
+        noisy.append(as_float(r.get("is_noisy")))
+        is_flagged = r.get("is_label_issue") == "1"
+        flagged.append(is_flagged)
+        part.append(r.get("part", ""))
+        if is_flagged and len(top) < SHOWN_FLAGGED:
+            top.append(r)
+        if r.get("is_near_duplicate") == "1" or r.get("is_outlier") == "1":
+            graph.append(r)
+        for k in ("given_label", "suggested_label", "true_label"):
+            v = as_float(r.get(k))
+            if v == v:
+                max_label = max(max_label, int(v))
+        for idx, name in (("given_label", "given_name"), ("suggested_label", "suggested_name")):
+            v = as_float(r.get(idx))
+            if r.get(name) and v == v and int(v) not in names:
+                names[int(v)] = r[name]
+    wanted = {r.get("near_duplicate_of") for r in graph if r.get("near_duplicate_of")}
+    partners = {}
+    if wanted:
+        partners = {r["index"]: r for r in _csv_rows(path)[1] if r.get("index") in wanted}
+    return IssueTable(header, np.array(quality, dtype=np.float64), np.array(noisy, dtype=np.float64),
+                      np.array(flagged, dtype=bool), np.array(part, dtype=str), top, graph, partners, max_label, names)
+
+
 def as_float(value: Any) -> float:
     """``float(value)``; nan for blanks and anything that is not a number."""
     try:
@@ -117,7 +221,7 @@ def read_labels(path: Path):
         raise ConfigError(str(err)) from None
 
 
-def num_classes_of(summary: dict[str, Any], labels, issues: list[dict[str, str]]) -> int:
+def num_classes_of(summary: dict[str, Any], labels, issues: IssueTable) -> int:
     """C from the label file, the detection estimates or the labels named in ``label_issues.csv``."""
     if labels is not None:
         return labels.num_classes
@@ -125,23 +229,15 @@ def num_classes_of(summary: dict[str, Any], labels, issues: list[dict[str, str]]
     for key in ("transition_estimate", "noise_rate_per_class_estimate"):
         if isinstance(det.get(key), list):
             return len(det[key])
-    seen = [as_float(r.get(k)) for r in issues for k in ("given_label", "suggested_label", "true_label")]
-    seen = [v for v in seen if v == v]
-    return int(max(seen)) + 1 if seen else 0
+    return issues.max_label + 1
 
 
-def class_names_of(num_classes: int, labels, issues: list[dict[str, str]]) -> list[str]:
+def class_names_of(num_classes: int, labels, issues: IssueTable) -> list[str]:
     """Names of the classes: from the label file, else from ``given_name``/``suggested_name`` of
     ``label_issues.csv``, else the class indices."""
-    names = [str(c) for c in range(num_classes)]
     if labels is not None and labels.class_names and len(labels.class_names) == num_classes:
         return [str(n) for n in labels.class_names]
-    for r in issues:
-        for idx, name in (("given_label", "given_name"), ("suggested_label", "suggested_name")):
-            k = as_float(r.get(idx))
-            if r.get(name) and k == k and 0 <= k < num_classes:
-                names[int(k)] = r[name]
-    return names
+    return [issues.names.get(c, str(c)) for c in range(num_classes)]
 
 
 def read_run(folder: str | Path) -> RunFiles:
@@ -152,7 +248,7 @@ def read_run(folder: str | Path) -> RunFiles:
         problem = "is a file, not a run folder" if folder.exists() else "does not exist"
         raise ConfigError(f"run folder '{folder}' {problem}; give the folder a training run wrote")
     summary = read_summary(folder)
-    issues = read_rows(folder / "label_issues.csv")
+    issues = read_issues(folder / "label_issues.csv")
     labels = read_labels(folder / "noisy_labels.npz")
     c = num_classes_of(summary, labels, issues)
     return RunFiles(folder=folder, summary=summary, config_text=read_text(folder / "config.yaml"),
