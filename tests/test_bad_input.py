@@ -45,12 +45,14 @@ def world(tmp_path_factory):
     np.save(root / "probs_nan.npy", np.array([[0.5, 0.5, 0.0]] * 3 + [[np.nan, 0.5, 0.5]]))
     np.save(root / "probs4.npy", np.full((4, 3), 1 / 3))
     # a run whose predictions.npz is damaged, one whose summary.json is, one that died before its first checkpoint
-    for name in ("damaged_pred", "damaged_summary", "no_ckpt", "bad_ckpt"):
+    for name in ("damaged_pred", "damaged_summary", "no_ckpt", "bad_ckpt", "cut_ckpt"):
         (root / name / "checkpoints").mkdir(parents=True)
         (root / name / "config.yaml").write_text((run / "config.yaml").read_text())
     (root / "damaged_pred" / "predictions.npz").write_bytes(b"PK\x03\x04 not really a zip")
     (root / "damaged_summary" / "summary.json").write_text('{"name": "x", ')
     (root / "bad_ckpt" / "checkpoints" / "last.pt").write_bytes(os.urandom(500))
+    whole = (run / "checkpoints" / "last.pt").read_bytes()
+    (root / "cut_ckpt" / "checkpoints" / "last.pt").write_bytes(whole[:len(whole) // 2])  # a copy cut short
     # image data with bad labels
     csv_dir = root / "csvdata"
     csv_dir.mkdir()
@@ -169,11 +171,17 @@ CASES = [
                                                f"data.root={R(w, 'cifar')}"], "nothing was executed"),
     ("npz without y", lambda w: ["train", "-c", str(w["cfg"]), "device=cpu", "data.dataset=npz", f"data.root={R(w, 'no_y.npz')}",
                                  "noise.kind=none"], "no_y.npz"),
+    ("unknown state storage", lambda w: ["train", "-c", str(w["cfg"]), *TINY, "train.state_storage=disk"],
+     "train.state_storage"),
+    ("state files in a file", lambda w: ["train", "-c", str(w["cfg"]), *TINY, "train.state_storage=file",
+                                         f"train.state_dir={R(w, 'notes.txt')}", f"output_dir={R(w, 'runs_state')}"],
+     "cannot write"),
     # ---- resume
     ("resume a missing path", lambda w: ["train", "-r", R(w, "nowhere")], "does not exist"),
     ("resume before the first checkpoint", lambda w: ["train", "-r", R(w, "no_ckpt")], "has no checkpoint"),
     ("resume a folder that is no run", lambda w: ["train", "-r", R(w, "csvdata")], "not a noisylab run folder"),
     ("resume a damaged checkpoint", lambda w: ["train", "-r", R(w, "bad_ckpt")], "is damaged"),
+    ("resume a checkpoint cut short", lambda w: ["train", "-r", R(w, "cut_ckpt")], "is damaged"),
     ("resume a garbage file", lambda w: ["train", "-r", R(w, "garbage.pt")], "not a readable noisylab checkpoint"),
     ("resume with another model", lambda w: ["train", "-r", str(w["run"]), "model.arch=cnn1d"],
      "'model.arch' cannot change when resuming"),
