@@ -185,3 +185,19 @@ def test_detection_over_chunks_equals_detection_over_all_rows(filter_by):
         assert 0 < chunked.flagged.sum() < n
     shuffled = TableRows(table_p, inv)  # rows picked through an index
     assert np.array_equal(shuffled[3:9], table_p[inv[3:9]])
+
+
+def test_a_large_run_computes_the_neighbour_vote_only_for_a_detector_that_reads_it(tmp_path, monkeypatch):
+    """Above ``KNN_KEPT_ENTRIES`` the dense ``[N, C]`` vote (and its search) is skipped unless
+    ``detect.method`` needs it; below, every run keeps it for ``noisylab detect`` later."""
+    from test_engine import tiny_config
+
+    from noisylab.training import detection, train
+
+    small = train(tiny_config(tmp_path, **{"train.epochs": 1, "name": "small"}))
+    assert "knn" in np.load(small.run_dir / "predictions.npz").files
+    monkeypatch.setattr(detection, "KNN_KEPT_ENTRIES", 10)
+    large = train(tiny_config(tmp_path, **{"train.epochs": 1, "name": "large"}))
+    assert "knn" not in np.load(large.run_dir / "predictions.npz").files
+    asked = train(tiny_config(tmp_path, **{"train.epochs": 1, "name": "asked", "detect.method": "knn"}))
+    assert "knn" in np.load(asked.run_dir / "predictions.npz").files

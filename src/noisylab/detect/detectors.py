@@ -175,26 +175,24 @@ def from_agreement(ev: Evidence) -> np.ndarray:
 
 
 def knn_vote(features: np.ndarray, given: np.ndarray, num_classes: int, k: int = 20, tau: float = 0.1,
-             chunk: int = 1024) -> np.ndarray:
+             chunk: int = 2048, backend: str = "auto") -> np.ndarray:
     """``[n, C]``: each example's k nearest other examples (cosine similarity s in ``features``)
-    vote for their given labels with weight ``exp(s / tau)`` (Wu et al., CVPR 2018); rows sum to 1."""
-    f = torch.nn.functional.normalize(torch.as_tensor(np.asarray(features), dtype=torch.float32), dim=1)
-    labels = torch.as_tensor(np.asarray(given), dtype=torch.long)
-    n = len(f)
-    k = min(k, n - 1)
-    if k < 1:
+    vote for their given labels with weight ``exp(s / tau)`` (Wu et al., CVPR 2018); rows sum to 1.
+
+    The search is :func:`~noisylab.detect.neighbours.nearest_neighbours` (``backend``; with faiss
+    installed, an HNSW graph above 200,000 rows, so a million rows take minutes)."""
+    from .neighbours import nearest_neighbours
+
+    given = np.asarray(given, dtype=np.int64)
+    n = len(given)
+    if min(k, n - 1) < 1:
         return np.full((n, num_classes), 1.0 / num_classes)
-    out = []
-    for lo in range(0, n, chunk):
-        sim = f[lo:lo + chunk] @ f.T  # [q, n]
-        rows = torch.arange(len(sim))
-        sim[rows, rows + lo] = -float("inf")  # an example does not vote on itself
-        top_sim, top_idx = sim.topk(k, dim=1)
-        weights = ((top_sim - 1.0) / tau).exp().double()  # shifted by the largest possible s: no overflow
-        votes = torch.zeros(len(sim), num_classes, dtype=torch.float64)
-        votes.scatter_add_(1, labels[top_idx], weights)
-        out.append(votes)
-    return normalize_rows(torch.cat(out).numpy())
+    found = nearest_neighbours(features, k, backend=backend, chunk=chunk)
+    # exp((s - 1) / tau) with s = 1 - distance: shifted by the largest possible s, no overflow
+    weights = np.exp(-found.distance.astype(np.float64) / tau)
+    votes = np.bincount((np.arange(n)[:, None] * num_classes + given[found.index]).ravel(), weights=weights.ravel(),
+                        minlength=n * num_classes).reshape(n, num_classes)
+    return normalize_rows(votes)
 
 
 @register_detector("knn")

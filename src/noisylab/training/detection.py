@@ -52,8 +52,18 @@ def predictions_table(run: Run, batch_sets: list[Any], num_rows: int) -> torch.T
     return table
 
 
+KNN_KEPT_ENTRIES = 2**27
+"""Runs whose ``N x C`` is larger (134M: 134k examples x 1000 classes) compute the neighbour vote
+only when their detector reads it (``detect.method`` knn or ensemble): it is a dense ``[N, C]``
+array, and the other detectors do not need it."""
+
+
 def knn_vote_of(run: Run, batch_sets: list[Any], given: np.ndarray) -> np.ndarray | None:
-    """The neighbour vote in the final predictor's encoder features (None when it has none)."""
+    """The neighbour vote in the final predictor's encoder features (None when it has none, or
+    when the run is larger than :data:`KNN_KEPT_ENTRIES` and its detector does not read it)."""
+    large = len(given) * run.data.bundle.num_classes > KNN_KEPT_ENTRIES
+    if large and run.cfg.detect.method not in ("knn", "ensemble"):
+        return None
     run.method.train(False)
     try:
         feats = [run.method.features(batch.x).float().cpu() for b in batch_sets for batch in b]
