@@ -201,3 +201,31 @@ def test_a_large_run_computes_the_neighbour_vote_only_for_a_detector_that_reads_
     assert "knn" not in np.load(large.run_dir / "predictions.npz").files
     asked = train(tiny_config(tmp_path, **{"train.epochs": 1, "name": "asked", "detect.method": "knn"}))
     assert "knn" in np.load(asked.run_dir / "predictions.npz").files
+
+
+def test_noisylab_detect_reads_a_large_uncompressed_record_memory_mapped(tmp_path, monkeypatch):
+    """predictions.npz of 1 GiB and more is stored without compression; ``noisylab detect`` then
+    maps its arrays instead of reading them, and gives the verdict it gives on the compressed file."""
+    import shutil
+
+    from test_engine import tiny_config
+
+    from noisylab import run_folder
+    from noisylab.cli import main
+    from noisylab.detect.io import load_npz
+    from noisylab.training import train
+
+    run = train(tiny_config(tmp_path, **{"train.epochs": 2})).run_dir
+    copy = tmp_path / "stored"
+    shutil.copytree(run, copy)
+    with np.load(run / "predictions.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    monkeypatch.setattr(run_folder, "COMPRESS_BELOW_BYTES", 0)
+    run_folder.save_arrays(copy / "predictions.npz", **arrays)
+    mapped = load_npz(copy / "predictions.npz")
+    assert isinstance(mapped["history"], np.memmap) and isinstance(mapped["pred_probs"], np.memmap)
+    assert all(np.array_equal(mapped[k], v) for k, v in arrays.items())
+    for folder in (run, copy):
+        assert main(["-q", "detect", str(folder), "--method", "history", "-o", str(folder / "again.csv")]) == 0
+    assert (copy / "again.csv").read_text() == (run / "again.csv").read_text()
+    assert (run / "again.csv").read_text().splitlines()[1:] == (run / "label_issues.csv").read_text().splitlines()[1:]

@@ -126,12 +126,11 @@ def read_evidence(path: str | Path):
     from .detectors import Evidence
 
     try:
-        with np.load(path, allow_pickle=False) as z:
-            missing = [k for k in EVIDENCE_ARRAYS if k not in z.files]
-            if missing:
-                raise ValueError(f"'{path}' lacks {', '.join(missing)}: it was not written by this version of "
-                                 "noisylab; train the run again")
-            a = {k: z[k] for k in z.files}
+        a = load_npz(path)
+        missing = [k for k in EVIDENCE_ARRAYS if k not in a]
+        if missing:
+            raise ValueError(f"'{path}' lacks {', '.join(missing)}: it was not written by this version of "
+                             "noisylab; train the run again")
     except DAMAGED_NPZ_ERRORS as err:
         raise ValueError(f"'{path}' is damaged ({type(err).__name__}); train the run again or restore the file") from None
     n = len(a["index"])
@@ -149,3 +148,36 @@ def read_evidence(path: str | Path):
                   in_training=a["in_training"].astype(bool), targets=a.get("targets"), networks=networks,
                   knn=a.get("knn"), history_frozen=bool(a.get("history_frozen", False)), signals=signals)
     return a, ev
+
+
+def load_npz(path: str | Path) -> dict[str, np.ndarray]:
+    """Every array of the ``.npz`` at ``path`` by name (no pickles). Members stored without
+    compression (large files: :func:`noisylab.run_folder.save_arrays`) are memory-mapped read-only
+    from the file instead of read, so a million-row record is read a chunk at a time by whoever
+    slices it; compressed members are read into memory."""
+    import zipfile
+
+    arrays = {}
+    with zipfile.ZipFile(path) as zf, open(path, "rb") as fh:
+        for info in zf.infolist():
+            name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+            if info.compress_type == zipfile.ZIP_STORED:
+                fh.seek(info.header_offset)
+                local = fh.read(30)
+                if len(local) < 30 or local[:4] != b"PK\x03\x04":
+                    raise zipfile.BadZipFile(f"bad local header of {info.filename}")
+                name_len, extra_len = int.from_bytes(local[26:28], "little"), int.from_bytes(local[28:30], "little")
+                fh.seek(info.header_offset + 30 + name_len + extra_len)
+                version = np.lib.format.read_magic(fh)
+                read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) \
+                    else np.lib.format.read_array_header_2_0
+                shape, fortran, dtype = read_header(fh)
+                if dtype.hasobject:
+                    raise ValueError(f"'{path}' holds Python objects in {name}; it was not written by noisylab")
+                if len(shape) and int(np.prod(shape)) * dtype.itemsize:
+                    arrays[name] = np.memmap(path, dtype=dtype, mode="r", offset=fh.tell(), shape=shape,
+                                             order="F" if fortran else "C")
+                    continue
+            with zf.open(info) as member:
+                arrays[name] = np.lib.format.read_array(member, allow_pickle=False)
+    return arrays
