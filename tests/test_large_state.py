@@ -14,7 +14,7 @@ import torch
 
 from helpers import full_and_resumed, without_time
 from noisylab.checkpoint import CheckpointError, OutputError, read_checkpoint_file, save_checkpoint
-from noisylab.per_example import AUTO_FILE_BYTES, TableStorage, table_storage
+from noisylab.per_example import TableStorage, table_storage
 
 MB = 2**20
 
@@ -75,12 +75,16 @@ def test_a_file_table_is_mapped_from_a_file_already_unlinked(tmp_path):
     assert any(".noisylab-state-" in line and "(deleted)" in line for line in maps.splitlines())
 
 
-def test_auto_storage_maps_large_tables_to_files_on_cpu_only(tmp_path):
-    rows = -(-AUTO_FILE_BYTES // (2 * 1000))  # float16 x 1000 classes: the fewest rows at the threshold
-    assert table_storage("float16", "auto", rows, 1000, torch.device("cpu"), tmp_path).folder == tmp_path
-    assert table_storage("float16", "auto", rows - 1, 1000, torch.device("cpu"), tmp_path).folder is None
-    assert table_storage("auto", "auto", rows, 1000, torch.device("cuda"), tmp_path).folder is None
-    assert table_storage("float32", "memory", 10**7, 1000, torch.device("cpu"), tmp_path).folder is None
+def test_auto_storage_maps_tables_of_an_eighth_of_the_memory_to_files_on_cpu_only(tmp_path):
+    memory = 24 * 10**9  # an eighth: 3 GB
+    rows = -(-3 * 10**9 // (2 * 1000))  # float16 x 1000 classes: the fewest rows at the threshold
+    cpu = torch.device("cpu")
+    assert table_storage("float16", "auto", rows, 1000, cpu, tmp_path, memory).folder == tmp_path
+    assert table_storage("float16", "auto", rows - 1, 1000, cpu, tmp_path, memory).folder is None
+    assert table_storage("auto", "auto", 1_280_000, 1000, cpu, tmp_path, memory).folder is None  # float16: 2.6 GB
+    assert table_storage("float32", "auto", 1_280_000, 1000, cpu, tmp_path, memory).folder == tmp_path  # 5.1 GB
+    assert table_storage("auto", "auto", rows, 1000, torch.device("cuda"), tmp_path, memory).folder is None
+    assert table_storage("float32", "memory", 10**7, 1000, cpu, tmp_path, memory).folder is None
     with pytest.raises(ValueError, match="use state_storage=memory"):
         table_storage("float16", "file", 10, 10, torch.device("cuda"), tmp_path)
 

@@ -218,8 +218,8 @@ class TrainConfig(_Strict):
         "from 2^27 entries (e.g. 134k examples x 1000 classes), float32 below"))
     state_storage: Literal["auto", "memory", "file"] = Field("auto", description=(
         "where the [N, C] per-example tables live: memory, or file = memory-mapped files in state_dir (the "
-        "operating system keeps in memory what it has room for; CPU only); auto = file from 2 GiB per table "
-        "on a CPU device (e.g. 1.07M examples x 1000 classes in float16), memory below. Never changes a number"))
+        "operating system keeps in memory what it has room for; CPU only); auto = file for a table of an eighth "
+        "of the physical memory or more, on a CPU device, memory below. Never changes a number"))
     state_dir: str | None = Field(None, description=(
         "folder of the memory-mapped state files (default: output_dir); they are unlinked at once, so "
         "nothing stays there after the run"))

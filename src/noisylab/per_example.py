@@ -7,7 +7,7 @@ a 1.28M x 1000 table (ImageNet-1k, WebVision-1000) is 5.1 GB; in float16, 2.6 GB
 :data:`AUTO_HALF_ENTRIES` entries per table on, float32 below, so every CIFAR-size run keeps the
 papers' float32). ``train.state_storage`` chooses where: ``memory``, ``file`` (a memory-mapped
 file, so the operating system keeps in memory only the pages it has room for), or ``auto``
-(``file`` from :data:`AUTO_FILE_BYTES` per table on, on a CPU device). Where a table lives never
+(``file`` for a table of :data:`AUTO_FILE_SHARE` of the physical memory or more, on a CPU device). Where a table lives never
 changes a number: the same values are read and written.
 
 Half precision only stores: each update reads the rows in float32, computes there and rounds
@@ -32,9 +32,11 @@ from .checkpoint import output_error
 
 PRECISIONS = ("auto", "float32", "float16")
 STORAGES = ("auto", "memory", "file")
-AUTO_FILE_BYTES = 2 * 2**30
-"""``state_storage: auto`` maps a table of this many bytes or more (2 GiB: 1.07M x 1000 in
-float16) to a file, on a CPU device."""
+AUTO_FILE_SHARE = 1 / 8
+"""``state_storage: auto`` maps a table to a file, on a CPU device, when it takes this share of the
+machine's physical memory or more (3 GB of 24 GB: a 1.28M x 1000 float16 table, 2.6 GB, stays in
+memory; a float32 one, 5.1 GB, goes to a file). In memory the record costs 8 s an epoch at that
+size, in files about a minute (docs/results.md), so files are for when memory is short."""
 AUTO_HALF_ENTRIES = 2**27
 """``auto`` keeps float32 below this many entries per table (134M: 134,217 examples x 1000
 classes, 537 MB in float32) and uses float16 from there on."""
@@ -124,15 +126,25 @@ def _file_table(folder: Path, shape: tuple[int, int], dtype: torch.dtype) -> tor
     return torch.from_numpy(table)
 
 
+def physical_memory_bytes() -> int | None:
+    """This machine's physical memory (None where the system does not say)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
 def table_storage(precision: str, storage: str, num_examples: int, num_classes: int, device: torch.device,
-                  folder: str | Path) -> TableStorage:
+                  folder: str | Path, memory_bytes: int | None = None) -> TableStorage:
     """The :class:`TableStorage` of ``train.state_precision`` and ``train.state_storage`` for an
-    ``[N, C]`` table; ``folder`` holds file tables."""
+    ``[N, C]`` table; ``folder`` holds file tables; ``memory_bytes``: the physical memory ``auto``
+    compares a table with (default: this machine's, :data:`AUTO_FILE_SHARE`)."""
     dtype = state_dtype(precision, num_examples, num_classes)
     if storage not in STORAGES:
         raise ValueError(f"state storage must be one of {', '.join(STORAGES)}, got {storage!r}")
     if storage == "auto":
-        big = table_bytes(num_examples, num_classes, dtype) >= AUTO_FILE_BYTES
+        memory = memory_bytes or physical_memory_bytes() or 16 * 2**30
+        big = table_bytes(num_examples, num_classes, dtype) >= AUTO_FILE_SHARE * memory
         storage = "file" if big and torch.device(device).type == "cpu" else "memory"
     if storage == "file" and torch.device(device).type != "cpu":
         raise ValueError(f"file tables live in host memory, and device {device} would copy them to itself: "
