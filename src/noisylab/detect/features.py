@@ -149,6 +149,8 @@ class LabelIssues:
         is_near_duplicate, near_duplicate_of, near_duplicate_score, is_outlier, outlier_score: the
             neighbour graph's other findings (:mod:`.neighbours`), or None without features.
         seconds: the wall time of each stage.
+        held_out_disagreement: the share of held-out labels the trained model disagrees with
+            (1 - its noisy-validation accuracy), when a model was trained; None otherwise.
     """
 
     labels: np.ndarray
@@ -168,6 +170,7 @@ class LabelIssues:
     is_outlier: np.ndarray | None = None
     outlier_score: np.ndarray | None = None
     seconds: dict[str, float] = field(default_factory=dict)
+    held_out_disagreement: float | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -175,6 +178,19 @@ class LabelIssues:
     @property
     def num_issues(self) -> int:
         return int(self.is_label_issue.sum())
+
+    @property
+    def caution(self) -> str | None:
+        """A warning when the estimate cannot be told from the model's own errors: it exceeds the
+        share of held-out labels the model disagrees with, which bounds the share of wrong labels
+        (a model that never saw an example rarely repeats its wrong label), so part of it counts
+        examples the model gets wrong. None when there is nothing to say."""
+        d = self.held_out_disagreement
+        if d is None or not self.noise_rate_estimate > d:
+            return None
+        return (f"the model disagrees with {100 * d:.1f}% of the held-out labels, fewer than the estimated "
+                f"{100 * self.noise_rate_estimate:.1f}% wrong: the estimate and the flags count its own errors "
+                "too; read label_issues.csv from the top (it is ranked)")
 
     def ranked_issues(self) -> np.ndarray:
         """Row numbers of the flagged examples, most suspicious first."""
@@ -215,6 +231,10 @@ class LabelIssues:
         out = {"examples": len(self), "classes": len(self.class_names), "label_issues": self.num_issues,
                "noise_rate_estimate": round(float(self.noise_rate_estimate), 6), "filter_by": self.filter_by,
                "rank_by": self.rank_by, "seconds": {k: round(v, 3) for k, v in self.seconds.items()}}
+        if self.held_out_disagreement is not None:
+            out["held_out_disagreement"] = round(float(self.held_out_disagreement), 6)
+        if self.caution:
+            out["caution"] = self.caution
         if self.is_near_duplicate is not None:
             out["near_duplicates"] = int(self.is_near_duplicate.sum())
             out["outliers"] = int(self.is_outlier.sum())
