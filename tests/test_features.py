@@ -312,31 +312,6 @@ def test_find_issues_trains_on_an_image_folder(tmp_path, capsys):
     assert f"-> {folder / 'report.html'}" in out
 
 
-def test_find_issues_picks_the_fast_recipe_for_image_data_of_enough_examples(tmp_path, monkeypatch):
-    """A folder (or a CSV) of at least FAST_RECIPE_FROM images trains own_images_fast, a smaller one
-    own_images_elr; the count is the class folders' image files (their train/ part in a split layout)."""
-    from PIL import Image
-
-    from noisylab import find
-
-    for split, n in (("train", 6), ("test", 3)):
-        for c in ("a", "b"):
-            (tmp_path / "photos" / split / c).mkdir(parents=True)
-            for i in range(n):
-                Image.new("RGB", (8, 8)).save(tmp_path / "photos" / split / c / f"{i}.png")
-            (tmp_path / "photos" / split / c / "notes.txt").write_text("not an image")
-    (tmp_path / "labels.csv").write_text("path,label\n" + "".join(f"photos/train/a/{i}.png,a\n" for i in range(6)))
-    assert find.count_examples(tmp_path / "photos", "folder") == 12
-    assert find.count_examples(tmp_path / "labels.csv", "csv") == 6
-    assert find.count_examples(tmp_path / "missing.csv", "csv") is None
-    monkeypatch.setattr(find, "FAST_RECIPE_FROM", 12)
-    assert find.training_config(tmp_path / "photos").model.arch == "fastnet"
-    assert find.training_config(tmp_path / "labels.csv").model.arch == "cnn_small"
-    monkeypatch.setattr(find, "FAST_RECIPE_FROM", 13)
-    assert find.training_config(tmp_path / "photos").model.arch == "cnn_small"
-    assert find.recipe_for("folder", None) == "own_images_elr"  # the size unknown: the recipe for any size
-
-
 def test_an_estimate_above_the_held_out_disagreement_comes_with_a_caution():
     """The model disagrees with 20% of the held-out labels: 30% wrong labels cannot be told from its
     own errors, and the summary says so; 10% can."""

@@ -23,43 +23,14 @@ from .data.custom import data_kind, npz_holds_features
 from .detect.features import LabelIssues, find_issues_in_features
 
 
-FAST_RECIPE_FROM = 5000
-"""Image data of at least this many examples trains ``own_images_fast`` (fastnet: about 6 minutes
-for 10,000 images on 2 CPU cores); smaller data ``own_images_elr`` (batch 32: enough steps for
-a few hundred images)."""
-
-
 def recipe_for(kind: str, num_examples: int | None = None) -> str:
-    """The packaged recipe for a dataset kind and size: images get ``own_images_fast`` from
-    :data:`FAST_RECIPE_FROM` examples on (the fast recipe's network and training), else, or when the
-    size is unknown, ``own_images_elr``; both train with CE until the memorization alarm, then
-    ELR, with a held-out part of the labels (``noisylab configs``)."""
+    """The packaged recipe for a dataset kind: images get ``own_images_elr`` (CE until the
+    memorization alarm, then ELR, with a held-out part of the labels; ``noisylab configs
+    own_images_elr``). ``own_images_fast`` (``--recipe``) trains twice as fast and detects less
+    well (docs/results.md, "Your own image folder")."""
     if kind in ("folder", "csv", "npz", "hf"):
-        return "own_images_fast" if num_examples is not None and num_examples >= FAST_RECIPE_FROM \
-            else "own_images_elr"
+        return "own_images_elr"
     raise ValueError(f"no recipe for data of kind '{kind}'")
-
-
-def count_examples(data: str | Path, kind: str) -> int | None:
-    """How many labelled examples ``data`` holds, where that is cheap to tell (image files of a
-    folder's class folders, its ``train/`` part in a split layout; rows of a CSV; ``y`` of an
-    ``.npz``); None otherwise."""
-    from .data.custom import _is_split_layout, _scan_class_folders
-
-    path = Path(data).expanduser()
-    try:
-        if kind == "folder":
-            split = _is_split_layout(path)
-            return sum(len(files) for files in _scan_class_folders(split[0] if split else path).values())
-        if kind == "csv":
-            with open(path, encoding="utf-8", errors="replace") as fh:
-                return max(sum(1 for line in fh if line.strip()) - 1, 0)
-        if kind == "npz":
-            with np.load(path, allow_pickle=False) as z:
-                return len(z["y"]) if "y" in z.files else None
-    except (OSError, ValueError, KeyError):
-        return None  # the loader says what is wrong, with the recipe it then reads
-    return None
 
 
 def training_config(data: str | Path, *, output_dir: str | Path = "runs", name: str | None = None,
@@ -68,7 +39,7 @@ def training_config(data: str | Path, *, output_dir: str | Path = "runs", name: 
     from .config import apply_overrides, build_config, read_yaml, resolve_config
 
     kind = data_kind(data)
-    base = read_yaml(str(resolve_config(recipe or recipe_for(kind, count_examples(data, kind)))))
+    base = read_yaml(str(resolve_config(recipe or recipe_for(kind))))
     base["data"]["dataset"] = kind
     base["data"]["root"] = str(Path(data).expanduser())
     base["name"] = name or f"find_issues_{Path(data).expanduser().resolve().stem or 'data'}"
