@@ -80,3 +80,11 @@ class ConfidentJoint:
     @property
     def off_diagonal(self) -> np.ndarray:
         return np.concatenate(self._off) if self._off else np.zeros(0, dtype=bool)
+
+
+def confident_joint_of(given: np.ndarray, probs: np.ndarray) -> ConfidentJoint:
+    """The :class:`ConfidentJoint` of ``probs [N, C]`` (rows summing to 1) in memory at once."""
+    given = np.asarray(given, dtype=np.int64)
+    joint = ConfidentJoint(class_thresholds(given, probs[np.arange(len(given)), given], probs.shape[1]))
+    joint.add(given, probs)
+    return joint

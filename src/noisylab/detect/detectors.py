@@ -50,15 +50,10 @@ class TableRows:
 
     def __getitem__(self, key) -> np.ndarray:
         rows = self.index[key]
-        if isinstance(self.table, torch.Tensor):
-            values = self.table[torch.as_tensor(rows, device=self.table.device)].cpu().numpy()
-        else:
-            values = np.asarray(self.table[rows])
+        values = _take(self.table, rows)
         if self.weight is None:
             return values.astype(np.float32, copy=False)
-        w = self.weight[torch.as_tensor(rows, device=self.weight.device)].cpu().numpy() \
-            if isinstance(self.weight, torch.Tensor) else np.asarray(self.weight)[rows]
-        w = w.astype(np.float64)
+        w = _take(self.weight, rows).astype(np.float64)
         ratio = np.where(w[:, None] > 0, values.astype(np.float64) / np.where(w > 0, w, 1.0)[:, None],
                          1.0 / self.shape[1])
         return ratio.astype(np.float32)
@@ -66,6 +61,13 @@ class TableRows:
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         whole = self[:]
         return whole if dtype is None else whole.astype(dtype)
+
+
+def _take(table, rows: np.ndarray) -> np.ndarray:
+    """``table[rows]`` as a numpy array, from a numpy array, a memory map or a tensor on any device."""
+    if isinstance(table, torch.Tensor):
+        return table[torch.as_tensor(rows, device=table.device)].cpu().numpy()
+    return np.asarray(table[rows])
 
 
 @dataclass

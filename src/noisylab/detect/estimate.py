@@ -33,7 +33,10 @@ def noise_estimates(given: np.ndarray, flagged: np.ndarray, suggested: np.ndarra
     """
     given, suggested = np.asarray(given, dtype=np.int64), np.asarray(suggested, dtype=np.int64)
     if confident_joint is None and probs is not None and len(given):
-        confident_joint = _confident_joint_of(given, probs)
+        from .confident import confident_joint_of
+        from .scores import normalize_rows
+
+        confident_joint = confident_joint_of(given, normalize_rows(probs)).counts
     counts = None if confident_joint is None or not len(given) else _calibrated_counts(given, confident_joint)
     by = "confident_joint"
     if counts is None:
@@ -47,16 +50,6 @@ def noise_estimates(given: np.ndarray, flagged: np.ndarray, suggested: np.ndarra
     rate = 1.0 - np.trace(counts) / counts.sum() if counts.sum() > 0 else 0.0
     return {"noise_rate_estimate": float(rate), "noise_rate_per_class_estimate": per_class.tolist(),
             "transition_estimate": transition.tolist(), "noise_estimated_by": by}
-
-
-def _confident_joint_of(given: np.ndarray, probs: np.ndarray) -> np.ndarray:
-    from .confident import ConfidentJoint, class_thresholds
-    from .scores import normalize_rows
-
-    p = normalize_rows(probs)
-    joint = ConfidentJoint(class_thresholds(given, p[np.arange(len(given)), given], p.shape[1]))
-    joint.add(given, p)
-    return joint.counts
 
 
 def _calibrated_counts(given: np.ndarray, confident_joint: np.ndarray) -> np.ndarray | None:

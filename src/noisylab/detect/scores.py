@@ -120,12 +120,9 @@ def expected_f1_issues(labels: np.ndarray, probs: np.ndarray, quality: np.ndarra
         labels: ``int64 [N]``; probs: ``[N, C]`` rows summing to 1; quality: ``[N]`` the ranking
             score (lower = more likely wrong), the order the flags are a prefix of.
     """
-    from .confident import ConfidentJoint, class_thresholds
+    from .confident import confident_joint_of
 
-    labels = np.asarray(labels, dtype=np.int64)
-    probs = np.asarray(probs, dtype=np.float64)
-    joint = ConfidentJoint(class_thresholds(labels, probs[np.arange(len(labels)), labels], probs.shape[1]))
-    joint.add(labels, probs)
+    joint = confident_joint_of(labels, np.asarray(probs, dtype=np.float64))
     return expected_f1_from(joint.off_diagonal, quality)
 
 
