@@ -33,6 +33,20 @@ final predictions (``argmax != label``, the simplest baseline), the previous def
 (``prune_by_class``) and cleanlab's best filter of the label set: the difference in F1 with a 95 % interval from a paired bootstrap over the
 examples (both verdicts on the same resampled examples), and how often the default wins.
 Results go to ``--out`` (CSV). Not part of the test run.
+
+``--model fast`` trains every run (the noisylab run and each of the 4 folds) with the fast recipe
+instead (``configs/fast_cifar10.yaml``: airbench93's network and training, Jordan 2024, arXiv
+2404.00498; 11 epochs unless ``--epochs``), on all 50,000 images when ``--train-size 0``:
+
+    OMP_NUM_THREADS=2 python bench/detection.py --model fast --train-size 0 --test-size 0 --losses ce \
+        --label-sets worst random1 --seed 1 --reuse runs/bench_detection/full_scale \
+        --run worst=runs/bench_full_scale/worst_ce_worst_11ep_s1
+
+``--run LABELS=DIR`` takes the noisylab CE run of a label set from a finished run folder of the same
+config (bench/full_scale.py's), instead of training it again. Under ``--reuse`` a run stopped
+part-way resumes from its last checkpoint (a cross-validation from its finished folds), so the
+table is built over several sittings; wall times are those the runs recorded (a cross-validation's
+is the sum of its folds').
 """
 from __future__ import annotations
 
@@ -78,6 +92,9 @@ def rare_human_label_file(args: argparse.Namespace, out: Path) -> Path:
                        options={"variant": "random1", "share_of_images": 0.01}).save(file)
 
 
+FAST_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "fast_cifar10.yaml"
+
+
 def base_config(args: argparse.Namespace, label_set: str, name: str, out: Path) -> dict:
     if label_set == "rare":
         noise = {"kind": "symmetric", "rate": 0.01}
@@ -85,6 +102,17 @@ def base_config(args: argparse.Namespace, label_set: str, name: str, out: Path) 
         noise = {"file": str(rare_human_label_file(args, out))}
     else:
         noise = {"kind": "human", "options": {"path": str(Path(args.data) / "cifar10n_labels.npz"), "variant": label_set}}
+    if args.model == "fast":
+        import yaml
+
+        cfg = yaml.safe_load(FAST_CONFIG.read_text())
+        limits = {k: v for k, v in (("limit", args.train_size), ("test_limit", args.test_size)) if v}
+        cfg.update({"name": name, "seed": args.seed, "output_dir": str(out), "noise": noise})
+        cfg["data"].update({"root": args.data, "val_fraction": 0.0, "options": limits})
+        cfg["train"].update({"progress": False, "tensorboard": False, "memorization_from": "sample"})
+        if args.epochs:
+            cfg["train"]["epochs"] = args.epochs
+        return cfg
     return {
         "name": name, "seed": args.seed, "device": "cpu", "output_dir": str(out),
         "data": {"dataset": "cifar10-jpeg", "root": args.data, "val_fraction": 0.0, "augment": REGIMES[args.regime][0],
@@ -100,19 +128,36 @@ def base_config(args: argparse.Namespace, label_set: str, name: str, out: Path) 
 
 def timed_train(cfg: dict, reuse: bool = False):
     """``(run folder, summary, wall seconds)``; with ``reuse``, a finished run of the same name in the
-    output folder is read instead of trained again (its summary.json holds its wall time)."""
-    import json
+    output folder is read instead of trained again and a stopped one is continued (the wall time is
+    then the one its summary.json records: a cross-validation's is the sum of its folds')."""
+    import shutil
 
     from noisylab.config import build_config
-    from noisylab.training import train
+    from noisylab.training import has_checkpoint, train
 
     folder = Path(cfg["output_dir"]) / cfg["name"]
-    if reuse and (folder / "summary.json").is_file():
-        summary = json.loads((folder / "summary.json").read_text())
-        return folder, summary, summary["wall_time_s"]
-    t0 = time.time()
-    res = train(build_config(cfg))
-    return res.run_dir, res.summary, time.time() - t0
+    if not reuse:
+        t0 = time.time()
+        res = train(build_config(cfg))
+        return res.run_dir, res.summary, time.time() - t0
+    if not (folder / "summary.json").is_file():
+        if cfg.get("cv", {}).get("folds"):
+            train(build_config(cfg), resume=folder if folder.is_dir() else None)
+        else:
+            if folder.is_dir() and not has_checkpoint(folder):
+                shutil.rmtree(folder)  # stopped before its first epoch ended: nothing to keep
+            train(build_config(cfg), resume=folder if folder.is_dir() else None)
+    return finished_run(folder)
+
+
+def finished_run(folder: Path):
+    """``(folder, summary, wall seconds)`` of a finished run or cross-validation folder."""
+    import json
+
+    summary = json.loads((folder / "summary.json").read_text())
+    folds = sorted(folder.glob("fold_*/summary.json"))
+    wall = sum(json.loads(f.read_text())["wall_time_s"] for f in folds) if folds else summary["wall_time_s"]
+    return folder, summary, wall
 
 
 def default_detector_name() -> str:
@@ -138,11 +183,14 @@ def noisylab_rows(args, label_set: str, out: Path) -> list[dict]:
     from noisylab.detect.io import read_evidence
 
     rows = []
-    for loss in ("ce", "elr"):
+    for loss in args.losses:
         cfg = base_config(args, label_set, f"{label_set}_{loss}", out)
         if loss == "elr":
             cfg["method"]["loss"] = {"name": "elr", "lam": 3.0, "beta": 0.7}
-        run_dir, s, wall = timed_train(cfg, args.reuse)
+        if loss == "ce" and label_set in args.runs:
+            run_dir, s, wall = finished_run(args.runs[label_set])
+        else:
+            run_dir, s, wall = timed_train(cfg, bool(args.reuse))
         arrays, ev = read_evidence(run_dir / "predictions.npz")
         is_noisy = ev.given != arrays["true_label"]
         print(f"  {loss} run: {wall:.0f} s, test top-1 {s['test_top1_last']:.4f}, memorized "
@@ -168,7 +216,7 @@ def cleanlab_rows(args, label_set: str, out: Path) -> list[dict]:
 
     cfg = base_config(args, label_set, f"{label_set}_cv{args.folds}", out)
     cfg["cv"] = {"folds": args.folds}
-    run_dir, _, wall = timed_train(cfg, args.reuse)
+    run_dir, _, wall = timed_train(cfg, bool(args.reuse))
     probs = np.load(run_dir / "pred_probs.npy")
     given = np.load(run_dir / "labels.npy")
     with np.load(run_dir / "fold_0" / "predictions.npz") as z:
@@ -197,8 +245,14 @@ def main() -> None:
     p.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     p.add_argument("--train-size", type=int, default=5000)
     p.add_argument("--test-size", type=int, default=2000)
-    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--epochs", type=int, default=None, help="30 for cnn_small, the recipe's 11 for fast")
     p.add_argument("--width", type=int, default=16)
+    p.add_argument("--model", choices=("cnn_small", "fast"), default="cnn_small",
+                   help="cnn_small (the settings above) or the fast recipe (configs/fast_cifar10.yaml)")
+    p.add_argument("--losses", nargs="+", choices=("ce", "elr"), default=["ce", "elr"],
+                   help="the noisylab runs of each label set")
+    p.add_argument("--run", action="append", default=[], metavar="LABELS=DIR",
+                   help="a finished run folder of the same config to use as the CE run of LABELS")
     p.add_argument("--folds", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--label-sets", nargs="+", default=["worst", "random1", "rare"], choices=LABEL_SETS)
@@ -209,6 +263,10 @@ def main() -> None:
     p.add_argument("--reuse", metavar="DIR", help="tabulate the finished runs in DIR (an earlier --out/<time> "
                                                    "folder) instead of training them again; missing ones are trained")
     args = p.parse_args()
+    args.runs = dict(r.split("=", 1) for r in args.run)
+    args.runs = {k: Path(v) for k, v in args.runs.items()}
+    if args.epochs is None and args.model == "cnn_small":
+        args.epochs = 30
 
     import torch
 
@@ -222,19 +280,23 @@ def main() -> None:
         rows += noisylab_rows(args, label_set, out)
         if not args.no_cv:
             rows += cleanlab_rows(args, label_set, out)
-    out.mkdir(parents=True, exist_ok=True)
-    with (out / "detection.csv").open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=CSV_FIELDS, extrasaction="ignore")
-        w.writeheader()
-        w.writerows(rows)
-    augment, wd = REGIMES[args.regime]
-    print(f"\nCIFAR-10 (JPEG), first {args.train_size} training images, cnn_small width {args.width}, {args.epochs} "
-          f"epochs, SGD 0.02 cosine, augment {augment}, weight decay {wd:g} ({args.regime} regime), seed {args.seed}, "
-          f"{torch.get_num_threads()} thread(s); "
-          f"results -> {out / 'detection.csv'}")
+        out.mkdir(parents=True, exist_ok=True)
+        with (out / "detection.csv").open("w", newline="") as fh:  # after every label set: hours of runs
+            w = csv.DictWriter(fh, fieldnames=CSV_FIELDS, extrasaction="ignore")
+            w.writeheader()
+            w.writerows(rows)
+    size = "all" if not args.train_size else f"first {args.train_size}"
+    if args.model == "fast":
+        setting = f"the fast recipe (configs/fast_cifar10.yaml), {args.epochs or 11} epochs"
+    else:
+        augment, wd = REGIMES[args.regime]
+        setting = (f"cnn_small width {args.width}, {args.epochs} epochs, SGD 0.02 cosine, augment {augment}, weight "
+                   f"decay {wd:g} ({args.regime} regime)")
+    print(f"\nCIFAR-10 (JPEG), {size} training images, {setting}, seed {args.seed}, {torch.get_num_threads()} "
+          f"thread(s); results -> {out / 'detection.csv'}")
     for label_set in args.label_sets:
         mine = [r for r in rows if r["labels"] == label_set]
-        print(f"\n### {label_set}: {mine[0]['wrong']} of {args.train_size} labels wrong\n")
+        print(f"\n### {label_set}: {mine[0]['wrong']} of {len(mine[0]['is_noisy'])} labels wrong\n")
         header = ["detector", "from", "flagged", "F1", "precision", "recall", "AUROC", "AUPRC", "P@k", "wall s"]
         print(format_table(header, [[r["detector"], r["from"], fmt(r["flagged"]), fmt(r["f1"]), fmt(r["precision"]),
                                      fmt(r["recall"]), fmt(r["auroc"]), fmt(r["auprc"]), fmt(r["p_at_k"]),

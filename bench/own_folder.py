@@ -17,6 +17,12 @@ Columns: the folder and recipe, the overrides, wall minutes, the run's noisy-val
 wrong labels, the flagged count and the estimated noise rate, precision / recall / F1 of the
 flags, precision among the 100 and 500 lowest-quality images, AUROC of the quality ranking, and
 the epoch of the memorization alarm (blank: none). A row already in the CSV is not run again.
+
+``--rescore`` trains nothing: it runs the current detection (``noisylab detect``'s, the run's own
+detector and filter) again on the ``predictions.npz`` of every run in the CSV and writes
+``own_folder_rescored.csv`` with the same columns plus ``noise_rate`` (the rate in words: a bound
+only, when the held-out check cannot pin it) and ``pinned``: how a change to detection alone moves
+the flags and the estimate, on the same trained models.
 """
 from __future__ import annotations
 
@@ -101,9 +107,49 @@ def score(run: Path, root: Path, truth_csv: Path) -> dict:
             "alarm_epoch": (summary.get("alarm") or {}).get("warned_epoch", "")}
 
 
+def rescore(run: Path, root: Path, truth_csv: Path) -> dict:
+    """The verdict of today's detection on the run's saved evidence, scored as :func:`score` does."""
+    from noisylab.detect import detect_label_issues, detection_summary
+    from noisylab.detect.estimate import noise_rate_text
+    from noisylab.detect.io import read_evidence
+
+    with open(truth_csv) as fh:
+        truth = {r["path"]: int(r["true_label"]) for r in csv.DictReader(fh)}
+    arrays, ev = read_evidence(run / "predictions.npz")
+    paths = [str(Path(p).resolve().relative_to(root.resolve())) for p in arrays["example_path"]]
+    true = np.array([truth[p] for p in paths])
+    det = json.loads((run / "summary.json").read_text())["detect"]
+    found = detect_label_issues(ev, det["method"], det["filter_by"], rank_by=det["rank_by"], keep_probs=False)
+    s = detection_summary(found, ev.given, true, ev.num_classes)
+    wrong, order = ev.given != true, np.argsort(found.quality, kind="stable")
+    return {"wrong": int(wrong.sum()), "flagged": s["num_flagged"], "noise_rate_estimate": round(s["noise_rate_estimate"], 4),
+            "precision": round(s["precision"], 4), "recall": round(s["recall"], 4), "f1": round(s["f1"], 4),
+            "p_at_100": round(float(wrong[order[:100]].mean()), 4), "p_at_500": round(float(wrong[order[:500]].mean()), 4),
+            "auroc": round(auroc(found.quality, wrong), 4), "noise_rate": noise_rate_text(s),
+            "pinned": s.get("noise_rate_pinned", "")}
+
+
+def rescore_all(args) -> None:
+    with open(args.csv) as fh:
+        rows = list(csv.DictReader(fh))
+    out = args.csv.with_name(args.csv.stem + "_rescored.csv")
+    with open(out, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=COLUMNS + ["noise_rate", "pinned"])
+        w.writeheader()
+        for r in rows:
+            tag = f"{r['folder']}_{r['count']}_swap{r['swap']}_s{r['seed']}"
+            root = args.out / "data" / tag
+            r.update(rescore(args.out / "runs" / r["run"], root, args.out / "data" / f"{tag}_truth.csv"))
+            w.writerow(r)
+            print("  ".join(f"{k}={r[k]}" for k in ("folder", "swap", "seed", "recipe", "overrides", "flagged",
+                                                     "noise_rate_estimate", "f1", "p_at_100", "auroc", "noise_rate")))
+    print(f"-> {out}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--folder", choices=["tune", "eval"], required=True)
+    ap.add_argument("--rescore", action="store_true", help="detect again on every run in the CSV (trains nothing)")
+    ap.add_argument("--folder", choices=["tune", "eval"])
     ap.add_argument("--swap", type=float, default=0.05)
     ap.add_argument("--count", type=int, default=10_000)
     ap.add_argument("--seed", type=int, default=0)
@@ -113,6 +159,10 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "bench_own_folder")
     ap.add_argument("--csv", type=Path, default=ROOT / "bench" / "results" / "own_folder.csv")
     args = ap.parse_args()
+    if args.rescore:
+        return rescore_all(args)
+    if args.folder is None:
+        ap.error("--folder is required (or --rescore)")
     first = 0 if args.folder == "eval" else 10_000
     tag = f"{args.folder}_{args.count}_swap{args.swap:g}_s{args.seed}"
     root = args.out / "data" / tag

@@ -45,7 +45,7 @@ def test_train_then_resume_then_detect_and_report(tmp_path):
     p = run_cli("detect", run, "--method", "targets", "--filter-by", "confident_learning", cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     assert (run / "label_issues_targets_confident_learning.csv").is_file()
-    assert "precision" in p.stdout and "estimated noise rate" in p.stdout
+    assert "precision" in p.stdout and "noise rate" in p.stdout
     # the default detector re-run from the files gives the run's own label_issues.csv, byte for byte
     p = run_cli("detect", run, "-o", tmp_path / "again.csv", cwd=tmp_path)
     assert p.returncode == 0, p.stderr

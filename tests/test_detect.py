@@ -535,7 +535,8 @@ def synthetic_evidence(seed=0, memorized=0.5):
     given label; predictions: the same but a share ``memorized`` of the wrong labels fitted (centred
     on the given label), so the run's memorization alarm has stopped the history (``history_frozen``);
     knn: the vote of neighbours in Gaussian blobs around each true class; SOP's ``sop_s``: the
-    share of the given label taken away, about 0.9 on the wrong labels and 0 on the right ones."""
+    share of the given label taken away, about 0.9 on the wrong labels and 0 on the right ones.
+    A fifth of the rows are held out: their predictions do not depend on their given labels."""
     rng = np.random.default_rng(seed)
     true = rng.integers(0, C, N)
     noisy = rng.random(N) < 0.3
@@ -543,9 +544,15 @@ def synthetic_evidence(seed=0, memorized=0.5):
     given[noisy] = (true[noisy] + rng.integers(1, C, int(noisy.sum()))) % C
     mem = noisy & (rng.random(N) < memorized)
     features = 3.0 * np.eye(C, 8)[true] + rng.normal(size=(N, 8))
-    ev = Evidence(given=given, history=peaked(rng, true, given, C),
-                  predictions=peaked(rng, np.where(mem, given, true), np.where(mem, true, given), C),
-                  in_training=rng.random(N) < 0.8,
+    history = peaked(rng, true, given, C)
+    predictions = peaked(rng, np.where(mem, given, true), np.where(mem, true, given), C)
+    trained = rng.random(N) < 0.8
+    # a held-out row's prediction cannot lean towards a label it never saw: centred on the true class,
+    # its side class random (from a generator of its own, so the other arrays stay as they were)
+    held = np.flatnonzero(~trained)
+    side_rng = np.random.default_rng(seed + 1000)
+    predictions[held] = peaked(side_rng, true[held], side_rng.integers(0, C, len(held)), C)
+    ev = Evidence(given=given, history=history, predictions=predictions, in_training=trained,
                   targets=0.7 * peaked(rng, true, given, C),  # ELR targets sum to 1 - beta^k
                   networks=(peaked(rng, true, given, C), peaked(rng, true, given, C)),
                   knn=knn_vote(features, given, C), history_frozen=True,
@@ -610,9 +617,10 @@ def test_detector_finds_the_known_wrong_labels(name, filter_by, evidence):
 def test_history_beats_the_memorizing_final_predictions(evidence):
     true, ev = evidence
     score = {}
+    tr = ev.in_training  # the rows a final model can memorize (held-out ones it never saw)
     for name in ("history", "predictions", "ensemble"):
         found = detect_label_issues(ev, name)
-        score[name] = detection_metrics(found.flagged, ev.given != true, found.quality)
+        score[name] = detection_metrics(found.flagged[tr], (ev.given != true)[tr], found.quality[tr])
     assert score["history"].f1 > score["predictions"].f1 + 0.15
     assert score["history"].recall > score["predictions"].recall + 0.2
     assert score["ensemble"].auroc >= score["history"].auroc
@@ -790,3 +798,123 @@ def test_corrupted_compressed_member_is_a_value_error(tmp_path, evidence):
     raw[start] = 0xFF  # deflate block type 11: reserved, so decompressing fails
     (tmp_path / "p.npz").write_bytes(bytes(raw))
     one_line_value_error(tmp_path / "p.npz")
+
+
+# ----------------------------------------------------------------------------- the held-out check
+def test_wilson_interval_solves_its_quadratic():
+    """The Wilson interval's ends are the two roots of (p_hat - p)^2 = z^2 p (1 - p) / n."""
+    from noisylab.detect.estimate import WILSON_Z, wilson_interval
+
+    z2 = WILSON_Z ** 2
+    for k, n in ((0, 10), (3, 300), (24, 299), (150, 300), (300, 300)):
+        ph = k / n
+        roots = np.sort(np.roots([1 + z2 / n, -(2 * ph + z2 / n), ph * ph]).real)
+        np.testing.assert_allclose(wilson_interval(k, n), np.clip(roots, 0, 1), atol=1e-12)
+    assert wilson_interval(0, 10)[1] == pytest.approx(z2 / (10 + z2))  # the closed form at k = 0
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+
+
+def test_held_out_check_reads_the_most_confident_share():
+    """Ten held-out rows, the 30% most confident read: rows whose top probability rounds to 1.0
+    rank by their second probability; one of the three read disagrees with its label."""
+    from noisylab.detect.estimate import held_out_check, wilson_interval
+
+    probs = np.array([[0.6, 0.4], [1.0, 1e-9], [0.9, 0.1], [1.0, 1e-12], [0.8, 0.2],
+                      [0.3, 0.7], [1.0, 1e-6], [0.55, 0.45], [0.7, 0.3], [0.2, 0.8]], dtype=np.float32)
+    given = np.array([0, 1, 0, 0, 0, 1, 0, 1, 1, 0])
+    # the most confident: row 3 (second 1e-12), row 1 (1e-9), row 6 (1e-6); row 1 says 0, its label is 1
+    check = held_out_check(given, probs)
+    assert (check.checked, check.disagreeing) == (3, 1)
+    assert (check.low, check.high) == wilson_interval(1, 3) and check.rate == pytest.approx(1 / 3)
+    assert not check.pinned  # 1 of 3: the interval spans far more than a factor of two
+    given[6] = 1  # row 6 now disagrees too: 2 of the same 3
+    assert held_out_check(given, probs).disagreeing == 2
+    assert held_out_check(given[:0], probs[:0]) is None
+
+
+def test_held_out_check_is_pinned_only_when_its_interval_is_within_a_factor_of_two():
+    from noisylab.detect.estimate import HeldOutCheck, held_out_check, wilson_interval
+
+    rng = np.random.default_rng(0)
+    m, wrong = 3000, 0.1
+    true = rng.integers(0, 5, m)
+    given = np.where(rng.random(m) < wrong, (true + rng.integers(1, 5, m)) % 5, true)
+    probs = normalize_rows(np.eye(5)[true] * rng.uniform(5, 50, (m, 1)) + rng.random((m, 5)))  # right, unsure how much
+    check = held_out_check(given, probs)
+    assert check.checked == 900 and check.pinned and check.holds((given != true).mean())
+    assert abs(check.rate - wrong) < 0.03
+    assert not HeldOutCheck(300, 2, *wilson_interval(2, 300)).pinned  # 0.7%: between 0.2% and 2.4%
+    assert not HeldOutCheck(300, 0, *wilson_interval(0, 300)).pinned
+    assert HeldOutCheck(300, 24, *wilson_interval(24, 300)).pinned  # 8.0%: 5.4-11.6%
+
+
+def test_noise_estimates_follow_a_check_that_refutes_them():
+    """Flags say 20% wrong; a held-out check of 5% (4-6.5%) refutes that (20% is more than twice its
+    upper end): the off-diagonal counts are scaled to 5% and each given label keeps its count. A
+    check of 14% (12-16%) only reads lower, as it does where wrong labels gather on hard images: the
+    20% stands, and so it does under a check that holds it."""
+    from noisylab.detect.estimate import REFUTING_FACTOR, HeldOutCheck, noise_rate_text
+
+    assert REFUTING_FACTOR == 2.0
+    given = np.repeat([0, 1], 10)
+    flagged = np.zeros(20, bool)
+    flagged[[0, 1, 10, 11]] = True
+    suggested = np.where(flagged, 1 - given, given)  # counts (rows true, columns given): [[8, 2], [2, 8]]
+    plain = noise_estimates(given, flagged, suggested, 2)
+    assert plain["noise_rate_estimate"] == pytest.approx(0.2) and "noise_rate_check" not in plain
+    refuting = HeldOutCheck(1000, 50, 0.04, 0.065)
+    est = noise_estimates(given, flagged, suggested, 2, check=refuting)
+    assert est["noise_estimated_by"] == "held_out_check" and est["noise_rate_estimate"] == pytest.approx(0.05)
+    np.testing.assert_allclose(est["transition_estimate"], [[0.95, 0.05], [0.05, 0.95]])  # [[9.5, .5], [.5, 9.5]]
+    assert est["noise_rate_check"] == {"checked": 1000, "disagreeing": 50, "rate": 0.05, "low": 0.04, "high": 0.065}
+    assert est["noise_rate_pinned"] is True
+    assert noise_rate_text(est).startswith("5.0% (the 1000 held-out examples the model is surest of read 4.0-6.5%)")
+    for check in (HeldOutCheck(1000, 140, 0.12, 0.16), HeldOutCheck(1000, 190, 0.17, 0.22)):
+        kept = noise_estimates(given, flagged, suggested, 2, check=check)
+        assert kept["noise_estimated_by"] == "flags" and kept["noise_rate_estimate"] == pytest.approx(0.2)
+    bound = noise_estimates(given, flagged, suggested, 2, check=HeldOutCheck(300, 2, 0.002, 0.024))
+    assert bound["noise_rate_pinned"] is False and bound["noise_estimated_by"] == "held_out_check"
+    text = noise_rate_text(bound)
+    assert text.startswith("below 2.4%: 2 of the 300 held-out examples") and "0.7" not in text
+    assert noise_rate_text(plain) == "20.0%"
+
+
+def test_expected_f1_spends_a_smaller_expected_count_on_the_top_of_the_ranking():
+    """P(wrong) along the ranking [1, 1, 1, .5, .5, 0, 0, 0] (the monotone fit of the off-diagonal
+    membership below) flags 5 (expected F1 8/9). Told to expect 3.5 wrong labels, P becomes P^2
+    ([1, 1, 1, .25, .25]) and the best prefix is 3 (6/6.5 against 7/8.5 for 5)."""
+    from noisylab.detect.scores import _power_to_sum, expected_f1_from
+
+    quality = np.linspace(0.1, 0.8, 8)
+    off = np.array([1, 1, 1, 0, 1, 0, 0, 0], dtype=bool)
+    assert expected_f1_from(off, quality).sum() == 5
+    assert _power_to_sum(np.array([1, 1, 1, 0.5, 0.5, 0, 0, 0]), 3.5) == pytest.approx(2.0, rel=1e-9)
+    assert np.flatnonzero(expected_f1_from(off, quality, expected_wrong=3.5)).tolist() == [0, 1, 2]
+    assert expected_f1_from(off, quality, expected_wrong=9.0).sum() == 5  # more than it counts: unchanged
+
+
+def test_held_out_rows_check_the_rate_and_calm_the_flags():
+    """A weak model: on the training rows it confidently gives another class to 30% of the labels
+    (its own errors, which look like wrong labels), but on the held-out rows it is surest of it
+    agrees with all labels. The check refutes the confident joint's 30%, the estimate follows it,
+    and expected_f1 flags far fewer rows."""
+    pytest.importorskip("cleanlab.count")
+    rng = np.random.default_rng(3)
+    n, c, held = 4000, 4, 1000
+    given = rng.integers(0, c, n)
+    other = (given + rng.integers(1, c, n)) % c
+    doubted = rng.random(n) < 0.3
+    probs = normalize_rows(np.eye(c)[np.where(doubted, other, given)] * rng.uniform(2, 20, (n, 1)) + rng.random((n, c)))
+    in_training = np.arange(n) >= held
+    probs[:held] = normalize_rows(np.eye(c)[given[:held]] * 40.0 + rng.random((held, c)))
+    probs[:held:4] = normalize_rows(np.eye(c)[other[:held:4]] * 3.0 + 1.0)  # unsure ones that disagree
+    ev = Evidence(given=given, history=probs, predictions=probs, in_training=in_training)
+    found = detect_label_issues(ev, "predictions")
+    assert found.check.checked == 300 and found.check.disagreeing == 0
+    summary = noise_estimates(given, found.flagged, found.suggested, c, confident_joint=found.confident_joint,
+                              check=found.check)
+    assert summary["noise_estimated_by"] == "held_out_check" and summary["noise_rate_pinned"] is False
+    no_check = detect_label_issues(Evidence(given=given, history=probs, predictions=probs,
+                                            in_training=np.ones(n, bool)), "predictions")
+    assert no_check.check is None and no_check.flagged.sum() > 800
+    assert found.flagged.sum() < 50

@@ -248,7 +248,7 @@ def test_find_issues_command_on_embeddings(tmp_path, capsys):
     out = capsys.readouterr().out
     lines = out.splitlines()
     assert lines[0].split() == ["example", "given", "suggested", "score"] and lines[2].startswith("img_")
-    assert "estimated noise rate" in out and "near duplicates" in out
+    assert "noise rate" in out and "near duplicates" in out
     folder = out_dir / "find_issues_emb"
     import csv
 
@@ -312,18 +312,23 @@ def test_find_issues_trains_on_an_image_folder(tmp_path, capsys):
     assert f"-> {folder / 'report.html'}" in out
 
 
-def test_an_estimate_above_the_held_out_disagreement_comes_with_a_caution():
-    """The model disagrees with 20% of the held-out labels: 30% wrong labels cannot be told from its
-    own errors, and the summary says so; 10% can."""
+def test_the_summary_gives_a_rate_the_check_cannot_pin_as_a_bound_only():
+    """2 of 300 held-out examples disagree: the rate is somewhere in 0.2-2.4%, so the summary says
+    "below 2.4%" and prints no point estimate; 24 of 300 pin it (5.4-11.6%); without a check (no
+    model held anything out) the estimate stands alone."""
+    from noisylab.detect.estimate import HeldOutCheck, wilson_interval
     from noisylab.detect.features import LabelIssues
 
-    def issues(estimate, disagreement):
+    def issues(estimate, k=None):
+        check = None if k is None else HeldOutCheck(300, k, *wilson_interval(k, 300))
         return LabelIssues(labels=np.zeros(4, np.int64), class_names=["a", "b"], probs=np.full((4, 2), 0.5),
                            quality=np.full(4, 0.5), is_label_issue=np.zeros(4, bool), suggested=np.zeros(4, np.int64),
-                           noise_rate_estimate=estimate, held_out_disagreement=disagreement)
+                           noise_rate_estimate=estimate, noise_rate_check=None if check is None else check.as_dict(),
+                           noise_rate_pinned=True if check is None else check.pinned)
 
-    warned = issues(0.30, 0.20)
-    assert "disagrees with 20.0% of the held-out labels" in warned.caution and "30.0%" in warned.caution
-    assert warned.summary()["caution"] == warned.caution and warned.summary()["held_out_disagreement"] == 0.2
-    assert issues(0.10, 0.20).caution is None and "caution" not in issues(0.10, 0.20).summary()
-    assert issues(0.30, None).caution is None  # features: no model held anything out
+    bound = issues(2 / 300, 2)
+    assert bound.noise_rate_text.startswith("below 2.4%: 2 of the 300 held-out examples")
+    assert bound.summary()["noise_rate"] == bound.noise_rate_text and bound.summary()["noise_rate_pinned"] is False
+    pinned = issues(0.08, 24)
+    assert pinned.noise_rate_text == "8.0% (the 300 held-out examples the model is surest of read 5.4-11.6%)"
+    assert issues(0.3).noise_rate_text == "30.0%" and "noise_rate_check" not in issues(0.3).summary()

@@ -329,6 +329,7 @@ def _detect_run(args: argparse.Namespace) -> int:
     from .detect import detect_label_issues, write_label_issues_csv
     from .detect.io import read_evidence
     from .detect import detection_summary
+    from .detect.estimate import noise_rate_text
 
     run = Path(args.run)
     pred_file = run / "predictions.npz"
@@ -349,7 +350,7 @@ def _detect_run(args: argparse.Namespace) -> int:
     print(f"{int(found.flagged.sum())} of {len(ev.given)} labels flagged ({args.method}, {found.filter_by}); "
           f"{rows} rows -> {out}")
     s = detection_summary(found, ev.given, truth, ev.num_classes)
-    print(f"estimated noise rate {s['noise_rate_estimate']:.3f}")
+    print(f"estimated noise rate {noise_rate_text(s)}")
     if truth is not None and s["num_noisy"]:
         print(f"against the known wrong labels: precision {s['precision']:.3f}  recall {s['recall']:.3f}  "
               f"F1 {s['f1']:.3f}  AUROC {s['auroc']:.3f}  AUPRC {s['auprc']:.3f}")

@@ -70,20 +70,7 @@ def issues_from_run(run_dir: str | Path) -> LabelIssues:
                        noise_rate_estimate=float(det.get("noise_rate_estimate", found.flagged.mean())),
                        filter_by=found.filter_by, rank_by=found.rank_by, names=names,
                        seconds={"training": float(summary.get("wall_time_s", 0.0))},
-                       held_out_disagreement=held_out_disagreement(run_dir))
-
-
-def held_out_disagreement(run_dir: Path) -> float | None:
-    """1 - the final model's accuracy on the held-out part of the given labels (``noisy_val_top1``
-    of the last row of ``metrics.csv``); None when the run held nothing out."""
-    import csv
-
-    try:
-        with open(run_dir / "metrics.csv", newline="") as fh:
-            rows = list(csv.DictReader(fh))
-        return 1.0 - float(rows[-1]["noisy_val_top1"])
-    except (OSError, IndexError, KeyError, TypeError, ValueError):
-        return None
+                       noise_rate_check=det.get("noise_rate_check"), noise_rate_pinned=det.get("noise_rate_pinned", True))
 
 
 def find_label_issues(data, labels=None, *, pred_probs=None, names: Sequence[str] | None = None,

@@ -238,10 +238,7 @@ def print_result(issues, files: list[Path], args: argparse.Namespace) -> None:
             for s in summary["top_suspects"]]
     if rows:
         print(format_table(["example", "given", "suggested", "score"], rows))
-    print(f"{issues.num_issues} of {len(issues)} labels suspected; estimated noise rate "
-          f"{100 * issues.noise_rate_estimate:.2f}%")
-    if issues.caution:
-        print(f"caution: {issues.caution}")
+    print(f"{issues.num_issues} of {len(issues)} labels suspected; estimated noise rate {issues.noise_rate_text}")
     if "near_duplicates" in summary:
         print(f"{summary['near_duplicates']} near duplicates, {summary['outliers']} outliers")
     for f in files:

@@ -25,6 +25,7 @@ import torch
 
 from ..registry import DETECTORS, register_detector
 from .confident import ConfidentJoint, class_thresholds
+from .estimate import HeldOutCheck, held_out_check, noise_estimates
 from .scores import CLEANLAB_FILTERS, DEFAULT_RANK_BY, normalize_rows
 
 CHUNK_ENTRIES = 2**22
@@ -236,6 +237,8 @@ class Detection:
             columns = confident class; :mod:`noisylab.detect.confident`): the noise estimates' input.
         probs: ``[n, C]`` the detector's estimate ``P`` of each example's true class, when it was
             kept (``keep_probs``), else None.
+        check: the held-out check of the noise rate (:func:`~noisylab.detect.estimate.held_out_check`)
+            on the rows the model never trained on, or None without such rows.
     """
 
     method: str
@@ -246,6 +249,7 @@ class Detection:
     suggested: np.ndarray
     confident_joint: np.ndarray
     probs: np.ndarray | None = None
+    check: HeldOutCheck | None = None
 
     def ranked_issues(self) -> np.ndarray:
         """Row numbers of the flagged examples, most suspicious (lowest quality) first: cleanlab's
@@ -269,35 +273,47 @@ def detect_label_issues(ev: Evidence, method: str = "history", filter_by: str = 
     """Run detector ``method`` on ``ev``, flag with ``filter_by`` (see :func:`find_label_issues`) and
     score each example with ``rank_by`` (:data:`SCORES`), over chunks of ``chunk_entries`` numbers
     of ``P``. ``keep_probs=False`` keeps no ``[n, C]`` array (cleanlab's own filters, which read
-    all of ``P`` at once, still make one)."""
+    all of ``P`` at once, still make one). The final predictions of the held-out rows make the
+    noise rate's held-out check (:attr:`Detection.check`)."""
     from .scores import resolve_filter
 
+    held = np.flatnonzero(~np.asarray(ev.in_training, dtype=bool))
+    check = held_out_check(ev.given[held], np.asarray(ev.predictions[held])) if len(held) else None
     if keep_probs or resolve_filter(filter_by) in CLEANLAB_FILTERS:
         probs = np.concatenate([p for _, _, p in detector_chunks(ev, method, chunk_entries)]) if len(ev.given) \
             else np.zeros((0, ev.num_classes))
-        return detection_from_probs(method, ev.given, probs, filter_by, threshold, rank_by, chunk_entries)
+        return detection_from_probs(method, ev.given, probs, filter_by, threshold, rank_by, chunk_entries,
+                                    check=check)
     return _verdict(method, ev.given, ev.num_classes, lambda: detector_chunks(ev, method, chunk_entries), filter_by,
-                    threshold, rank_by, None)
+                    threshold, rank_by, None, check)
 
 
 def detection_from_probs(method: str, given: np.ndarray, probs: np.ndarray, filter_by: str = "auto",
                          threshold: float = 0.5, rank_by: str = DEFAULT_RANK_BY,
-                         chunk_entries: int = CHUNK_ENTRIES) -> Detection:
+                         chunk_entries: int = CHUNK_ENTRIES, out_of_sample: bool = False,
+                         check: HeldOutCheck | None = None) -> Detection:
     """The :class:`Detection` of probabilities ``probs [n, C]`` (a detector's, or a cross-validation's
-    out-of-sample ones, named ``method``) for the given labels ``given [n]``."""
+    out-of-sample ones, named ``method``) for the given labels ``given [n]``.
+
+    ``out_of_sample``: no row's probabilities were trained on its own label (cross-validation,
+    features with neighbour votes), so every row takes part in the held-out check; or pass the
+    ``check`` made elsewhere."""
     from .scores import check_labels_probs
 
     given = check_labels_probs(given, probs)[0]  # the checks; the rows are normalised chunk by chunk
     probs = np.asarray(probs, dtype=np.float64)
+    if out_of_sample and check is None:
+        check = held_out_check(given, probs)
     step = max(1, chunk_entries // max(probs.shape[1], 1))
     chunks = lambda: ((lo, min(lo + step, len(given)), probs[lo:lo + step]) for lo in range(0, len(given), step))  # noqa: E731
-    return _verdict(method, given, probs.shape[1], chunks, filter_by, threshold, rank_by, probs)
+    return _verdict(method, given, probs.shape[1], chunks, filter_by, threshold, rank_by, probs, check)
 
 
 def _verdict(method: str, given: np.ndarray, num_classes: int, chunks, filter_by: str, threshold: float,
-             rank_by: str, probs: np.ndarray | None) -> Detection:
+             rank_by: str, probs: np.ndarray | None, check: HeldOutCheck | None = None) -> Detection:
     """The one way a verdict is made: ``chunks()`` yields ``(lo, hi, P[lo:hi])`` (it is read twice:
-    scores, then the confident joint); ``probs``, all of ``P`` when it is in memory."""
+    scores, then the confident joint); ``probs``, all of ``P`` when it is in memory; ``check``, the
+    held-out check, which calibrates ``expected_f1`` where it refutes the confident joint's rate."""
     from .scores import FILTERS, expected_f1_from, find_label_issues, label_quality_scores, resolve_filter
 
     filter_by = resolve_filter(filter_by)
@@ -323,8 +339,21 @@ def _verdict(method: str, given: np.ndarray, num_classes: int, chunks, filter_by
         from .scores import import_cleanlab_filter
 
         import_cleanlab_filter()  # auto resolves to it only with cleanlab; asked for by name, the same rule
-        flagged = expected_f1_from(joint.off_diagonal, quality)
+        flagged = expected_f1_from(joint.off_diagonal, quality, expected_wrong_count(given, joint.counts, check))
     else:
         flagged = find_label_issues(given, probs, filter_by=filter_by, threshold=threshold, rank_by=rank_by)
     return Detection(method, filter_by, rank_by, quality, np.asarray(flagged, dtype=bool), suggested, joint.counts,
-                     probs)
+                     probs, check)
+
+
+def expected_wrong_count(given: np.ndarray, confident_joint: np.ndarray, check: HeldOutCheck | None) -> float | None:
+    """How many wrong labels ``expected_f1`` should expect: None (the confident joint's own count)
+    unless the held-out check refutes the joint's rate (:meth:`~noisylab.detect.estimate.HeldOutCheck.refutes`); then ``n`` times the check's rate (half an
+    example of those it read when none of them disagreed)."""
+    if check is None or not len(given):
+        return None
+    rate = noise_estimates(given, np.zeros(len(given), bool), given, len(confident_joint),
+                           confident_joint=confident_joint)["noise_rate_estimate"]
+    if not check.refutes(rate):
+        return None
+    return len(given) * max(check.rate, 0.5 / check.checked)

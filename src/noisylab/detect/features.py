@@ -149,8 +149,9 @@ class LabelIssues:
         is_near_duplicate, near_duplicate_of, near_duplicate_score, is_outlier, outlier_score: the
             neighbour graph's other findings (:mod:`.neighbours`), or None without features.
         seconds: the wall time of each stage.
-        held_out_disagreement: the share of held-out labels the trained model disagrees with
-            (1 - its noisy-validation accuracy), when a model was trained; None otherwise.
+        noise_rate_check: the held-out check of the rate (:func:`~noisylab.detect.estimate.held_out_check`,
+            as a dict), or None; ``noise_rate_pinned``: False when the check bounds the rate but
+            cannot pin it within a factor of two (:attr:`noise_rate_text` then gives the bound only).
     """
 
     labels: np.ndarray
@@ -170,7 +171,8 @@ class LabelIssues:
     is_outlier: np.ndarray | None = None
     outlier_score: np.ndarray | None = None
     seconds: dict[str, float] = field(default_factory=dict)
-    held_out_disagreement: float | None = None
+    noise_rate_check: dict | None = None
+    noise_rate_pinned: bool = True
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -180,17 +182,13 @@ class LabelIssues:
         return int(self.is_label_issue.sum())
 
     @property
-    def caution(self) -> str | None:
-        """A warning when the estimate cannot be told from the model's own errors: it exceeds the
-        share of held-out labels the model disagrees with, which bounds the share of wrong labels
-        (a model that never saw an example rarely repeats its wrong label), so part of it counts
-        examples the model gets wrong. None when there is nothing to say."""
-        d = self.held_out_disagreement
-        if d is None or not self.noise_rate_estimate > d:
-            return None
-        return (f"the model disagrees with {100 * d:.1f}% of the held-out labels, fewer than the estimated "
-                f"{100 * self.noise_rate_estimate:.1f}% wrong: the estimate and the flags count its own errors "
-                "too; read label_issues.csv from the top (it is ranked)")
+    def noise_rate_text(self) -> str:
+        """The noise rate in words: with the check's interval, or only its bound when the rate is
+        not pinned (:func:`~noisylab.detect.estimate.noise_rate_text`)."""
+        from .estimate import noise_rate_text
+
+        return noise_rate_text({"noise_rate_estimate": self.noise_rate_estimate,
+                                "noise_rate_check": self.noise_rate_check, "noise_rate_pinned": self.noise_rate_pinned})
 
     def ranked_issues(self) -> np.ndarray:
         """Row numbers of the flagged examples, most suspicious first."""
@@ -229,12 +227,12 @@ class LabelIssues:
     def summary(self, top: int = 10) -> dict:
         """Counts and the ``top`` suspects, JSON-ready."""
         out = {"examples": len(self), "classes": len(self.class_names), "label_issues": self.num_issues,
-               "noise_rate_estimate": round(float(self.noise_rate_estimate), 6), "filter_by": self.filter_by,
-               "rank_by": self.rank_by, "seconds": {k: round(v, 3) for k, v in self.seconds.items()}}
-        if self.held_out_disagreement is not None:
-            out["held_out_disagreement"] = round(float(self.held_out_disagreement), 6)
-        if self.caution:
-            out["caution"] = self.caution
+               "noise_rate_estimate": round(float(self.noise_rate_estimate), 6), "noise_rate": self.noise_rate_text,
+               "filter_by": self.filter_by, "rank_by": self.rank_by,
+               "seconds": {k: round(v, 3) for k, v in self.seconds.items()}}
+        if self.noise_rate_check is not None:
+            out["noise_rate_check"] = self.noise_rate_check
+            out["noise_rate_pinned"] = self.noise_rate_pinned
         if self.is_near_duplicate is not None:
             out["near_duplicates"] = int(self.is_near_duplicate.sum())
             out["outliers"] = int(self.is_outlier.sum())
@@ -285,17 +283,20 @@ def find_issues_in_features(features, labels, *, k: int = 10, folds: int = 5, se
     t0 = time.perf_counter()
     probs = (votes + logreg) / 2
     if filter_by == "simifeat":
-        found = detection_from_probs("features", y, probs, "predicted_neq_given", rank_by=rank_by)
+        found = detection_from_probs("features", y, probs, "predicted_neq_given", rank_by=rank_by, out_of_sample=True)
         found.flagged = simifeat_rank_issues(votes, y, wrong_share_by_given_label(y, probs, num_classes))
         found.filter_by = "simifeat"
     else:
-        found = detection_from_probs("features", y, probs, filter_by, rank_by=rank_by)
-    rate = noise_estimates(y, found.flagged, found.suggested, num_classes, probs)["noise_rate_estimate"]
+        found = detection_from_probs("features", y, probs, filter_by, rank_by=rank_by, out_of_sample=True)
+    noise = noise_estimates(y, found.flagged, found.suggested, num_classes, probs, check=found.check)
     dup, dup_score, dup_of = near_duplicates(graph)
     out, out_score = outliers(graph)
     seconds["detection"] = time.perf_counter() - t0
     return LabelIssues(labels=y, class_names=classes, probs=probs, quality=found.quality,
-                       is_label_issue=found.flagged, suggested=found.suggested, noise_rate_estimate=float(rate),
+                       is_label_issue=found.flagged, suggested=found.suggested,
+                       noise_rate_estimate=float(noise["noise_rate_estimate"]),
+                       noise_rate_check=noise.get("noise_rate_check"),
+                       noise_rate_pinned=noise.get("noise_rate_pinned", True),
                        filter_by=found.filter_by, rank_by=rank_by, sources={"knn": votes, "logreg": logreg},
                        names=list(names) if names is not None else None, is_near_duplicate=dup,
                        near_duplicate_of=dup_of, near_duplicate_score=dup_score, is_outlier=out,

@@ -126,9 +126,17 @@ def expected_f1_issues(labels: np.ndarray, probs: np.ndarray, quality: np.ndarra
     return expected_f1_from(joint.off_diagonal, quality)
 
 
-def expected_f1_from(off_diagonal: np.ndarray, quality: np.ndarray) -> np.ndarray:
+def expected_f1_from(off_diagonal: np.ndarray, quality: np.ndarray, expected_wrong: float | None = None) -> np.ndarray:
     """:func:`expected_f1_issues` from its two inputs: ``off_diagonal bool [N]`` (confidently of
-    another class than the label) and ``quality [N]``."""
+    another class than the label) and ``quality [N]``. ``expected_wrong``: the number of wrong
+    labels when something better than the off-diagonal count knows it (the held-out check,
+    :func:`noisylab.detect.estimate.held_out_check`); each example's chance of being wrong ``w`` is
+    then lowered to ``w ** gamma``, with the ``gamma >= 1`` that makes them add up to it: examples
+    certainly of another class (``w`` near 1, the top of the ranking) stay wrong, the doubtful
+    middle, where a weak model's own mistakes are, fades. (A power rather than one factor for all,
+    or keeping only the top: chosen on a tuning folder, docs/results.md.) Where more examples than
+    that are certainly of another class (a plateau of 1s no power lowers), only the lowest-quality
+    ones, up to the expected count, keep their chance."""
     from sklearn.isotonic import IsotonicRegression
 
     confident_other = np.asarray(off_diagonal, dtype=np.float64)
@@ -137,10 +145,27 @@ def expected_f1_from(off_diagonal: np.ndarray, quality: np.ndarray) -> np.ndarra
         return flagged
     wrong = IsotonicRegression(increasing=False).fit(quality, confident_other).predict(quality)
     order = np.argsort(quality, kind="stable")
+    if expected_wrong is not None and wrong.sum() > expected_wrong:
+        wrong = wrong ** _power_to_sum(wrong, expected_wrong)
+        beyond = order[np.cumsum(wrong[order]) > expected_wrong + 1e-9]
+        wrong[beyond] = 0.0
     caught = np.cumsum(wrong[order])
     expected_f1 = 2 * caught / (np.arange(1, len(order) + 1) + wrong.sum())
     flagged[order[:int(expected_f1.argmax()) + 1]] = True
     return flagged
+
+
+def _power_to_sum(values: np.ndarray, total: float, largest: float = 1000.0) -> float:
+    """The ``gamma`` in ``[1, largest]`` with ``sum(values ** gamma)`` closest to ``total``
+    (``values`` in [0, 1], whose sum falls as ``gamma`` grows), by bisection on ``log gamma``."""
+    lo, hi = 0.0, float(np.log(largest))
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        if (values ** np.exp(mid)).sum() > total:
+            lo = mid
+        else:
+            hi = mid
+    return float(np.exp(hi))
 
 
 def find_label_issues(labels, pred_probs, *, filter_by: str = "predicted_neq_given", threshold: float = 0.5,

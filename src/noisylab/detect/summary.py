@@ -15,7 +15,7 @@ def detection_summary(found, given: np.ndarray, truth: np.ndarray | None, num_cl
     summary = {"method": found.method, "filter_by": found.filter_by, "rank_by": found.rank_by,
                "num_scored": len(given), "num_flagged": int(found.flagged.sum()),
                **noise_estimates(given, found.flagged, found.suggested, num_classes,
-                                  confident_joint=found.confident_joint)}
+                                  confident_joint=found.confident_joint, check=found.check)}
     if truth is not None:
         summary.update(detection_metrics(found.flagged, given != truth, found.quality).as_dict())
     return summary

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..detect.estimate import noise_rate_text
 from .figures import (MAX_ANNOTATED_CLASSES, alarm_figure, curves_figure, pr_figure, run_memorization_figure,
                       transition_figure, transition_matrices)
 from .markup import STYLE, esc, figure_uri, fmt, image_uri, img, note, pct, section, table
@@ -68,7 +69,8 @@ def noise_section(run: RunFiles) -> str:
     """Requested / actual / estimated noise rates and the per-class estimates."""
     s, det = run.summary, run.detect
     rates = [("setting (requested)", noise_setting(run)), ("actual", s.get("actual_noise_rate")),
-             (f"estimated from {estimated_by(det)}", det.get("noise_rate_estimate"))]
+             (f"estimated from {estimated_by(det)}",
+              noise_rate_text(det) if det.get("noise_rate_check") else det.get("noise_rate_estimate"))]
     rates = [(k, v if isinstance(v, str) else pct(v)) for k, v in rates if v is not None]
     if not rates:
         return ""

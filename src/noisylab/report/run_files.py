@@ -270,4 +270,5 @@ def warned_epoch(run: RunFiles) -> float | None:
 
 def estimated_by(det: dict) -> str:
     """How summary.json's noise estimates were made, in words (runs before 2026-11-25 counted flags)."""
-    return "the confident joint" if det.get("noise_estimated_by") == "confident_joint" else "the detector's flags"
+    return {"confident_joint": "the confident joint", "held_out_check": "the held-out check"}.get(
+        det.get("noise_estimated_by"), "the detector's flags")

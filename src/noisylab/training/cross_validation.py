@@ -83,7 +83,8 @@ def write_cross_validated_outputs(cfg: Config, data: PreparedData, parent: Path,
     atomic_write(parent / "pred_probs.npy", lambda tmp: np.save(tmp, pred_probs))
     atomic_write(parent / "labels.npy", lambda tmp: np.save(tmp, given))
     d = cfg.detect
-    found = detection_from_probs("cross_validated", given, pred_probs, d.filter_by, d.threshold, d.rank_by)
+    found = detection_from_probs("cross_validated", given, pred_probs, d.filter_by, d.threshold, d.rank_by,
+                                 out_of_sample=True)
     truth = data.bundle.train_labels if data.truth_known else None
     paths = example_paths(data.bundle, "train")
     write_label_issues_csv(parent / "label_issues.csv", given, found.suggested, found.flagged, found.quality,

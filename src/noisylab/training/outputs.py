@@ -11,6 +11,7 @@ import numpy as np
 
 from ..checkpoint import OutputError, atomic_write, capture_rng, save_checkpoint
 from ..config import save_config
+from ..detect.estimate import noise_rate_text
 from ..noise import NoisyLabels
 from ..report.memorization import MEMO_COLUMNS
 from ..run_folder import (attach_file_log, ensure_dir, epoch_log_line, new_run_dir, open_tensorboard, save_arrays,
@@ -142,7 +143,7 @@ def write_final_outputs(run: Run) -> dict[str, Any]:
     log.info("done: %s%s", tested, found)
     det = summary.get("detect", {})
     if "detect" in summary:
-        log.info("estimated noise rate %.4f (detector %s, %s)", det["noise_rate_estimate"], det["method"], det["filter_by"])
+        log.info("noise rate %s (detector %s, %s)", noise_rate_text(det), det["method"], det["filter_by"])
     if det.get("num_noisy"):
         log.info("against the known wrong labels: precision %.4f recall %.4f F1 %.4f AUROC %.4f AUPRC %.4f",
                  det["precision"], det["recall"], det["f1"], det["auroc"] or float("nan"), det["auprc"] or float("nan"))
