@@ -19,6 +19,16 @@ the others) at each rate and seed. Rows:
 Columns: flagged, wrong, precision, recall, F1, the estimated noise rate (noisylab's; cleanlab's
 ``estimate_joint`` for its row) and seconds. Written to ``bench/results/features_<dataset>.csv``.
 Not part of the test run.
+
+``--run DIR`` takes the features from a finished noisylab run instead: the penultimate layer of its
+final model on its training images (in dataset order, un-augmented; extracted once from a copy of
+the run folder, cached beside ``--out``), with the run's own given and true labels (CIFAR-10N
+human labels for bench/full_scale.py's runs). Rows: noisylab's features path and cleanlab's
+``Datalab.find_issues(features=...)`` on the same features (its label issues from a kNN model of
+them), with F1, AUROC, the near-duplicate counts of both and seconds, to
+``bench/results/features_run_<run name>.csv``:
+
+    OMP_NUM_THREADS=2 python bench/features.py --run runs/bench_full_scale/worst_ce_worst_11ep_s1
 """
 from __future__ import annotations
 
@@ -50,8 +60,83 @@ def scores(flagged: np.ndarray, wrong: np.ndarray) -> tuple[float, float, float]
     return p, r, 2 * p * r / max(p + r, 1e-12)
 
 
+def run_features(run: Path, out: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(features [N, D], given [N], true [N])`` of a finished run's training images: its final
+    model's penultimate layer (``Method.features``), computed on a copy of the run folder (restoring
+    a run writes into its folder) and cached in ``out``."""
+    import shutil
+    import tempfile
+
+    import torch
+
+    cache = out / f"{run.name}_features.npz"
+    if cache.is_file():
+        with np.load(cache, allow_pickle=False) as z:
+            return z["x"], z["given"], z["true"]
+    from noisylab.noise import NoisyLabels
+    from noisylab.training import config_from_checkpoint, setup_run
+
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / run.name
+        shutil.copytree(run, copy, ignore=shutil.ignore_patterns("predictions.npz", "label_issues.csv", "*.png"))
+        run_state = setup_run(config_from_checkpoint(copy), resume=copy)
+        run_state.method.train(False)
+        with torch.no_grad():
+            x = torch.cat([run_state.method.features(b.x).float().cpu() for b in run_state.eval_data.train]).numpy()
+        index = run_state.data.train_idx
+    labels = NoisyLabels.load(run / "noisy_labels.npz")
+    given, true = labels.noisy[index], labels.clean[index]
+    out.mkdir(parents=True, exist_ok=True)
+    np.savez(cache, x=x, given=given, true=true)
+    return x, given, true
+
+
+def compare_on_run(args) -> None:
+    """noisylab's features path against cleanlab's Datalab on one run's features (module doc)."""
+    from cleanlab import Datalab
+
+    from noisylab.detect import detection_metrics
+    from noisylab.detect.features import find_issues_in_features
+
+    run = Path(args.run)
+    x, given, true = run_features(run, Path(args.out))
+    wrong = given != true
+    rows = []
+    t0 = time.perf_counter()
+    ours = find_issues_in_features(x, given)
+    t_ours = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    lab = Datalab(data={"label": given}, label_name="label", verbosity=0)
+    lab.find_issues(features=x, issue_types={"label": {}, "near_duplicate": {}})
+    t_lab = time.perf_counter() - t0
+    label_issues = lab.get_issues("label")
+    dups = lab.get_issues("near_duplicate")
+    for method, flagged, quality, est, near, secs in (
+            ("noisylab find_label_issues(features)", ours.is_label_issue, ours.quality, ours.noise_rate_estimate,
+             int(ours.is_near_duplicate.sum()), t_ours),
+            ("cleanlab Datalab.find_issues(features)", label_issues["is_label_issue"].to_numpy(),
+             label_issues["label_score"].to_numpy(), float(label_issues["is_label_issue"].mean()),
+             int(dups["is_near_duplicate_issue"].sum()), t_lab)):
+        m = detection_metrics(np.asarray(flagged, bool), wrong, np.asarray(quality, float))
+        rows.append({"run": run.name, "examples": len(given), "dim": x.shape[1], "method": method,
+                     "flagged": m.num_flagged, "wrong": m.num_noisy, "precision": round(m.precision, 4),
+                     "recall": round(m.recall, 4), "f1": round(m.f1, 4), "auroc": round(m.auroc, 4),
+                     "estimated_rate": round(est, 4), "near_duplicates": near, "seconds": round(secs, 1)})
+        print("  ".join(f"{k}={v}" for k, v in rows[-1].items()), flush=True)
+    if ours.noise_rate_check is not None:
+        print(f"noisylab's noise rate: {ours.noise_rate_text}")
+    out = RESULTS / f"features_run_{run.name}.csv"
+    with out.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    print(f"-> {out}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--run", help="a finished run folder: its penultimate features (module doc)")
+    ap.add_argument("--out", default=str(ROOT / "runs" / "bench_features"), help="where --run's features are cached")
     ap.add_argument("--dataset", default="digits")
     ap.add_argument("--features")
     ap.add_argument("--labels")
@@ -59,6 +144,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT / "src"))
+    if args.run:
+        return compare_on_run(args)
     from cleanlab.count import estimate_joint
     from cleanlab.filter import find_label_issues as cleanlab_issues
 
