@@ -25,7 +25,7 @@ import torch
 
 from ..registry import DETECTORS, register_detector
 from .confident import ConfidentJoint, class_thresholds
-from .estimate import HeldOutCheck, held_out_check, noise_estimates
+from .estimate import HeldOutCheck, expected_wrong_count, held_out_check
 from .scores import CLEANLAB_FILTERS, DEFAULT_RANK_BY, normalize_rows
 
 CHUNK_ENTRIES = 2**22
@@ -345,15 +345,3 @@ def _verdict(method: str, given: np.ndarray, num_classes: int, chunks, filter_by
     return Detection(method, filter_by, rank_by, quality, np.asarray(flagged, dtype=bool), suggested, joint.counts,
                      probs, check)
 
-
-def expected_wrong_count(given: np.ndarray, confident_joint: np.ndarray, check: HeldOutCheck | None) -> float | None:
-    """How many wrong labels ``expected_f1`` should expect: None (the confident joint's own count)
-    unless the held-out check refutes the joint's rate (:meth:`~noisylab.detect.estimate.HeldOutCheck.refutes`); then ``n`` times the check's rate (half an
-    example of those it read when none of them disagreed)."""
-    if check is None or not len(given):
-        return None
-    rate = noise_estimates(given, np.zeros(len(given), bool), given, len(confident_joint),
-                           confident_joint=confident_joint)["noise_rate_estimate"]
-    if not check.refutes(rate):
-        return None
-    return len(given) * max(check.rate, 0.5 / check.checked)

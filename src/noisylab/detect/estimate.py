@@ -170,8 +170,7 @@ def noise_estimates(given: np.ndarray, flagged: np.ndarray, suggested: np.ndarra
         np.add.at(counts, (true_est, given), 1.0)
     extra: dict[str, Any] = {}
     if check is not None and counts.sum() > 0:
-        first = 1.0 - np.trace(counts) / counts.sum()
-        scaled = _scaled_to(counts, check.rate) if check.refutes(first) else None
+        scaled = _scaled_to(counts, check.rate) if check.refutes(_off_diagonal_share(counts)) else None
         if scaled is not None:
             counts, by = scaled, "held_out_check"
         # a rate the check did not refute stands as it is; one from the check is only as good as the check
@@ -179,9 +178,27 @@ def noise_estimates(given: np.ndarray, flagged: np.ndarray, suggested: np.ndarra
     totals = counts.sum(axis=1, keepdims=True)
     transition = np.where(totals > 0, counts / np.maximum(totals, 1e-300), np.eye(num_classes))
     per_class = np.where(totals[:, 0] > 0, 1.0 - np.diag(transition), 0.0)
-    rate = 1.0 - np.trace(counts) / counts.sum() if counts.sum() > 0 else 0.0
+    rate = _off_diagonal_share(counts) if counts.sum() > 0 else 0.0
     return {"noise_rate_estimate": float(rate), "noise_rate_per_class_estimate": per_class.tolist(),
             "transition_estimate": transition.tolist(), "noise_estimated_by": by, **extra}
+
+
+def expected_wrong_count(given: np.ndarray, confident_joint: np.ndarray, check: HeldOutCheck | None) -> float | None:
+    """How many wrong labels ``expected_f1`` should expect: None (the confident joint's own count)
+    unless the check refutes the joint's calibrated rate (:meth:`HeldOutCheck.refutes`, the same
+    rule as :func:`noise_estimates`); then ``n`` times the check's rate (half an example of those
+    it read when none of them disagreed)."""
+    if check is None or not len(given):
+        return None
+    counts = _calibrated_counts(np.asarray(given, dtype=np.int64), confident_joint)
+    rate = 0.0 if counts is None or counts.sum() <= 0 else _off_diagonal_share(counts)
+    if not check.refutes(rate):
+        return None
+    return len(given) * max(check.rate, 0.5 / check.checked)
+
+
+def _off_diagonal_share(counts: np.ndarray) -> float:
+    return float(1.0 - np.trace(counts) / counts.sum())
 
 
 def _scaled_to(counts: np.ndarray, rate: float) -> np.ndarray | None:
