@@ -54,6 +54,8 @@ METHODS = {
     "recipe (ELR from the alarm)": {
         "method": {"name": "standard", "loss": {"name": "elr", "lam": 3.0, "beta": 0.7, "start": "alarm",
                                                 "prior": 1.0}}},
+    # two fastnets, each with the recipe's optimizer (configs/fast_elr_plus_cifar10n.yaml's method)
+    "ELR+": {"method": yaml.safe_load((ROOT / "configs" / "fast_elr_plus_cifar10n.yaml").read_text())["method"]},
 }
 
 CNN_SMALL = {
@@ -74,7 +76,7 @@ TABLES = {
     + [{"row": "cnn_small, 32 epochs", "noise": "clean", "method": "CE (no smoothing)",
         "epochs": 32, "config": CNN_SMALL}],
     "cifar10n": [{"row": f"{m}, {n}", "noise": n, "method": m, "epochs": 11}
-                 for n in ("worst", "random1") for m in ("CE", "ELR", "recipe (ELR from the alarm)")],
+                 for n in ("worst", "random1") for m in ("CE", "ELR", "recipe (ELR from the alarm)", "ELR+")],
 }
 
 

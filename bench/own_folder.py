@@ -16,7 +16,9 @@ Columns: the folder and recipe, the overrides, wall minutes, the run's noisy-val
 (the held-out 10% of the given labels: the only accuracy a practitioner has), the true number of
 wrong labels, the flagged count and the estimated noise rate, precision / recall / F1 of the
 flags, precision among the 100 and 500 lowest-quality images, AUROC of the quality ranking, and
-the epoch of the memorization alarm (blank: none). A row already in the CSV is not run again.
+the epoch of the memorization alarm (blank: none), the noise rate as the run prints it (a bound
+only, when the held-out check cannot pin it) and the epoch of an alarm the final held-out check
+withdrew (blank: none, or a run from before the check). A row already in the CSV is not run again.
 
 ``--rescore`` trains nothing: it runs the current detection (``noisylab detect``'s, the run's own
 detector and filter) again on the ``predictions.npz`` of every run in the CSV and writes
@@ -41,7 +43,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 COLUMNS = ["folder", "first", "count", "swap", "seed", "recipe", "overrides", "wall_min", "noisy_val_top1_best",
            "wrong", "flagged", "noise_rate_estimate", "precision", "recall", "f1", "p_at_100", "p_at_500", "auroc",
-           "alarm_epoch", "run"]
+           "alarm_epoch", "run", "noise_rate", "withdrawn_epoch"]
 
 
 def write_folder(npz: Path, root: Path, first: int, count: int, swap: float, seed: int) -> Path:
@@ -83,6 +85,8 @@ def auroc(scores: np.ndarray, positive: np.ndarray) -> float:
 
 
 def score(run: Path, root: Path, truth_csv: Path) -> dict:
+    from noisylab.detect.estimate import noise_rate_text
+
     with open(truth_csv) as fh:
         truth = {r["path"]: (int(r["true_label"]), int(r["given_label"])) for r in csv.DictReader(fh)}
     with open(run / "label_issues.csv") as fh:
@@ -104,7 +108,13 @@ def score(run: Path, root: Path, truth_csv: Path) -> dict:
             "f1": round(2 * precision * recall / max(precision + recall, 1e-12), 4),
             "p_at_100": round(float(wrong[order[:100]].mean()), 4), "p_at_500": round(float(wrong[order[:500]].mean()), 4),
             "auroc": round(auroc(quality, wrong), 4), "noisy_val_top1_best": round(best_val, 4),
-            "alarm_epoch": (summary.get("alarm") or {}).get("warned_epoch", "")}
+            "alarm_epoch": _blank_if_none((summary.get("alarm") or {}).get("warned_epoch")),
+            "noise_rate": noise_rate_text(summary["detect"]),
+            "withdrawn_epoch": _blank_if_none((summary.get("alarm") or {}).get("withdrawn_epoch"))}
+
+
+def _blank_if_none(value):
+    return "" if value is None else value
 
 
 def rescore(run: Path, root: Path, truth_csv: Path) -> dict:
@@ -134,7 +144,7 @@ def rescore_all(args) -> None:
         rows = list(csv.DictReader(fh))
     out = args.csv.with_name(args.csv.stem + "_rescored.csv")
     with open(out, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=COLUMNS + ["noise_rate", "pinned"])
+        w = csv.DictWriter(fh, fieldnames=COLUMNS + ["pinned"])
         w.writeheader()
         for r in rows:
             tag = f"{r['folder']}_{r['count']}_swap{r['swap']}_s{r['seed']}"
@@ -186,12 +196,13 @@ def main() -> None:
     row = {"folder": args.folder, "first": first, "count": args.count, "swap": f"{args.swap:g}", "seed": args.seed,
            "recipe": args.recipe, "overrides": overrides, "wall_min": round(wall, 2),
            **score(args.out / "runs" / name, root, truth), "run": name}
-    new = not args.csv.is_file()
-    with open(args.csv, "a", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=COLUMNS)
-        if new:
-            w.writeheader()
-        w.writerow(row)
+    rows = list(csv.DictReader(open(args.csv))) if args.csv.is_file() else []
+    tmp = args.csv.with_suffix(".tmp")
+    with open(tmp, "w", newline="") as fh:  # rewritten whole: older files lack the later columns
+        w = csv.DictWriter(fh, fieldnames=COLUMNS, restval="", extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows + [row])
+    os.replace(tmp, args.csv)
     print("  ".join(f"{k}={row[k]}" for k in COLUMNS))
 
 

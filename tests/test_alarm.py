@@ -88,3 +88,60 @@ def test_a_run_that_learned_nothing_says_so(tmp_path, caplog):
     learned = train(tiny_config(tmp_path, **{"noise.kind": "none", "train.epochs": 6, "data.val_fraction": 0.2,
                                              "method.loss.name": "ce", "name": "learned"}))
     assert learned.summary["learned_nothing"] is False
+
+
+def _rising_record():
+    """100 training rows, all labelled 0: the first record doubts rows 0-49 (class 1), the latest
+    fits 20 of them again, so ``suspect_fit`` reads 20/50 = 0.4 against a lowest 0.1 before: a
+    rise of 0.3, 15 suspects come to fit their label."""
+    import torch
+
+    from noisylab.detect.dynamics import TrainingDynamics
+
+    dyn = TrainingDynamics(100, 2, torch.device("cpu"))
+    first = np.tile([0.9, 0.1], (100, 1))
+    first[:50] = [0.1, 0.9]
+    latest = first.copy()
+    latest[:20] = [0.6, 0.4]  # the mean stays on class 1 ([0.35, 0.65]): still suspected, now fitting
+    dyn.record_probs(first, np.arange(100))
+    dyn.record_probs(latest, np.arange(100))
+    return dyn, np.zeros(100, dtype=np.int64), [{"epoch": 1, "suspect_fit": 0.1, "alarm": 0}]
+
+
+def test_with_a_held_out_part_the_alarm_is_provisional_and_the_end_settles_it(caplog):
+    """The rise sounds (0.3 >= 0.2): without a check the history freezes at once; with one it
+    waits. The rise needed is three standard errors of 0.4 on 50 suspects (above ALARM_RISE):
+    about 10.4 of them coming to fit. At the end the final check bounds the wrong labels among the
+    100 rows: 20% (20) are enough, 5% (5) are not."""
+    from noisylab.detect.alarm import memorization_alarm, settle_alarm
+    from noisylab.detect.estimate import HeldOutCheck
+
+    dyn, given, history = _rising_record()
+    row = memorization_alarm(dyn, given, np.arange(100), history, epoch=2)
+    assert row["alarm"] == 1 and row["alarm_new"] and dyn.is_frozen  # no held-out part: frozen at once
+    assert settle_alarm(dyn, history + [{**row, "epoch": 2}], np.arange(100)) is None  # nothing to settle
+
+    for high, withdrawn in ((0.2, False), (0.05, True)):
+        dyn, given, history = _rising_record()
+        dyn.keep_calm(1)  # the last calm epoch, which a standing alarm goes back to
+        check = HeldOutCheck(checked=300, disagreeing=30, low=0.07, high=0.13)
+        row = memorization_alarm(dyn, given, np.arange(100), history, epoch=2, check=check)
+        assert row["alarm"] == 1 and row["alarm_new"] and not dyn.is_frozen  # provisional
+        assert row["held_out_wrong_high"] == 0.13 and row["alarm_min_fitted"] == pytest.approx(3 * np.sqrt(0.4 * 0.6 / 50) * 50)
+        rows = history + [{k: v for k, v in row.items() if k != "alarm_new"} | {"epoch": 2},
+                          {"epoch": 3, "alarm": 1, "held_out_wrong_high": high}]  # the final model's check
+        settled = settle_alarm(dyn, rows, np.arange(100))
+        assert settled["withdrawn"] == withdrawn and settled["wrong_bound"] == pytest.approx(100 * high)
+        assert dyn.is_frozen == (not withdrawn) and dyn.history_until_epoch == (None if withdrawn else 1)
+    assert any("withdrawn" in m for m in caplog.messages) and any("stands" in m for m in caplog.messages)
+
+
+def test_a_memorizing_run_with_a_held_out_part_is_confirmed_at_the_end(tmp_path):
+    # 40% wrong labels: the final check allows far more wrong labels than the rise needed
+    res = train(tiny_config(tmp_path, **{**MEMORIZING, "method.loss.name": "ce", "data.val_fraction": 0.2}))
+    first = next(r for r in res.history if r["alarm"])
+    assert all("held_out_wrong_high" in r for r in res.history) and first["alarm_min_fitted"] > 0
+    alarm = res.summary["alarm"]
+    assert alarm["warned_epoch"] == first["epoch"] and alarm["withdrawn_epoch"] is None
+    assert alarm["final_wrong_high"] * 0.8 * 600 > first["alarm_min_fitted"]
+    assert np.load(res.run_dir / "predictions.npz")["history_frozen"]

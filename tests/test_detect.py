@@ -830,6 +830,10 @@ def test_held_out_check_reads_the_most_confident_share():
     given[6] = 1  # row 6 now disagrees too: 2 of the same 3
     assert held_out_check(given, probs).disagreeing == 2
     assert held_out_check(given[:0], probs[:0]) is None
+    # read a few rows at a time (a million rows never make one float64 copy), and rows that do not
+    # sum to 1 are normalised first: the same rows are read
+    assert held_out_check(given, probs, chunk_rows=3) == held_out_check(given, probs)
+    assert held_out_check(given, probs * np.arange(1, 11)[:, None], chunk_rows=4) == held_out_check(given, probs)
 
 
 def test_held_out_check_is_pinned_only_when_its_interval_is_within_a_factor_of_two():

@@ -266,3 +266,27 @@ def test_tta_on_inputs_that_are_not_images_is_one_clear_error(tmp_path):
                        "train": {"epochs": 1, "progress": False, "tensorboard": False}}, **{"eval.tta": "flip"})
     with pytest.raises(ConfigError, match="eval.tta=flip needs images.*set eval.tta=none"):
         setup_run(cfg)
+
+
+def test_the_packaged_elr_plus_fast_config_trains_both_networks_with_the_recipe(tmp_path):
+    """fast_elr_plus_cifar10n on tiny images: each network gets its own whitening layer (fitted
+    before the first epoch), Lookahead keeps a slow copy of both, and the weight averages use the
+    config's decay window."""
+    from pathlib import Path
+
+    from noisylab.config import load_config
+
+    packaged = load_config(Path(__file__).resolve().parents[1] / "configs" / "fast_elr_plus_cifar10n.yaml")
+    assert (packaged.method.name, packaged.model.arch, packaged.optim.lr, packaged.train.lookahead_every) == \
+        ("elr_plus", "fastnet", 1.5, 5)
+    assert (packaged.method.ema_alpha, packaged.method.ema_step) == (0.976, 264)
+    method = {k: v for k, v in packaged.to_dict()["method"].items()}
+    cfg = fast_config(tmp_path, **{"method": method, "train.epochs": 1})
+    result = train(cfg)
+    assert np.isfinite(result.history[0]["train_loss"])
+    ck = load_checkpoint(result.run_dir / "checkpoints" / "last.pt")
+    assert set(ck["method"]["models"]) == {"net1", "net2", "ema1", "ema2"}
+    assert all(bool(ck["method"]["models"][k]["whitening_fitted"]) for k in ("net1", "net2"))
+    w1, w2 = (ck["method"]["models"][k]["whiten.weight"] for k in ("net1", "net2"))
+    assert torch.equal(w1, w2)  # fitted to the same images: the same whitening
+    assert set(ck["lookahead"]["slow"]) == {"net1", "net2"}

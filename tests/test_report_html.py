@@ -353,3 +353,19 @@ def test_a_large_label_issues_file_is_read_as_columns_with_only_the_shown_rows_a
     assert table.max_label == 2 and table.names == {0: "c0", 1: "c1", 2: "c2"}
     np.testing.assert_allclose(np.sort(table.quality), np.sort(np.round(quality, 6)))
     assert np.array_equal(np.sort(np.flatnonzero(table.noisy[np.argsort(order)] == 1)), np.flatnonzero(noisy))
+
+
+def test_the_alarm_note_says_when_the_held_out_check_withdrew_the_alarm():
+    from types import SimpleNamespace
+
+    from noisylab.report.html import alarm_note
+
+    withdrawn = {"warned_epoch": None, "withdrawn_epoch": 6, "final_wrong_high": 0.024, "peak_suspect_fit": 0.39}
+    text = alarm_note(SimpleNamespace(alarm=withdrawn))
+    assert "did not go off (peak suspect fit 39.0%)" in text and "sounded at epoch 6 and was withdrawn" in text
+    assert "at most 2.4%" in text and 'class="ok"' in text
+    stood = alarm_note(SimpleNamespace(alarm={"warned_epoch": 6, "withdrawn_epoch": None, "final_wrong_high": 0.3,
+                                              "peak_suspect_fit": 0.5}))
+    assert "went off at epoch 6" in stood and "withdrawn" not in stood and 'class="warn"' in stood
+    calm = alarm_note(SimpleNamespace(alarm={"warned_epoch": None, "withdrawn_epoch": None, "peak_suspect_fit": 0.1}))
+    assert "did not go off" in calm and "withdrawn" not in calm

@@ -298,13 +298,13 @@ def detection_from_probs(method: str, given: np.ndarray, probs: np.ndarray, filt
     ``out_of_sample``: no row's probabilities were trained on its own label (cross-validation,
     features with neighbour votes), so every row takes part in the held-out check; or pass the
     ``check`` made elsewhere."""
-    from .scores import check_labels_probs
+    from .scores import checked_labels
 
-    given = check_labels_probs(given, probs)[0]  # the checks; the rows are normalised chunk by chunk
-    probs = np.asarray(probs, dtype=np.float64)
-    if out_of_sample and check is None:
-        check = held_out_check(given, probs)
+    given = checked_labels(given, probs)  # the rows are normalised (in float64) chunk by chunk
+    probs = np.asarray(probs)
     step = max(1, chunk_entries // max(probs.shape[1], 1))
+    if out_of_sample and check is None:
+        check = held_out_check(given, probs, chunk_rows=step)
     chunks = lambda: ((lo, min(lo + step, len(given)), probs[lo:lo + step]) for lo in range(0, len(given), step))  # noqa: E731
     return _verdict(method, given, probs.shape[1], chunks, filter_by, threshold, rank_by, probs, check)
 

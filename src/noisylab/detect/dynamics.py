@@ -150,6 +150,10 @@ class TrainingDynamics:
 
         return TableRows(self.ema, index, weight=self.ema_weight)
 
+    def rows_read(self, indices: np.ndarray) -> int:
+        """How many of ``indices`` are alarm rows (the rows :meth:`suspect_fit` reads)."""
+        return int(np.isin(np.asarray(indices), self.alarm_rows).sum())
+
     def suspect_fit(self, given: np.ndarray, indices: np.ndarray) -> tuple[float, int]:
         """The memorization alarm's reading: ``(fit, size)`` of the suspected set among the alarm
         rows in ``indices``.

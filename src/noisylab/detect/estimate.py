@@ -90,19 +90,32 @@ def wilson_interval(k: int, n: int, z: float = WILSON_Z) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def held_out_check(given: np.ndarray, probs: np.ndarray, share: float = CONFIDENT_SHARE) -> HeldOutCheck | None:
+def held_out_check(given: np.ndarray, probs: np.ndarray, share: float = CONFIDENT_SHARE,
+                   chunk_rows: int = 65536) -> HeldOutCheck | None:
     """The held-out check on out-of-sample predictions ``probs [m, C]`` of examples with given
     labels ``given [m]``: the ``share`` most confidently predicted rows (highest top probability,
     ties broken by the lowest second one, as a softmax rounds many top values to 1.0), how many of
-    them disagree with their label, and the interval. None without rows."""
+    them disagree with their label, and the interval. None without rows. ``probs`` is read
+    ``chunk_rows`` at a time (rows normalised to sum to 1)."""
     given = np.asarray(given, dtype=np.int64)
-    p = np.asarray(probs, dtype=np.float64)
     if not len(given):
         return None
-    two = np.sort(p, axis=1)[:, -2:] if p.shape[1] > 1 else np.c_[np.zeros(len(p)), p]
-    order = np.lexsort((two[:, 0], -two[:, 1]))
+    top, second = np.empty(len(given)), np.zeros(len(given))
+    predicted = np.empty(len(given), dtype=np.int64)
+    for lo in range(0, len(given), chunk_rows):
+        p = np.asarray(probs[lo:lo + chunk_rows], dtype=np.float64)
+        sums = p.sum(axis=1, keepdims=True)
+        p = np.where(sums > 0, p / np.where(sums > 0, sums, 1.0), 1.0 / p.shape[1])
+        hi = lo + len(p)
+        predicted[lo:hi] = p.argmax(axis=1)
+        if p.shape[1] > 1:
+            two = np.partition(p, p.shape[1] - 2, axis=1)[:, -2:]
+            top[lo:hi], second[lo:hi] = two[:, 1], two[:, 0]
+        else:
+            top[lo:hi] = p[:, 0]
+    order = np.lexsort((second, -top))
     read = order[:max(1, int(math.ceil(share * len(given))))]
-    k = int((p[read].argmax(axis=1) != given[read]).sum())
+    k = int((predicted[read] != given[read]).sum())
     return HeldOutCheck(len(read), k, *wilson_interval(k, len(read)))
 
 

@@ -32,25 +32,35 @@ CLEANLAB_MISSING = "needs the cleanlab package: pip install 'noisylab[detect]' (
 
 def check_labels_probs(labels, pred_probs) -> tuple[np.ndarray, np.ndarray]:
     """``(labels int64 [N], rows-normalised float64 [N, C])``; ValueError naming what is wrong."""
+    labels = checked_labels(labels, pred_probs)
+    return labels, normalize_rows(pred_probs)
+
+
+def checked_labels(labels, pred_probs, chunk_rows: int = 65536) -> np.ndarray:
+    """``labels`` as ``int64 [N]`` after the checks of :func:`check_labels_probs`, reading
+    ``pred_probs [N, C]`` a block of rows at a time in its own dtype (no ``[N, C]`` copy)."""
     labels = np.asarray(labels)
-    probs = np.asarray(pred_probs, dtype=np.float64)
+    probs = np.asarray(pred_probs)
     if probs.ndim != 2 or labels.ndim != 1 or len(labels) != len(probs):
         raise ValueError(f"labels [N] and pred_probs [N, C] must match, got {labels.shape} and {probs.shape}")
     if not np.issubdtype(labels.dtype, np.integer):
         raise ValueError("labels must be integers")
     if len(labels) and (labels.min() < 0 or labels.max() >= probs.shape[1]):
         raise ValueError(f"labels must lie in [0, {probs.shape[1]}), found {labels.min()}..{labels.max()}")
-    if not np.all(np.isfinite(probs)) or (probs < 0).any():
-        raise ValueError("pred_probs must be finite and non-negative")
-    return labels.astype(np.int64), normalize_rows(probs)
+    for lo in range(0, len(probs), chunk_rows):
+        block = probs[lo:lo + chunk_rows]
+        if not np.all(np.isfinite(block)) or (block < 0).any():
+            raise ValueError("pred_probs must be finite and non-negative")
+    return labels.astype(np.int64)
 
 
 def normalize_rows(probs: np.ndarray) -> np.ndarray:
     """Rows scaled to sum to 1 (ELR targets sum to 1 - beta^k); all-zero rows become uniform."""
     probs = np.asarray(probs, dtype=np.float64)
     sums = probs.sum(axis=1, keepdims=True)
-    uniform = np.full_like(probs, 1.0 / probs.shape[1])
-    return np.where(sums > 0, probs / np.where(sums > 0, sums, 1.0), uniform)
+    out = probs / np.where(sums > 0, sums, 1.0)  # one new [N, C]: no uniform array beside it
+    out[sums[:, 0] <= 0] = 1.0 / probs.shape[1]
+    return out
 
 
 def label_quality_scores(labels, pred_probs, method: str = "self_confidence") -> np.ndarray:

@@ -104,6 +104,12 @@ def alarm_note(run: RunFiles) -> str:
         message = (f"The memorization alarm did not go off{peak_text}." if when is None else
                    f"The memorization alarm went off at epoch {when:g}{peak_text}: the model began to fit the "
                    "given labels of examples it had suspected.")
+        withdrawn, high = as_float(run.alarm.get("withdrawn_epoch")), as_float(run.alarm.get("final_wrong_high"))
+        if when is None and withdrawn == withdrawn:
+            message += (f" It sounded at epoch {withdrawn:g} and was withdrawn at the end: the model had come to fit "
+                        "more of the examples it suspected than there can be wrong labels (the held-out check of "
+                        f"the final model allows at most {pct(high, 1)}), so it was learning hard examples, not "
+                        "memorizing.")
     if not message:
         return ""
     return note(str(message), "ok" if when is None else "warn")

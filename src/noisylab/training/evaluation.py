@@ -10,6 +10,7 @@ import torch
 
 from ..data.batching import EvalBatches
 from ..detect.alarm import memorization_alarm
+from ..detect.estimate import held_out_check
 from ..methods import Method
 from ..report.memorization import memorization_fractions
 from ..tta import tta_logits
@@ -45,7 +46,7 @@ def topk_accuracy(probs: np.ndarray, labels: np.ndarray, k: int) -> float:
 def evaluate(run: Run, epoch: int) -> dict[str, Any]:
     """Accuracy on every labelled evaluation set and the memorization fractions (with a
     classifier), plus the method's own metrics."""
-    method, row = run.method, {}
+    method, row, check = run.method, {}, None
     if method.has_classifier:
         show_top5 = run.data.bundle.num_classes > 10
         for split, (batches, split_labels) in run.eval_data.sets.items():
@@ -55,9 +56,10 @@ def evaluate(run: Run, epoch: int) -> dict[str, Any]:
                 row[f"{split}_top5"] = topk_accuracy(probs, split_labels, 5)
             if split == "noisy_val" and run.dynamics is not None:
                 run.dynamics.record_probs(probs, run.data.val_idx)  # the held-out part's history
+                check = held_out_check(split_labels, probs)  # bounds the wrong labels the alarm can blame
         if run.dynamics is not None:
             alarm = memorization_alarm(run.dynamics, run.data.given, run.data.train_idx, run.history, epoch,
-                                       log_it=run.dist.is_main)
+                                       check=check, log_it=run.dist.is_main)
             if alarm.pop("alarm_new") and method.on_memorization_alarm() and run.dist.is_main:
                 log.info("epoch %d: the memorization alarm switches on the ELR regularizer (method.loss.start=alarm)",
                          epoch + 1)

@@ -11,6 +11,7 @@ import numpy as np
 
 from ..checkpoint import OutputError, atomic_write, capture_rng, save_checkpoint
 from ..config import save_config
+from ..detect.alarm import settle_alarm
 from ..detect.estimate import noise_rate_text
 from ..noise import NoisyLabels
 from ..report.memorization import MEMO_COLUMNS
@@ -120,9 +121,13 @@ def write_final_outputs(run: Run) -> dict[str, Any]:
         summary["files"] = [str(p.relative_to(out)) for p in exported]
     if method.has_classifier:
         summary["learned_nothing"] = learned_nothing(run)
-        summary["detect"] = run_detection(run)
+        settled = settle_alarm(run.dynamics, run.history, run.data.train_idx) if run.dynamics is not None else None
+        withdrawn = settled is not None and settled["withdrawn"]
+        summary["detect"] = run_detection(run)  # after the alarm is settled: it decides what the history holds
         alarms = [r["epoch"] for r in run.history if r.get("alarm")]
-        summary["alarm"] = {"warned_epoch": alarms[0] if alarms else None,
+        summary["alarm"] = {"warned_epoch": alarms[0] if alarms and not withdrawn else None,
+                            "withdrawn_epoch": settled["epoch"] if withdrawn else None,
+                            "final_wrong_high": settled["wrong_high"] if settled else None,
                             "history_until_epoch": run.dynamics.history_until_epoch if run.dynamics else None,
                             "peak_suspect_fit": max((r["suspect_fit"] for r in run.history if r.get("suspect_fit") == r.get("suspect_fit")), default=None)}
     if run.memorization:
