@@ -878,6 +878,13 @@ def test_noise_estimates_follow_a_check_that_refutes_them():
         assert kept["noise_estimated_by"] == "flags" and kept["noise_rate_estimate"] == pytest.approx(0.2)
     bound = noise_estimates(given, flagged, suggested, 2, check=HeldOutCheck(300, 2, 0.002, 0.024))
     assert bound["noise_rate_pinned"] is False and bound["noise_estimated_by"] == "held_out_check"
+    # a check that cannot pin its rate gets no factor: a rate above its interval is refuted however
+    # close; one that pins its rate keeps the factor of two
+    unpinned, pinned = HeldOutCheck(300, 2, 0.002, 0.024), HeldOutCheck(1000, 50, 0.04, 0.065)
+    assert not unpinned.pinned and unpinned.refutes(0.025) and not unpinned.refutes(0.024)
+    assert pinned.pinned and not pinned.refutes(0.13) and pinned.refutes(0.131)
+    assert unpinned.refutes(0.0019) and not unpinned.refutes(0.002)
+    assert pinned.refutes(0.0199) and not pinned.refutes(0.02)
     text = noise_rate_text(bound)
     assert text.startswith("below 2.4%: 2 of the 300 held-out examples") and "0.7" not in text
     assert noise_rate_text(plain) == "20.0%"
