@@ -44,6 +44,16 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 
 
+def write_rows(out: Path, rows: list[dict]) -> Path:
+    """``rows`` as a CSV at ``out`` (columns: the first row's keys)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return out
+
+
 def load(args) -> tuple[np.ndarray, np.ndarray, str]:
     if args.features:
         return np.load(args.features, allow_pickle=False), np.load(args.labels, allow_pickle=False), Path(args.features).stem
@@ -125,11 +135,7 @@ def compare_on_run(args) -> None:
         print("  ".join(f"{k}={v}" for k, v in rows[-1].items()), flush=True)
     if ours.noise_rate_check is not None:
         print(f"noisylab's noise rate: {ours.noise_rate_text}")
-    out = RESULTS / f"features_run_{run.name}.csv"
-    with out.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    out = write_rows(RESULTS / f"features_run_{run.name}.csv", rows)
     print(f"-> {out}")
 
 
@@ -186,12 +192,7 @@ def main() -> None:
                              "f1": round(f1, 4), "estimated_rate": round(est, 4), "seconds": round(secs, 2)})
             print(f"rate {rate} seed {seed}: " + "  ".join(f"{r['method']} F1 {r['f1']:.3f}" for r in rows[-4:]),
                   flush=True)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"features_{name}.csv"
-    with out.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    out = write_rows(RESULTS / f"features_{name}.csv", rows)
     print(f"\nmean over seeds ({len(args.seeds)}); {len(x)} examples, {num_classes} classes")
     print(f"{'rate':>6}  {'method':<18} {'flagged':>8} {'wrong':>6} {'P':>6} {'R':>6} {'F1':>6} {'est.':>7} {'s':>6}")
     for rate in args.rates:

@@ -109,7 +109,7 @@ def settle_alarm(dynamics: TrainingDynamics, history: Sequence[dict[str, Any]], 
         "wrong_high", "wrong_bound"}`` (``wrong_bound``: ``wrong_high`` times the rows read).
     """
     sounded = next((r for r in history if r.get("alarm")), None)
-    if sounded is None or dynamics.is_frozen or sounded.get("alarm_min_fitted") is None or not history:
+    if sounded is None or dynamics.is_frozen or sounded.get("alarm_min_fitted") is None:
         return None
     high = float(history[-1].get("held_out_wrong_high", float("nan")))
     bound = high * dynamics.rows_read(train_idx)

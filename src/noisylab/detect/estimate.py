@@ -101,15 +101,15 @@ def held_out_check(given: np.ndarray, probs: np.ndarray, share: float = CONFIDEN
     ties broken by the lowest second one, as a softmax rounds many top values to 1.0), how many of
     them disagree with their label, and the interval. None without rows. ``probs`` is read
     ``chunk_rows`` at a time (rows normalised to sum to 1)."""
+    from .scores import normalize_rows
+
     given = np.asarray(given, dtype=np.int64)
     if not len(given):
         return None
     top, second = np.empty(len(given)), np.zeros(len(given))
     predicted = np.empty(len(given), dtype=np.int64)
     for lo in range(0, len(given), chunk_rows):
-        p = np.asarray(probs[lo:lo + chunk_rows], dtype=np.float64)
-        sums = p.sum(axis=1, keepdims=True)
-        p = np.where(sums > 0, p / np.where(sums > 0, sums, 1.0), 1.0 / p.shape[1])
+        p = normalize_rows(probs[lo:lo + chunk_rows])
         hi = lo + len(p)
         predicted[lo:hi] = p.argmax(axis=1)
         if p.shape[1] > 1:
