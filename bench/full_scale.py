@@ -3,6 +3,7 @@ all 50,000 training images of ``cifar10_jpeg.npz`` and is tested on its 10,000 t
 
     OMP_NUM_THREADS=2 python bench/full_scale.py --table clean          # 2 seeds x budgets
     OMP_NUM_THREADS=2 python bench/full_scale.py --table cifar10n       # worst, random1 x methods
+    OMP_NUM_THREADS=2 python bench/full_scale.py --table synthetic      # symmetric 40%, 80% x methods
         [--data ../shared/data] [--out runs/bench_full_scale] [--seeds 0 1] [--only NAME ...]
 
 The clean table also trains ``cnn_small`` (width 16, the accuracy tables' network and training)
@@ -20,7 +21,8 @@ choose anything), the memorized share (of the wrongly labelled training examples
 model predicts with their wrong label, on the run's fixed 5,000-example sample), training FLOPs
 (``torch.utils.flop_counter`` on one forward + backward pass of the network, times the passes the
 method makes per example and the examples seen) and wall time (training and evaluation; the final
-TTA and detection included).
+TTA and detection included; of the last sitting if the run was resumed) and the minutes of the
+epochs over all sittings (``epochs_min``).
 """
 from __future__ import annotations
 
@@ -35,17 +37,22 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from accuracy import train_or_read  # noqa: E402  (bench/ is a folder of scripts, not a package)
+from accuracy import NOISES, train_or_read  # noqa: E402  (bench/ is a folder of scripts, not a package)
 
 RESULTS = ROOT / "bench" / "results"
 
 HUMAN = {"worst": {"kind": "human", "options": {"variant": "worst"}},
          "random1": {"kind": "human", "options": {"variant": "random1"}}}
+# the accuracy tables' symmetric noise (bench/accuracy.py)
+SYNTHETIC = {k: NOISES[k] for k in ("sym40", "sym80")}
 
 # passes of the network per training example and step, relative to one forward + backward:
 # CE/ELR one; ELR+ trains two networks (each one forward + backward per batch of its phase) and
 # runs each one's weight average forward (a third of a forward + backward)
-PASSES = {"standard": 1.0, "elr_plus": 2.0 * (1.0 + 1.0 / 3.0)}
+PASSES = {"standard": 1.0, "elr_plus": 2.0 * (1.0 + 1.0 / 3.0),
+          # repreg: the weak view and two SimCLR views, each one forward + backward (the projection
+          # head's 128 x 128 layers are left out: under 0.1% of the network's FLOPs)
+          "repreg": 3.0}
 
 METHODS = {
     "CE": {"method": {"name": "standard", "loss": {"name": "ce", "label_smoothing": 0.2}}},
@@ -56,6 +63,9 @@ METHODS = {
                                                 "prior": 1.0}}},
     # two fastnets, each with the recipe's optimizer (configs/fast_elr_plus_cifar10n.yaml's method)
     "ELR+": {"method": yaml.safe_load((ROOT / "configs" / "fast_elr_plus_cifar10n.yaml").read_text())["method"]},
+    # a whitened fastnet encoder with a projection head (configs/fast_ce_reg_cifar10n.yaml)
+    "CE+reg": {k: v for k, v in yaml.safe_load((ROOT / "configs" / "fast_ce_reg_cifar10n.yaml").read_text()).items()
+               if k in ("method", "model")} | {"data": {"strong_augment": "simclr"}},
 }
 
 CNN_SMALL = {
@@ -73,10 +83,15 @@ CNN_SMALL = {
 TABLES = {
     # clean labels: accuracy against budget (epochs of the 64/128/128 network)
     "clean": [{"row": f"fast recipe, {e} epochs", "noise": "clean", "method": "CE", "epochs": e} for e in (11, 6)]
+    + [{"row": "fast recipe, 11 epochs, alternating flips", "noise": "clean", "method": "CE", "epochs": 11,
+        "config": {"data": {"augment": "translate_altflip"}}}]
     + [{"row": "cnn_small, 32 epochs", "noise": "clean", "method": "CE (no smoothing)",
         "epochs": 32, "config": CNN_SMALL}],
     "cifar10n": [{"row": f"{m}, {n}", "noise": n, "method": m, "epochs": 11}
-                 for n in ("worst", "random1") for m in ("CE", "ELR", "recipe (ELR from the alarm)", "ELR+")],
+                 for n in ("worst", "random1") for m in ("CE", "ELR", "recipe (ELR from the alarm)", "ELR+", "CE+reg")],
+    # the accuracy tables at full scale (bench/accuracy.py's noise kinds); the clean ceiling is the clean table
+    "synthetic": [{"row": f"{m}, {n}", "noise": n, "method": m, "epochs": 11}
+                  for n in SYNTHETIC for m in ("CE", "ELR", "recipe (ELR from the alarm)", "ELR+")],
 }
 
 
@@ -86,18 +101,19 @@ def base_config() -> dict:
 
 def run_config(row: dict, seed: int, args) -> dict:
     cfg = base_config()
-    cfg.update(METHODS[row["method"]])
-    for section, part in row.get("config", {}).items():
+    for section, part in [*METHODS[row["method"]].items(), *row.get("config", {}).items()]:
         cfg[section] = {**cfg.get(section, {}), **part} if section in ("data", "train") else part
     cfg["seed"] = seed
     cfg["data"]["root"] = args.data
     cfg["train"]["epochs"] = row["epochs"]
     cfg["train"]["progress"] = False
     cfg["train"]["memorization_from"] = "sample"  # the memorized share of the final model, un-augmented
-    if row["noise"] != "clean":
+    if row["noise"] in HUMAN:
         noise = json.loads(json.dumps(HUMAN[row["noise"]]))
         noise["options"]["path"] = str(Path(args.data) / "cifar10n_labels.npz")
         cfg["noise"] = noise
+    elif row["noise"] in SYNTHETIC:
+        cfg["noise"] = json.loads(json.dumps(SYNTHETIC[row["noise"]]))
     slug = row["row"].split(" (")[0].lower().replace(", ", "_").replace(" ", "_").replace("+", "plus")
     cfg["name"] = f"{row['noise']}_{slug}_{row['epochs']}ep_s{seed}"
     cfg["output_dir"] = args.out
@@ -129,7 +145,17 @@ def result_row(row: dict, seed: int, cfg: dict, summary: dict, minutes: float) -
             "test_top1_best_epoch": summary.get("test_top1_best"),
             "memorized": memo.get("noisy_memorized"), "actual_noise_rate": summary.get("actual_noise_rate"),
             "train_pflops": per_image * seen / 1e15, "wall_min": summary.get("wall_time_s", minutes * 60) / 60,
-            "run": cfg["name"]}
+            "epochs_min": epochs_minutes(Path(cfg["output_dir"]) / cfg["name"]), "run": cfg["name"]}
+
+
+def epochs_minutes(run_dir: Path) -> float | None:
+    """Minutes of the run's epochs (training and per-epoch evaluation, metrics.csv ``time_s``),
+    summed over every sitting of a resumed run; ``wall_min`` counts the last sitting only."""
+    try:
+        with (run_dir / "metrics.csv").open() as f:
+            return sum(float(r["time_s"]) for r in csv.DictReader(f)) / 60
+    except (OSError, KeyError, ValueError):
+        return None
 
 
 def main() -> None:

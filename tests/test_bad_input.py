@@ -204,6 +204,11 @@ CASES = [
                                              R(w, "probs4.npy"), "-o", R(w, "x.csv")], "must lie in [0, 3)"),
     ("detect empty label file", lambda w: ["detect", "--labels", R(w, "short_labels.npy"), "--pred-probs",
                                            R(w, "probs4.npy"), "-o", R(w, "x.csv")], "short_labels.npy"),
+    ("detect arrays with a run's detector", lambda w: ["detect", "--labels", R(w, "labels.npy"), "--pred-probs",
+                                                      R(w, "probs4.npy"), "-o", R(w, "x.csv"), "--method", "knn"],
+     "drop --method"),
+    ("detect arrays without -o", lambda w: ["detect", "--labels", R(w, "labels.npy"), "--pred-probs",
+                                            R(w, "probs4.npy")], "give -o OUTPUT.csv"),
     ("detect unknown filter", lambda w: ["detect", str(w["run"]), "--filter-by", "magic"], "invalid choice: 'magic'"),
     # ---- report and noise
     ("report a missing run", lambda w: ["report", R(w, "nowhere")], "has no summary.json"),

@@ -29,7 +29,7 @@ def test_defaults_validate_and_overrides_are_typed():
     (["noise.rate=0.3"], "noise.rate 0.3 means nothing for noise kind 'none'"),
     (["method.name=repreg", "method.tau=0"], "config key 'method.tau': Input should be greater than 0"),
     (["method.loss.name=gce", "method.loss.lam=2"], "unknown config key 'method.loss.lam' (valid keys here: name, q)"),
-    (["data.augment=weak"], "unknown augmentation 'weak' (valid: auto, none, crop, crop_flip, translate_flip, simclr)"),
+    (["data.augment=weak"], "unknown augmentation 'weak' (valid: auto, none, crop, crop_flip, translate_flip, translate_altflip, simclr)"),
     (["detect.filter_by=magic"], "unknown filter 'magic' (valid: auto, predicted_neq_given,"),
     (["detect.rank_by=self_confident"], "unknown quality score 'self_confident' (did you mean 'self_confidence'?)"),
     (["method.name=repreg", "method.ce_warmup_epochs=5", "method.reg_start_epoch=2"], "must not come before"),
@@ -143,7 +143,7 @@ def test_valid_names_come_from_one_registry_each():
     detect = build_parser()._subparsers._group_actions[0].choices["detect"]
     choices = {a.dest: a.choices for a in detect._actions}
     assert list(choices["filter_by"]) == list(FILTERS)
-    assert {"none", "crop", "crop_flip", "translate_flip", "simclr"} == set(VIEW_RECIPES)
+    assert {"none", "crop", "crop_flip", "translate_flip", "translate_altflip", "simclr"} == set(VIEW_RECIPES)
 
 
 def test_asym_flag_on_a_symmetric_config_drops_symmetric_options(tmp_path):

@@ -184,3 +184,61 @@ def test_pipeline_views_for_the_regularizer():
     a = next(iter(make_train_batches(bundle, labels, 16, "cpu", views="simclr").epoch(5))).x
     b = next(iter(make_train_batches(bundle, labels, 16, "cpu", views="simclr").epoch(5))).x
     assert torch.equal(a, b)
+
+
+def _mirrored(views: torch.Tensor, raw: torch.Tensor, pad: int = 2) -> list[bool]:
+    """Which of ``views [B, C, H, W]`` (floats on the [0, 1] grid) are a mirrored reflection-padded
+    shift of ``raw [B, C, H, W]`` (uint8); each must be exactly one shift, mirrored or not."""
+    h, w = raw.shape[-2:]
+    padded = F.pad(raw.float(), (pad,) * 4, mode="reflect") / 255
+    out = []
+    for i in range(len(raw)):
+        hits = {fl for dy in range(2 * pad + 1) for dx in range(2 * pad + 1) for fl in (False, True)
+                if torch.allclose((padded[i, :, dy:dy + h, dx:dx + w].flip(2) if fl
+                                   else padded[i, :, dy:dy + h, dx:dx + w]), views[i], atol=1e-6)}
+        assert len(hits) == 1, f"view {i} is not one shift of its image"
+        out.append(hits.pop())
+    return out
+
+
+def _golden_bit(i: int) -> bool:
+    return bool(((i * 0x9E3779B97F4A7C15) % 2**64) >> 32 & 1)
+
+
+def test_alternating_flips_mirror_each_example_in_every_other_epoch():
+    """translate_altflip (airbench's alternating flips): epoch 0 mirrors the examples whose hashed
+    index has bit 32 set (about half), and every later epoch reverses each example's flip; the
+    shifts stay random. Checked by finding each view among its image's 50 shifted copies."""
+    x = _images(48, h=12, w=12, seed=5)
+    bundle = DataBundle("toy", x, np.arange(48) % 10, None, None, 10, mean=None, std=None, augment="translate_altflip")
+    tb = make_train_batches(bundle, bundle.train_labels, 16, "cpu", indices=np.arange(3, 48))
+    flips = {}
+    for epoch in range(3):
+        for b in tb.epoch(seed=100 + epoch, epoch=epoch):
+            for i, fl in zip(b.index.tolist(), _mirrored(b.x, x[b.index])):
+                flips[(i, epoch)] = fl
+    first = [flips[(i, 0)] for i in range(3, 48)]
+    assert first == [_golden_bit(i) for i in range(3, 48)] and 12 < sum(first) < 33
+    for i in range(3, 48):
+        assert flips[(i, 1)] == (not flips[(i, 0)]) and flips[(i, 2)] == flips[(i, 0)]
+    # random flips (translate_flip) do not alternate: some example keeps its flip between epochs
+    rnd = make_train_batches(bundle, bundle.train_labels, 16, "cpu", views="translate_flip")
+    per_epoch = [{i: fl for b in rnd.epoch(seed=7 + e, epoch=e) for i, fl in zip(b.index.tolist(), _mirrored(b.x, x[b.index]))}
+                 for e in range(2)]
+    assert any(per_epoch[0][i] == per_epoch[1][i] for i in range(48))
+    with pytest.raises(ValueError, match="dataset indices"):
+        CropFlipNormalize(None, None, 2, reflect=True, alternate=True)(x[:4], None)
+
+
+def test_alternating_flips_in_a_file_backed_dataset(tmp_path):
+    """The file store's device-side views get the batch's dataset indices too."""
+    from noisylab.data.files import decode_view
+    from test_data_files import make_bundle
+
+    bundle, labels = make_bundle(tmp_path)
+    tb = make_train_batches(bundle, labels, 5, "cpu", views="translate_altflip", num_workers=0)
+    for epoch in (0, 1):
+        for b in tb.epoch(seed=3, epoch=epoch):
+            raw = torch.stack([decode_view(bundle.train_x.path(int(i)), 8, 10) for i in b.index])
+            got = _mirrored(b.x * 0.25 + 0.5, raw)
+            assert got == [_golden_bit(int(i)) != bool(epoch) for i in b.index]

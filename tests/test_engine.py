@@ -231,3 +231,21 @@ def test_memorization_from_the_training_pass_reads_the_record_and_from_a_sample_
     res = train(tiny_config(tmp_path, **{"train.epochs": 2, "data.val_fraction": 0.0, "train.memorization_from": "sample",
                                          "train.memorization_sample": 100, "name": "sampled"}))
     assert calls.count(100) == 2  # one evaluation pass over the sample per epoch
+
+
+
+def test_train_compile_compiles_every_network_in_place_and_resumes_either_way(tmp_path, monkeypatch):
+    """train.compile calls nn.Module.compile on each of the method's networks (in place, so the
+    checkpoint keys are the eager ones); a run may be resumed with it switched. Compilation itself
+    is torch's (and too slow on a CPU to run in the suite): the spy records the calls and leaves the
+    networks eager. bench/compile_speed.py checks that compiled steps give eager's losses."""
+    import torch.nn as nn
+
+    compiled = []
+    monkeypatch.setattr(nn.Module, "compile", lambda self, *a, **k: compiled.append(type(self).__name__))
+    first = train(tiny_config(tmp_path, **{"train.epochs": 1, "train.compile": True}))
+    assert compiled == ["MLP"]
+    more = train(tiny_config(tmp_path, **{"train.epochs": 2}), resume=first.run_dir)  # eager from here on
+    assert compiled == ["MLP"] and len(more.history) == 2
+    plain = train(tiny_config(tmp_path, **{"train.epochs": 2}))
+    assert numbers(more.history) == numbers(plain.history)  # compile changed nothing else

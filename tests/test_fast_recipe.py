@@ -290,3 +290,25 @@ def test_the_packaged_elr_plus_fast_config_trains_both_networks_with_the_recipe(
     w1, w2 = (ck["method"]["models"][k]["whiten.weight"] for k in ("net1", "net2"))
     assert torch.equal(w1, w2)  # fitted to the same images: the same whitening
     assert set(ck["lookahead"]["slow"]) == {"net1", "net2"}
+
+
+def test_the_packaged_ce_reg_fast_config_trains_the_regularizer_on_a_whitened_fastnet(tmp_path):
+    """fast_ce_reg_cifar10n on tiny images: the representation regularizer's three terms are all
+    trained, the encoder is a fastnet whose whitening is fitted before the first epoch, and its
+    projection head has the config's width."""
+    from pathlib import Path
+
+    from noisylab.config import load_config
+
+    packaged = load_config(Path(__file__).resolve().parents[1] / "configs" / "fast_ce_reg_cifar10n.yaml")
+    assert (packaged.method.name, packaged.method.reg, packaged.method.tau, packaged.model.arch) == \
+        ("repreg", "rkd_dis", 0.5, "fastnet")
+    assert (packaged.method.loss.label_smoothing, packaged.data.strong_augment, packaged.optim.lr) == (0.2, "simclr", 1.5)
+    cfg = fast_config(tmp_path, **{"method": packaged.to_dict()["method"], "data.strong_augment": "simclr",
+                                   "model.proj_dim": 16, "train.epochs": 1})
+    result = train(cfg)
+    row = result.history[0]
+    assert all(np.isfinite(row[k]) and row[k] > 0 for k in ("train_ce", "train_infonce", "train_rkd_dis"))
+    net = load_checkpoint(result.run_dir / "checkpoints" / "last.pt")["method"]["models"]["net"]
+    assert bool(net["net.backbone.whitening_fitted"])
+    assert net["net.projector.3.weight"].shape[0] == 16

@@ -268,7 +268,7 @@ def add_detect_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--labels", help="given labels (.npy, .csv one per line, or a label .npz) instead of a run")
     p.add_argument("--pred-probs", dest="pred_probs",
                    help="[N, C] probabilities (.npy; e.g. a cv run's pred_probs.npy) instead of a run")
-    p.add_argument("--method", default="history", choices=list(DETECTORS), help="for a run: the detector")
+    p.add_argument("--method", default=None, choices=list(DETECTORS), help="for a run: the detector (default: history)")
     p.add_argument("--filter-by", dest="filter_by", default="auto", choices=FILTERS,
                    help="how probabilities become flags (auto: expected_f1 with cleanlab, else predicted_neq_given)")
     p.add_argument("--threshold", type=_probability, default=0.5, help="for low_self_confidence (0 to 1)")
@@ -300,6 +300,7 @@ def _load_array(path: str, what: str):
 
 def cmd_detect(args: argparse.Namespace) -> int:
     if args.run:
+        args.method = args.method or "history"
         return _detect_run(args)
     import numpy as np
 
@@ -309,6 +310,9 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
     if not (args.labels and args.pred_probs):
         raise ConfigError("give a run folder, or both --labels and --pred-probs")
+    if args.method is not None:
+        raise ConfigError(f"--method {args.method} reads a run folder's evidence; with --labels/--pred-probs "
+                          "the probabilities are the evidence: drop --method")
     given = _load_array(args.labels, "labels").astype(np.int64)
     probs = _load_array(args.pred_probs, "pred_probs")
     if args.output is None:

@@ -217,10 +217,12 @@ class Store(Protocol):
     """Views per training example (0: the batches carry labels and indices only)."""
 
     def train_views(self, index: torch.Tensor, position: np.ndarray, epoch_size: int, bounds: np.ndarray,
-                    seed: int) -> Iterator[tuple[torch.Tensor, ...]]:
+                    seed: int, epoch: int = 0) -> Iterator[tuple[torch.Tensor, ...]]:
         """One tuple of ``num_views`` float tensors per batch ``index[bounds[k]:bounds[k + 1]]``
         (``index`` on the device); the randomness of the augmentations a function of ``seed`` and
-        ``position`` (each example's place among the ``epoch_size`` of the whole epoch) only."""
+        ``position`` (each example's place among the ``epoch_size`` of the whole epoch) only, and
+        for views that alternate by epoch (:func:`~noisylab.data.transforms.apply_view`) of the
+        example's index and ``epoch``."""
 
     def eval_view(self, index: np.ndarray, bounds: np.ndarray) -> Iterator[torch.Tensor]:
         """The un-augmented view of each batch ``index[bounds[k]:bounds[k + 1]]``, on the device."""
@@ -245,7 +247,9 @@ class TrainBatches:
     def __len__(self) -> int:
         return len(self.plan)
 
-    def epoch(self, seed: int) -> Iterator[Batch]:
+    def epoch(self, seed: int, epoch: int = 0) -> Iterator[Batch]:
+        """The batches of one epoch: order and augmentation drawn from ``seed``; ``epoch`` (the
+        epoch's number) for views that alternate between epochs."""
         index_np, position = self.plan.epoch(seed)
         index = torch.as_tensor(index_np).to(self.device)
         bounds = self.plan.bounds
@@ -253,7 +257,7 @@ class TrainBatches:
         if self.store.num_views == 0:
             views: Iterator[tuple[torch.Tensor, ...]] = iter([()] * len(spans))
         else:
-            views = self.store.train_views(index, position, self.plan.num_examples, bounds, seed)
+            views = self.store.train_views(index, position, self.plan.num_examples, bounds, seed, epoch)
         for (lo, hi), v in zip(spans, views):
             idx = index[lo:hi]
             yield Batch(v, self.labels[idx], idx)

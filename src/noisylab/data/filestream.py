@@ -29,7 +29,7 @@ import torch
 
 from .base import DataBundle, DataError
 from .files import decode_view, default_num_workers
-from .transforms import BatchTransform, to_float
+from .transforms import BatchTransform, apply_view, to_float
 
 FILE_DECODED_RECIPES = ("none", "crop", "crop_flip")
 """View recipes that the workers decode (crop offset and flip drawn per image); any other recipe
@@ -269,7 +269,7 @@ class FileStore:
         return len(self.views)
 
     def train_views(self, index: torch.Tensor, position: np.ndarray, epoch_size: int, bounds: np.ndarray,
-                    seed: int) -> Iterator[tuple[torch.Tensor, ...]]:
+                    seed: int, epoch: int = 0) -> Iterator[tuple[torch.Tensor, ...]]:
         # one view seed per place in the whole epoch's order, so every rank draws the same ones
         seeds = torch.randint(0, 2**62, (epoch_size,),
                               generator=torch.Generator().manual_seed(seed + 1)).numpy()
@@ -278,11 +278,12 @@ class FileStore:
         gen = torch.Generator(device=self.device).manual_seed(seed + 2) if on_device else None
         for item in _iterate(_ViewDataset(self.images, self._specs), self._sampler, self.num_workers, self.device):
             _raise_failure(item)
-            raw, _ = item
+            raw, batch_index = item
             views = []
             for k, r in enumerate(raw):
                 r = r.to(self.device, non_blocking=True)
-                views.append(on_device[k](r, gen) if k in on_device else to_float(r, self.mean, self.std))
+                views.append(apply_view(on_device[k], r, gen, torch.as_tensor(batch_index), epoch) if k in on_device
+                             else to_float(r, self.mean, self.std))
             yield tuple(views)
 
     def eval_view(self, index: np.ndarray, bounds: np.ndarray) -> Iterator[torch.Tensor]:

@@ -8,7 +8,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from .transforms import BatchTransform
+from .transforms import BatchTransform, apply_view
 
 
 class TensorStore:
@@ -36,14 +36,15 @@ class TensorStore:
         return len(self.transforms)
 
     def train_views(self, index: torch.Tensor, position: np.ndarray, epoch_size: int, bounds: np.ndarray,
-                    seed: int) -> Iterator[tuple[torch.Tensor, ...]]:
+                    seed: int, epoch: int = 0) -> Iterator[tuple[torch.Tensor, ...]]:
         if self._on_device is None:
             self._on_device = self.x.to(self.device)
         x = self._on_device
         generator = torch.Generator(device=self.device).manual_seed(seed + 1)
         for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
-            raw = x[index[lo:hi]]
-            yield tuple(t(raw, generator) for t in self.transforms)
+            idx = index[lo:hi]
+            raw = x[idx]
+            yield tuple(apply_view(t, raw, generator, idx, epoch) for t in self.transforms)
 
     def eval_view(self, index: np.ndarray, bounds: np.ndarray) -> Iterator[torch.Tensor]:
         for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist()):

@@ -4,7 +4,8 @@ per-image Python, and the named view recipes configs use (``data.augment``,
 
 - the evaluation view (:class:`Normalize`): uint8 -> [0, 1] -> per-channel ``(x - mean) / std``;
 - the papers' CIFAR training view (:class:`StandardAugment`, :class:`CropFlipNormalize`): a random
-  crop from the zero-padded image and a flip with p = 1/2; airbench's translate (``translate_flip``);
+  crop from the zero-padded image and a flip with p = 1/2; airbench's translate (``translate_flip``,
+  and ``translate_altflip`` with its alternating flips);
 - the SimCLR view (:class:`SimCLRAugment`), the strong view of the ICLR-2023 repo.
 
 The SimCLR recipe of the ICLR-2023 repo (``utils.py``, taken from leftthomas/SimCLR), per image::
@@ -50,6 +51,29 @@ from .constants import (
 
 class BatchTransform(Protocol):
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor: ...
+
+
+def apply_view(transform: BatchTransform, x: torch.Tensor, generator: torch.Generator | None,
+               index: torch.Tensor, epoch: int) -> torch.Tensor:
+    """One training view of the batch ``x [B, ...]`` whose dataset indices are ``index [B]``, in
+    ``epoch``. A transform whose output depends on which example it sees in which epoch (airbench's
+    alternating flips) says so with ``uses_example_index = True`` and is also given both."""
+    if getattr(transform, "uses_example_index", False):
+        return transform(x, generator, index=index, epoch=epoch)
+    return transform(x, generator)
+
+
+def alternating_flips(index: torch.Tensor, epoch: int) -> torch.Tensor:
+    """airbench's alternating flips (Jordan 2024, arXiv 2404.00498, section 3.6): each example is
+    mirrored in every other epoch. ``bool [B]`` for the dataset indices ``index [B]`` (int64): in
+    epoch 0 a fixed half of the examples, chosen by a multiplicative hash of the index (bit 32 of
+    ``index * 0x9E3779B97F4A7C15`` mod 2**64; airbench draws this half at random), then each
+    example's flip is reversed every epoch. The same on every rank and after a resume."""
+    h = index.to(torch.int64) * _GOLDEN  # wraps modulo 2**64
+    return ((h >> 32) & 1).bool() ^ bool(epoch % 2)
+
+
+_GOLDEN = -0x61C8864680B583EB  # 0x9E3779B97F4A7C15 as a signed 64-bit integer
 
 
 def to_float(x: torch.Tensor, mean: Sequence[float] | None, std: Sequence[float] | None) -> torch.Tensor:
@@ -341,8 +365,16 @@ class CropFlipNormalize:
     padding: int = 4
     flip: bool = True
     reflect: bool = False  # pad by reflection (airbench's translate) instead of zeros
+    alternate: bool = False  # flips by :func:`alternating_flips` (needs ``index`` and ``epoch``) instead of at random
 
-    def __call__(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    @property
+    def uses_example_index(self) -> bool:
+        return self.flip and self.alternate
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator | None, index: torch.Tensor | None = None,
+                 epoch: int = 0) -> torch.Tensor:
+        if self.uses_example_index and index is None:
+            raise ValueError("alternating flips need the batch's dataset indices (call through apply_view)")
         if x.dim() != 4 or x.dtype != torch.uint8:
             if self.reflect:
                 raise DataError("the translate_flip view needs uint8 images [B, C, H, W]")
@@ -358,7 +390,10 @@ class CropFlipNormalize:
         else:
             rows, cols = ar_h.expand(b, h), ar_w.expand(b, w)
         if self.flip:
-            flip = torch.rand(b, device=dev, generator=generator) < 0.5
+            if self.alternate:
+                flip = alternating_flips(index.to(dev), epoch)
+            else:
+                flip = torch.rand(b, device=dev, generator=generator) < 0.5
             cols = torch.where(flip[:, None], cols.flip(1), cols)
         if self.reflect:  # -1 -> 1, h -> h - 2 (numpy's "reflect" mode; padding < size)
             rows = torch.where(rows < 0, -rows, torch.where(rows >= h, 2 * (h - 1) - rows, rows))
@@ -424,12 +459,17 @@ def _crop_recipe(flip: bool):
     return build
 
 
-def _translate_recipe(bundle: DataBundle) -> BatchTransform:
-    _needs_images(bundle, "translate_flip")
-    if bundle.input_dtype != torch.uint8 or min(bundle.input_shape[-2:]) <= TRANSLATE_PADDING:
-        raise DataError(f"the translate_flip view needs uint8 images larger than {TRANSLATE_PADDING} pixels "
-                        f"({bundle.name} has {bundle.input_dtype} {bundle.input_shape})")
-    return CropFlipNormalize(bundle.mean, bundle.std, TRANSLATE_PADDING, flip=True, reflect=True)
+def _translate_recipe(alternate: bool):
+    name = "translate_altflip" if alternate else "translate_flip"
+
+    def build(bundle: DataBundle) -> BatchTransform:
+        _needs_images(bundle, name)
+        if bundle.input_dtype != torch.uint8 or min(bundle.input_shape[-2:]) <= TRANSLATE_PADDING:
+            raise DataError(f"the {name} view needs uint8 images larger than {TRANSLATE_PADDING} pixels "
+                            f"({bundle.name} has {bundle.input_dtype} {bundle.input_shape})")
+        return CropFlipNormalize(bundle.mean, bundle.std, TRANSLATE_PADDING, flip=True, reflect=True,
+                                 alternate=alternate)
+    return build
 
 
 TRANSLATE_PADDING = 2  # airbench's translate (Jordan 2024)
@@ -443,7 +483,8 @@ def _simclr_recipe(bundle: DataBundle) -> BatchTransform:
 register_view("none")(lambda bundle: Normalize(bundle.mean, bundle.std))
 register_view("crop")(_crop_recipe(flip=False))
 register_view("crop_flip")(_crop_recipe(flip=True))
-register_view("translate_flip")(_translate_recipe)
+register_view("translate_flip")(_translate_recipe(alternate=False))
+register_view("translate_altflip")(_translate_recipe(alternate=True))
 register_view("simclr")(_simclr_recipe)
 VIEW_RECIPES = VIEWS
 """Every view recipe, by the name configs use (``data.augment``, ``data.strong_augment``):
@@ -452,7 +493,9 @@ VIEW_RECIPES = VIEWS
 * ``crop``: random crop of the original size from the zero-padded image (``bundle.crop_padding``);
 * ``crop_flip``: the same plus a horizontal flip with p = 1/2 (the papers' CIFAR "weak" view);
 * ``translate_flip``: a random shift of up to 2 pixels each way with reflection padding, and a
-  flip with p = 1/2 (airbench's augmentation, Jordan 2024; in-memory uint8 images only);
+  flip with p = 1/2 (airbench's augmentation, Jordan 2024; uint8 images only);
+* ``translate_altflip``: the same shift, and airbench's alternating flips (each example mirrored
+  in every other epoch, :func:`alternating_flips`);
 * ``simclr``: the SimCLR view of the module doc (the ICLR-2023 repo's "strong" view).
 
 Each builds a batched transform ``(uint8 [B, C, H, W], generator) -> float [B, C, H, W]`` for an

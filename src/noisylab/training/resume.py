@@ -20,7 +20,7 @@ log = logging.getLogger("noisylab")
 # Config keys a resumed run may change (a prefix covers its sub-keys). Anything else — the data,
 # the noise, the model, the method, the seed — would make the checkpoint mean something else.
 RESUMABLE_KEYS = ("train.epochs", "optim.lr", "schedule", "train.progress", "train.log_every", "train.tensorboard",
-                  "train.eval_batch_size", "train.skip_nonfinite", "device", "detect")
+                  "train.eval_batch_size", "train.skip_nonfinite", "train.compile", "device", "detect")
 
 
 RESCHEDULE_KEYS = ("train.epochs", "optim.lr", "schedule")

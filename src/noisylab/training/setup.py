@@ -95,6 +95,9 @@ def setup_run(cfg: Config, resume: str | Path | None = None, run_dir: str | Path
                                        **batching)
     if state is None:
         initialise_from_data(cfg, data, method, device)
+    if cfg.train.compile:  # in place: the state_dict keys (and so checkpoints and resume) stay the same
+        for model in method.models.values():
+            model.compile()
     # every labelled evaluation set: "test", extra splits of file datasets (Clothing1M "val",
     # WebVision "imagenet"), and the noisy validation part of the training set
     eval_data = build_eval_data(cfg, data, device)

@@ -54,7 +54,7 @@ def fit_epoch(run: Run, epoch: int) -> dict[str, Any]:
     per_phase = len(run.train_batches)
     bar = progress_bar(cfg, run.dist, len(run.train_batches) * len(phases), epoch)
     for p_i, phase in enumerate(phases):
-        for b_i, batch in enumerate(run.train_batches.epoch(epoch_seed(cfg.seed, epoch, p_i))):
+        for b_i, batch in enumerate(run.train_batches.epoch(epoch_seed(cfg.seed, epoch, p_i), epoch)):
             method.before_step(phase, batch, run.step)
             with autocast(device, run.amp):
                 out = method.batch_loss(phase, batch, run.step)
