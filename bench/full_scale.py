@@ -41,9 +41,8 @@ from accuracy import NOISES, train_or_read  # noqa: E402  (bench/ is a folder of
 
 RESULTS = ROOT / "bench" / "results"
 
-HUMAN = {"worst": {"kind": "human", "options": {"variant": "worst"}},
-         "random1": {"kind": "human", "options": {"variant": "random1"}}}
-# the accuracy tables' symmetric noise (bench/accuracy.py)
+# CIFAR-10N's human labels and the accuracy tables' symmetric noise (bench/accuracy.py)
+HUMAN = {k: NOISES[k] for k in ("worst", "random1")}
 SYNTHETIC = {k: NOISES[k] for k in ("sym40", "sym80")}
 
 # passes of the network per training example and step, relative to one forward + backward:

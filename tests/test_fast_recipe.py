@@ -295,7 +295,7 @@ def test_the_packaged_elr_plus_fast_config_trains_both_networks_with_the_recipe(
 def test_the_packaged_ce_reg_fast_config_trains_the_regularizer_on_a_whitened_fastnet(tmp_path):
     """fast_ce_reg_cifar10n on tiny images: the representation regularizer's three terms are all
     trained, the encoder is a fastnet whose whitening is fitted before the first epoch, and its
-    projection head has the config's width."""
+    projection head has the width asked for (model.proj_dim, 16 here)."""
     from pathlib import Path
 
     from noisylab.config import load_config
@@ -312,3 +312,45 @@ def test_the_packaged_ce_reg_fast_config_trains_the_regularizer_on_a_whitened_fa
     net = load_checkpoint(result.run_dir / "checkpoints" / "last.pt")["method"]["models"]["net"]
     assert bool(net["net.backbone.whitening_fitted"])
     assert net["net.projector.3.weight"].shape[0] == 16
+
+
+def test_alternating_flips_get_each_epochs_number_from_the_engine_and_resume_exactly(tmp_path, monkeypatch):
+    """data.augment=translate_altflip through train(): every epoch's batches reach the flips with
+    that epoch's number (a loop that left it out would be refused, one that passed a constant
+    would mirror the same half every epoch), and a resumed run ends with the same numbers."""
+    import noisylab.data.transforms as transforms
+
+    seen = []
+    real = transforms.alternating_flips
+
+    def spy(index, epoch):
+        seen.append(epoch)
+        return real(index, epoch)
+
+    monkeypatch.setattr(transforms, "alternating_flips", spy)
+    cfg = fast_config(tmp_path, **{"data.augment": "translate_altflip", "train.epochs": 3})
+    full, resumed = full_and_resumed(cfg, tmp_path, stop_after_epoch=1)
+    assert without_time(resumed.history) == without_time(full.history)
+    k = len(seen) // 6  # batches per epoch: the full run's 3 epochs, the cut run's 2, the resumed one
+    assert k > 0 and seen == [e for e in (0, 1, 2, 0, 1, 2) for _ in range(k)]
+
+
+def test_compiled_fastnet_trains_like_eager_through_lookahead_the_bias_freeze_and_a_resume(tmp_path, monkeypatch):
+    """train.compile on the fast recipe, compiled by dynamo with its eager backend (the graph
+    capture, guards and recompiles of torch.compile without inductor's C++ build, too slow for the
+    suite): the same numbers as an eager run through Lookahead, the whitening bias freezing after
+    epoch 1 (a recompile) and evaluation, and a resumed compiled run ends where the whole one did."""
+    import torch._dynamo
+
+    real = nn.Module.compile
+    monkeypatch.setattr(nn.Module, "compile", lambda self, **kw: real(self, backend="eager"))
+    torch._dynamo.reset()
+    over = {"train.epochs": 3, "model.options.whiten_bias_epochs": 1}
+    (tmp_path / "eager").mkdir()
+    eager = train(fast_config(tmp_path / "eager", **over))
+    full, resumed = full_and_resumed(fast_config(tmp_path, **over, **{"train.compile": True}), tmp_path, stop_after_epoch=1)
+    for a, b in zip(eager.history, full.history):
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-4, abs=1e-5)
+        assert b["test_top1"] == pytest.approx(a["test_top1"], abs=0.02)
+    assert [r["train_loss"] for r in resumed.history] == pytest.approx([r["train_loss"] for r in full.history], rel=1e-5)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > 0  # the networks did run compiled

@@ -163,7 +163,10 @@ DATASETS = Registry("dataset", "noisylab.data")
 
 VIEWS = Registry("augmentation", "noisylab.data")
 """Training views by the name configs use (``data.augment``, ``data.strong_augment``): a builder
-``recipe(bundle) -> transform``, the transform batched ``(uint8 [B, C, H, W], generator) -> float``."""
+``recipe(bundle) -> transform``, the transform batched ``(uint8 [B, C, H, W], generator) -> float``.
+A transform that depends on which example it sees in which epoch sets ``uses_example_index = True``
+and is then called ``(x, generator, index=int64 [B] dataset indices, epoch=int)``
+(:func:`noisylab.data.transforms.apply_view`)."""
 
 DETECTORS = Registry("detector", "noisylab.detect")
 """Label-error detectors: ``detector(ev: Evidence) -> P [n, C]``, each example's estimated true

@@ -217,7 +217,7 @@ class Store(Protocol):
     """Views per training example (0: the batches carry labels and indices only)."""
 
     def train_views(self, index: torch.Tensor, position: np.ndarray, epoch_size: int, bounds: np.ndarray,
-                    seed: int, epoch: int = 0) -> Iterator[tuple[torch.Tensor, ...]]:
+                    seed: int, epoch: int | None) -> Iterator[tuple[torch.Tensor, ...]]:
         """One tuple of ``num_views`` float tensors per batch ``index[bounds[k]:bounds[k + 1]]``
         (``index`` on the device); the randomness of the augmentations a function of ``seed`` and
         ``position`` (each example's place among the ``epoch_size`` of the whole epoch) only, and
@@ -247,9 +247,10 @@ class TrainBatches:
     def __len__(self) -> int:
         return len(self.plan)
 
-    def epoch(self, seed: int, epoch: int = 0) -> Iterator[Batch]:
+    def epoch(self, seed: int, epoch: int | None = None) -> Iterator[Batch]:
         """The batches of one epoch: order and augmentation drawn from ``seed``; ``epoch`` (the
-        epoch's number) for views that alternate between epochs."""
+        epoch's number) is needed by views that alternate between epochs (``translate_altflip``),
+        which refuse None."""
         index_np, position = self.plan.epoch(seed)
         index = torch.as_tensor(index_np).to(self.device)
         bounds = self.plan.bounds

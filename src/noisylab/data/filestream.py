@@ -269,7 +269,7 @@ class FileStore:
         return len(self.views)
 
     def train_views(self, index: torch.Tensor, position: np.ndarray, epoch_size: int, bounds: np.ndarray,
-                    seed: int, epoch: int = 0) -> Iterator[tuple[torch.Tensor, ...]]:
+                    seed: int, epoch: int | None = None) -> Iterator[tuple[torch.Tensor, ...]]:
         # one view seed per place in the whole epoch's order, so every rank draws the same ones
         seeds = torch.randint(0, 2**62, (epoch_size,),
                               generator=torch.Generator().manual_seed(seed + 1)).numpy()

@@ -36,7 +36,7 @@ class TensorStore:
         return len(self.transforms)
 
     def train_views(self, index: torch.Tensor, position: np.ndarray, epoch_size: int, bounds: np.ndarray,
-                    seed: int, epoch: int = 0) -> Iterator[tuple[torch.Tensor, ...]]:
+                    seed: int, epoch: int | None = None) -> Iterator[tuple[torch.Tensor, ...]]:
         if self._on_device is None:
             self._on_device = self.x.to(self.device)
         x = self._on_device

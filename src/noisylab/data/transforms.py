@@ -54,23 +54,29 @@ class BatchTransform(Protocol):
 
 
 def apply_view(transform: BatchTransform, x: torch.Tensor, generator: torch.Generator | None,
-               index: torch.Tensor, epoch: int) -> torch.Tensor:
+               index: torch.Tensor, epoch: int | None) -> torch.Tensor:
     """One training view of the batch ``x [B, ...]`` whose dataset indices are ``index [B]``, in
     ``epoch``. A transform whose output depends on which example it sees in which epoch (airbench's
-    alternating flips) says so with ``uses_example_index = True`` and is also given both."""
+    alternating flips) says so with ``uses_example_index = True`` and is also given both; for it
+    ``epoch`` must be the epoch's number (None: the caller did not say, an error rather than the
+    same flips every epoch)."""
     if getattr(transform, "uses_example_index", False):
+        if epoch is None:
+            raise ValueError("this view alternates between epochs: pass the epoch's number "
+                             "(TrainBatches.epoch(seed, epoch=...))")
         return transform(x, generator, index=index, epoch=epoch)
     return transform(x, generator)
 
 
 def alternating_flips(index: torch.Tensor, epoch: int) -> torch.Tensor:
-    """airbench's alternating flips (Jordan 2024, arXiv 2404.00498, section 3.6): each example is
-    mirrored in every other epoch. ``bool [B]`` for the dataset indices ``index [B]`` (int64): in
-    epoch 0 a fixed half of the examples, chosen by a multiplicative hash of the index (bit 32 of
-    ``index * 0x9E3779B97F4A7C15`` mod 2**64; airbench draws this half at random), then each
-    example's flip is reversed every epoch. The same on every rank and after a resume."""
+    """airbench's alternating flips (Jordan 2024, arXiv 2404.00498): each example is mirrored in
+    every other epoch. ``bool [B]`` for the dataset indices ``index [B]`` (int64): in epoch 0 a
+    fixed half of the examples, chosen by Fibonacci hashing of the index (the top bit of
+    ``index * 0x9E3779B97F4A7C15`` mod 2**64; airbench draws this half at random per run, here it
+    is the same for every seed), then each example's flip is reversed every epoch. The same on
+    every rank and after a resume."""
     h = index.to(torch.int64) * _GOLDEN  # wraps modulo 2**64
-    return ((h >> 32) & 1).bool() ^ bool(epoch % 2)
+    return (h < 0) ^ bool(epoch % 2)  # the sign of the int64 is the top bit
 
 
 _GOLDEN = -0x61C8864680B583EB  # 0x9E3779B97F4A7C15 as a signed 64-bit integer
@@ -367,17 +373,22 @@ class CropFlipNormalize:
     reflect: bool = False  # pad by reflection (airbench's translate) instead of zeros
     alternate: bool = False  # flips by :func:`alternating_flips` (needs ``index`` and ``epoch``) instead of at random
 
+    def __post_init__(self) -> None:
+        if self.alternate and not self.flip:
+            raise ValueError("alternate=True alternates the flips: it needs flip=True")
+
     @property
     def uses_example_index(self) -> bool:
-        return self.flip and self.alternate
+        return self.alternate
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None, index: torch.Tensor | None = None,
                  epoch: int = 0) -> torch.Tensor:
-        if self.uses_example_index and index is None:
+        if self.alternate and index is None:
             raise ValueError("alternating flips need the batch's dataset indices (call through apply_view)")
         if x.dim() != 4 or x.dtype != torch.uint8:
-            if self.reflect:
-                raise DataError("the translate_flip view needs uint8 images [B, C, H, W]")
+            if self.reflect or self.alternate:
+                name = "translate_altflip" if self.alternate else "translate_flip"
+                raise DataError(f"the {name} view needs uint8 images [B, C, H, W]")
             return StandardAugment(self.mean, self.std, self.padding, self.flip)(x, generator)
         b, c, h, w = x.shape
         p, dev = self.padding, x.device
@@ -495,7 +506,8 @@ VIEW_RECIPES = VIEWS
 * ``translate_flip``: a random shift of up to 2 pixels each way with reflection padding, and a
   flip with p = 1/2 (airbench's augmentation, Jordan 2024; uint8 images only);
 * ``translate_altflip``: the same shift, and airbench's alternating flips (each example mirrored
-  in every other epoch, :func:`alternating_flips`);
+  in every other epoch, :func:`alternating_flips`); a weak view (two views of it in one step
+  would get the same flips);
 * ``simclr``: the SimCLR view of the module doc (the ICLR-2023 repo's "strong" view).
 
 Each builds a batched transform ``(uint8 [B, C, H, W], generator) -> float [B, C, H, W]`` for an
