@@ -31,8 +31,8 @@ me = lambda: os.kill(os.getpid(), signal.SIGKILL)
 count = {"batch": 0, "replace": 0}
 
 real_epoch = batching.TrainBatches.epoch
-def counting_epoch(self, seed):
-    for batch in real_epoch(self, seed):   # each training batch, before its step
+def counting_epoch(self, seed, epoch=None):
+    for batch in real_epoch(self, seed, epoch):   # each training batch, before its step
         count["batch"] += 1
         if point == "first_epoch_step" and count["batch"] == 2:
             me()
