@@ -95,14 +95,15 @@ def wilson_interval(k: int, n: int, z: float = WILSON_Z) -> tuple[float, float]:
 
 
 def held_out_check(given: np.ndarray, probs: np.ndarray, share: float = CONFIDENT_SHARE,
-                   chunk_rows: int = 65536) -> HeldOutCheck | None:
+                   chunk_rows: int | None = None) -> HeldOutCheck | None:
     """The held-out check on out-of-sample predictions ``probs [m, C]`` of examples with given
     labels ``given [m]``: the ``share`` most confidently predicted rows (highest top probability,
     ties broken by the lowest second one, as a softmax rounds many top values to 1.0), how many of
     them disagree with their label, and the interval. None without rows. ``probs`` is read
     ``chunk_rows`` at a time (rows normalised to sum to 1)."""
-    from .scores import normalize_rows
+    from .scores import CHUNK_ROWS, normalize_rows
 
+    chunk_rows = chunk_rows or CHUNK_ROWS
     given = np.asarray(given, dtype=np.int64)
     if not len(given):
         return None

@@ -27,7 +27,7 @@ from typing import Sequence
 import numpy as np
 
 from .neighbours import Neighbours, near_duplicates, nearest_neighbours, neighbour_label_votes, outliers
-from .scores import DEFAULT_RANK_BY
+from .scores import CHUNK_ROWS, DEFAULT_RANK_BY, normalize_rows_
 
 LARGE_PROBLEM = 20_000_000
 """Rows x classes above which :func:`default_estimator` fits by mini-batch Adam instead of
@@ -91,17 +91,14 @@ def cross_val_probs(features, labels, num_classes: int, folds: int = 5, seed: in
             continue
         model = clone(estimator).fit(x[train], y[train])
         columns = model.classes_.astype(np.int64)
-        for lo in range(0, len(test), 65536):  # fold by fold, block by block: no [n_test, C] float64 copy
-            rows = test[lo:lo + 65536]
+        for lo in range(0, len(test), CHUNK_ROWS):  # fold by fold, block by block: no [n_test, C] float64 copy
+            rows = test[lo:lo + CHUNK_ROWS]
             part = np.asarray(model.predict_proba(x[rows]), dtype=np.float32)
             if len(columns) == num_classes:
                 probs[rows] = part
             else:
                 probs[np.ix_(rows, columns)] = part
-    sums = probs.sum(axis=1, keepdims=True)
-    np.divide(probs, sums, out=probs, where=sums > 0)
-    probs[sums[:, 0] <= 0] = 1.0 / num_classes
-    return probs
+    return normalize_rows_(probs)
 
 
 def default_estimator(num_examples: int = 0, num_classes: int = 0, seed: int = 0):

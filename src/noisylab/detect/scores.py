@@ -36,7 +36,12 @@ def check_labels_probs(labels, pred_probs) -> tuple[np.ndarray, np.ndarray]:
     return labels, normalize_rows(pred_probs)
 
 
-def checked_labels(labels, pred_probs, chunk_rows: int = 65536) -> np.ndarray:
+CHUNK_ROWS = 65536
+"""Rows of an ``[N, C]`` table read at a time where a whole copy of it would not fit (a million
+rows at 1,000 classes is 4 GB in float32)."""
+
+
+def checked_labels(labels, pred_probs, chunk_rows: int = CHUNK_ROWS) -> np.ndarray:
     """``labels`` as ``int64 [N]`` after the checks of :func:`check_labels_probs`, reading
     ``pred_probs [N, C]`` a block of rows at a time in its own dtype (no ``[N, C]`` copy)."""
     labels = np.asarray(labels)
@@ -55,12 +60,18 @@ def checked_labels(labels, pred_probs, chunk_rows: int = 65536) -> np.ndarray:
 
 
 def normalize_rows(probs: np.ndarray) -> np.ndarray:
-    """Rows scaled to sum to 1 (ELR targets sum to 1 - beta^k); all-zero rows become uniform."""
-    probs = np.asarray(probs, dtype=np.float64)
+    """Rows scaled to sum to 1 (ELR targets sum to 1 - beta^k) in a new float64 array; all-zero
+    rows become uniform."""
+    return normalize_rows_(np.array(probs, dtype=np.float64))  # one new [N, C]
+
+
+def normalize_rows_(probs: np.ndarray) -> np.ndarray:
+    """:func:`normalize_rows` in place, in the array's own float dtype (no copy: a float32 table of
+    a million rows x 1,000 classes stays 4 GB). Returns ``probs``."""
     sums = probs.sum(axis=1, keepdims=True)
-    out = probs / np.where(sums > 0, sums, 1.0)  # one new [N, C]: no uniform array beside it
-    out[sums[:, 0] <= 0] = 1.0 / probs.shape[1]
-    return out
+    np.divide(probs, sums, out=probs, where=sums > 0)
+    probs[sums[:, 0] <= 0] = 1.0 / probs.shape[1]
+    return probs
 
 
 def label_quality_scores(labels, pred_probs, method: str = "self_confidence") -> np.ndarray:
