@@ -275,12 +275,18 @@ def read_runs(path: Path) -> list[dict]:
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
+    """Write ``rows`` with the union of their columns (first seen first; a row without a column
+    gets an empty cell) to a temporary file, then move it over ``path``: a failure part-way, or
+    rows from an older version of a script with fewer columns, never truncate the results there."""
     if not rows:
         return
-    with path.open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+    fields = list(dict.fromkeys(k for r in rows for k in r))
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=fields, restval="")
         w.writeheader()
         w.writerows(rows)
+    tmp.replace(path)
 
 
 def planned_runs(args, profile: dict, seeds: list[int], methods: list[str]) -> list[tuple[tuple, dict]]:

@@ -37,7 +37,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from accuracy import NOISES, train_or_read  # noqa: E402  (bench/ is a folder of scripts, not a package)
+from accuracy import NOISES, train_or_read, write_csv  # noqa: E402  (bench/ is a folder of scripts, not a package)
 
 RESULTS = ROOT / "bench" / "results"
 
@@ -178,10 +178,7 @@ def main() -> None:
             if csv_path.is_file():
                 with csv_path.open() as f:
                     old = [r for r in csv.DictReader(f) if r["run"] not in {d["run"] for d in done}]
-            with csv_path.open("w", newline="") as f:
-                w = csv.DictWriter(f, fieldnames=list(done[0]))
-                w.writeheader()
-                w.writerows(old + done)
+            write_csv(csv_path, old + done)
             d = done[-1]
             print(f"{d['row']:<40} seed {seed}: last {d['test_top1_last']:.4f}  tta {d['test_top1_tta'] or float('nan'):.4f}"
                   f"  memorized {d['memorized'] if d['memorized'] is not None else float('nan'):.4f}"
