@@ -101,19 +101,21 @@ def pool_adjacent_violators(values):
     return np.concatenate([np.full(n, s / n) for s, n in blocks])
 
 
-def expected_f1_flags(given, probs):
+def expected_f1_flags(given, probs, counted_by=None):
     """The ``expected_f1`` filter's flags from its documented rule, written independently: rank by
     relative confidence ``p[y] / (p[y] + max_{k != y} p[k])``; estimate P(wrong) along the ranking
-    as the monotone fit of confident-joint off-diagonal membership; flag the prefix that maximises
+    as the monotone fit of confident-joint off-diagonal membership (of ``counted_by`` when given,
+    a detector's ``counts_with``, else of ``probs``); flag the prefix that maximises
     ``2 * sum(P(wrong) flagged) / (k + sum(P(wrong)))``. Scores must have no ties."""
     import numpy as np
 
     probs = probs / probs.sum(1, keepdims=True)
+    counted_by = probs if counted_by is None else counted_by / counted_by.sum(1, keepdims=True)
     rows = np.arange(len(given))
     p_y = probs[rows, given]
     rival = np.where(np.eye(probs.shape[1], dtype=bool)[given], -1.0, probs).max(1)
     order = np.argsort(p_y / (p_y + rival), kind="stable")
-    wrong = pool_adjacent_violators(confidently_other(given, probs)[order])
+    wrong = pool_adjacent_violators(confidently_other(given, counted_by)[order])
     flags = np.zeros(len(given), dtype=bool)
     if wrong.sum() == 0:
         return flags
@@ -125,11 +127,13 @@ def expected_f1_flags(given, probs):
 def default_detector_flag_count(arrays) -> int:
     """How many labels the default detector flags, recomputed from a run's ``predictions.npz``
     arrays by its documented rule: the ``expected_f1`` filter on the normalized prediction history,
-    averaged 1:1 with the final predictions when no memorization alarm froze it."""
+    averaged 1:1 with the final predictions when no memorization alarm froze it, with the wrong
+    labels counted on the history alone."""
     history = arrays["history"] / arrays["history"].sum(1, keepdims=True)
+    ranked = history
     if not arrays["history_frozen"]:
-        history = (history + arrays["pred_probs"] / arrays["pred_probs"].sum(1, keepdims=True)) / 2
-    return int(expected_f1_flags(arrays["given_label"], history).sum())
+        ranked = (history + arrays["pred_probs"] / arrays["pred_probs"].sum(1, keepdims=True)) / 2
+    return int(expected_f1_flags(arrays["given_label"], ranked, counted_by=history).sum())
 
 
 def image_npz(tmp_path, n=96, n_test=30, size=12, classes=3, seed=0):

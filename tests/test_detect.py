@@ -661,6 +661,44 @@ def test_detector_formulas(evidence):
     assert run_detector("targets", changed)[held].argmax() == ev.history[held].argmax()
 
 
+def test_the_history_detector_counts_wrong_labels_on_the_history_alone(one_process):
+    """No alarm: the history detector ranks by history + final predictions but counts with the
+    history alone, because a final model that fitted some wrong labels on its own training images
+    hides them from the count (and ``expected_f1`` then flags too few)."""
+    pytest.importorskip("cleanlab.filter")
+    rng = np.random.default_rng(3)
+    n, c = 600, 3
+    true = rng.integers(0, c, n)
+    wrong = rng.random(n) < 0.3
+    given = np.where(wrong, (true + rng.integers(1, c, n)) % c, true)
+    history = peaked(rng, true, given, c, a=8.0, b=1.5)  # doubts the wrong labels
+    fitted = wrong & (rng.random(n) < 0.5)  # the final model has fitted half of them
+    predictions = np.where(fitted[:, None], peaked(rng, given, true, c, a=8.0, b=1.5), peaked(rng, true, given, c))
+    ev = Evidence(given=given, history=history, predictions=predictions, in_training=np.ones(n, bool))
+    mix = (history / history.sum(1, keepdims=True) + predictions / predictions.sum(1, keepdims=True)) / 2
+    for keep_probs in (True, False):  # the in-memory and the chunked paths
+        found = detect_label_issues(ev, "history", keep_probs=keep_probs, chunk_entries=c * 128)
+        p_y = mix[np.arange(n), given]
+        rival = np.where(np.eye(c, dtype=bool)[given], -1.0, mix).max(axis=1)
+        np.testing.assert_allclose(found.quality, p_y / (p_y + rival))  # ranked by the mix
+        # the confident joint is the history's (rows: given label, columns: confident class)
+        counted, guess = confident_class(given, history / history.sum(1, keepdims=True))
+        expected = np.zeros((c, c), dtype=np.int64)
+        np.add.at(expected, (given[counted], guess[counted]), 1)
+        np.testing.assert_array_equal(found.confident_joint, expected)
+        assert np.array_equal(found.flagged, expected_f1_flags(given, mix, counted_by=history))
+    # counted on the mix, far fewer would be flagged: the fitted half hides from its joint
+    on_mix = expected_f1_flags(given, mix)
+    assert found.flagged.sum() > on_mix.sum() + 0.25 * fitted.sum()
+    assert detection_metrics(found.flagged, wrong, found.quality).f1 > detection_metrics(on_mix, wrong, found.quality).f1
+    # a detector without counts_with counts on its own estimate
+    own = detect_label_issues(ev, "predictions")
+    counted, guess = confident_class(given, predictions / predictions.sum(1, keepdims=True))
+    expected = np.zeros((c, c), dtype=np.int64)
+    np.add.at(expected, (given[counted], guess[counted]), 1)
+    np.testing.assert_array_equal(own.confident_joint, expected)
+
+
 def test_detectors_without_their_input_say_what_is_missing(evidence):
     _, ev = evidence
     bare = Evidence(given=ev.given, history=ev.history, predictions=ev.predictions, in_training=ev.in_training)

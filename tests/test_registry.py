@@ -116,3 +116,15 @@ def test_a_name_registered_twice_is_refused():
     reg.register("a")(len)  # the same object again (a module imported twice) is fine
     with pytest.raises(ValueError, match="widget 'a' registered twice"):
         reg.register("a")(abs)
+
+
+def test_an_entry_keeps_what_its_registration_added():
+    reg = Registry("widget", "noisylab.detect")  # a package whose modules register nothing here
+    reg.register("counted", counts_with=abs)(len)
+    reg.register("plain")(len)
+    assert reg.get("counted").extras == {"counts_with": abs} and reg.get("plain").extras == {}
+    # the history detector counts wrong labels with the history alone
+    from noisylab.detect.detectors import count_estimate, history_alone
+
+    assert DETECTORS.get("history").extras["counts_with"] is history_alone
+    assert count_estimate("history") is history_alone and count_estimate("predictions") is DETECTORS["predictions"]

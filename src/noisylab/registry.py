@@ -35,8 +35,8 @@ import difflib
 import importlib
 import os
 import pkgutil
-from dataclasses import dataclass
-from typing import Any, Callable
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
 
 
 def did_you_mean(word: str, choices: Any) -> str:
@@ -47,11 +47,13 @@ def did_you_mean(word: str, choices: Any) -> str:
 
 @dataclass(frozen=True)
 class Entry:
-    """One registered thing: its name, the object (a class or a builder) and its config schema."""
+    """One registered thing: its name, the object (a class or a builder), its config schema and
+    ``extras``, what its registry documents beyond the object (a detector's ``counts_with``)."""
 
     name: str
     obj: Any
     schema: type | None
+    extras: Mapping[str, Any] = field(default_factory=dict)
 
 
 class Registry:
@@ -73,8 +75,9 @@ class Registry:
         self._entries: dict[str, Entry] = {}
         self._loaded = False
 
-    def register(self, name: str, schema: type | None = None) -> Callable[[Any], Any]:
-        """Decorator: register the decorated class or function under ``name`` with ``schema``.
+    def register(self, name: str, schema: type | None = None, **extras: Any) -> Callable[[Any], Any]:
+        """Decorator: register the decorated class or function under ``name`` with ``schema`` (and
+        ``extras``, kept in its :class:`Entry`).
 
         A schema's ``name`` field must default to ``name`` (it is the section's discriminator)."""
         def wrap(obj: Any) -> Any:
@@ -85,7 +88,7 @@ class Registry:
                 if field is None or field.default != name:
                     raise ValueError(f"{self.kind} '{name}': its schema {schema.__name__} needs a field "
                                      f"`name: Literal['{name}'] = '{name}'`")
-            self._entries[name] = Entry(name, obj, schema)
+            self._entries[name] = Entry(name, obj, schema, dict(extras))
             return obj
 
         return wrap
@@ -170,7 +173,9 @@ and is then called ``(x, generator, index=int64 [B] dataset indices, epoch=int)`
 
 DETECTORS = Registry("detector", "noisylab.detect")
 """Label-error detectors: ``detector(ev: Evidence) -> P [n, C]``, each example's estimated true
-class (``detect.method``, ``noisylab detect --method``)."""
+class (``detect.method``, ``noisylab detect --method``). ``counts_with=fn``, an optional
+``fn(ev) -> [n, C]`` of the same shape: the estimate whose confident joint says how many labels are
+wrong, when ``P`` ranks better than it counts (:func:`noisylab.detect.detectors.from_history`)."""
 
 register_method = METHODS.register
 register_loss = LOSSES.register
