@@ -174,13 +174,17 @@ def train_or_read(cfg: dict) -> dict:
     import shutil
 
     from noisylab.config import build_config
-    from noisylab.training import has_checkpoint, train
+    from noisylab.training import TrainingStopped, has_checkpoint, stop_on_signals, train
 
     folder = Path(cfg["output_dir"]) / cfg["name"]
     if not (folder / "summary.json").is_file():
         if folder.is_dir() and not has_checkpoint(folder):
-            shutil.rmtree(folder)  # stopped before its first epoch ended: nothing to keep
-        train(build_config(cfg), resume=folder if folder.is_dir() else None)
+            shutil.rmtree(folder)  # stopped before its first step ended: nothing to keep
+        try:
+            with stop_on_signals():  # SIGTERM / Ctrl-C: a checkpoint at that step, then exit
+                train(build_config(cfg), resume=folder if folder.is_dir() else None)
+        except TrainingStopped as err:
+            raise SystemExit(f"{err}; saved at that step: run the same command again to go on") from None
     return json.loads((folder / "summary.json").read_text())
 
 

@@ -38,6 +38,9 @@ def counting_epoch(self, seed, epoch=None):
             me()
         if point == "later_step" and count["batch"] == int(os.environ["LATER_STEP"]):
             me()
+        if point == "sigterm_step" and count["batch"] == int(os.environ["LATER_STEP"]) \
+                and rank == int(os.environ.get("SIGTERM_RANK", rank)):
+            os.kill(os.getpid(), signal.SIGTERM)   # in the middle of an epoch: this step ends, then the stop
         if point == "rank1_first_attempt" and rank == 1 and os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0" \
                 and count["batch"] == int(os.environ["LATER_STEP"]):
             me()
@@ -155,6 +158,22 @@ def test_sigterm_finishes_the_step_and_resumes_exactly(tmp_path, uninterrupted):
 
 
 @pytest.mark.slow
+def test_sigterm_inside_an_epoch_saves_that_step_and_resumes_exactly(tmp_path, uninterrupted):
+    from noisylab.checkpoint import read_checkpoint_file
+
+    stopped = run_driver(tmp_path, STANDARD, "runs", "sigterm_step", LATER_STEP="22")  # 8 steps an epoch
+    assert stopped.returncode == 143, stopped.stderr[-2000:]
+    assert "stopped by SIGTERM in epoch 3" in stopped.stderr.strip().splitlines()[-1]
+    state = read_checkpoint_file(tmp_path / "runs" / "k" / "checkpoints" / "last.pt")
+    assert state["step"] == 22 and state["epoch"] == 1 and state["within_epoch"]["batch"] == 6
+    resumed = run_driver(tmp_path, STANDARD, "runs")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    log = (tmp_path / "runs" / "k" / "train.log").read_text()
+    assert "stopped in epoch 3 after step 6 of 8" in log and "resumed at epoch 3 of 4 after its step 6 of 8" in log
+    assert_same(outputs(tmp_path / "runs" / "k"), uninterrupted)
+
+
+@pytest.mark.slow
 def test_elr_plus_killed_during_a_checkpoint_write_resumes_exactly(tmp_path):
     full = run_driver(tmp_path, ELR_PLUS, "full")
     assert full.returncode == 0, full.stderr[-2000:]
@@ -180,6 +199,25 @@ def test_two_process_gloo_run_killed_and_resumed(tmp_path):
     assert more.returncode == 0, more.stderr[-2000:]
     assert "resuming a run trained on 2 process(es) with 1: train.batch_size is per process" in more.stderr
     assert len(outputs(run)["metrics"]) == 5
+
+
+@pytest.mark.slow
+def test_a_sigterm_to_one_of_two_processes_stops_both_at_one_step_and_resumes_exactly(tmp_path):
+    """Rank 1 alone is told to stop; the ranks agree every train.log_every (3) steps, so both stop
+    after step 9, the first of epoch 3 (4 steps an epoch per process), where rank 0 saves."""
+    from noisylab.checkpoint import read_checkpoint_file
+
+    text = STANDARD.replace("val_fraction: 0.1", "val_fraction: 0.0").replace("batch_size: 40}", "batch_size: 40, "
+                                                                                "log_every: 3}")
+    full = run_driver(tmp_path, text, "full", nproc=2)
+    assert full.returncode == 0, full.stderr[-2000:]
+    cut = run_driver(tmp_path, text, "cut", "sigterm_step", nproc=2, LATER_STEP="7", SIGTERM_RANK="1")
+    assert cut.returncode != 0
+    state = read_checkpoint_file(tmp_path / "cut" / "k" / "checkpoints" / "last.pt")
+    assert (state["step"], state["epoch"], state["within_epoch"]["batch"]) == (9, 1, 1)
+    resumed = run_driver(tmp_path, text, "cut", nproc=2)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert_same(outputs(tmp_path / "cut" / "k"), outputs(tmp_path / "full" / "k"))
 
 
 @pytest.mark.slow

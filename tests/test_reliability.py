@@ -121,6 +121,52 @@ def test_a_stop_request_ends_training_after_the_current_step(tmp_path, monkeypat
     assert len(train(tiny(tmp_path, **{"train.epochs": 3}), resume=run).history) == 3  # a new run is not stopped
 
 
+def stop_at_step(monkeypatch, at: int) -> None:
+    """Make the step loop see a stop request right after global step ``at`` (as a SIGTERM would)."""
+    from noisylab.training import step as step_module
+
+    def stop_now(dinfo, step, log_every, device):
+        if step == at:
+            request_stop("SIGTERM")
+        return step == at
+
+    monkeypatch.setattr(step_module, "stop_now", stop_now)
+
+
+@pytest.mark.parametrize("method, at", [
+    ("elr", 6),          # 4 steps an epoch (240 training examples, batch 60): the second step of epoch 2
+    ("elr", 3),          # inside the first epoch: no epoch finished yet
+    ("elr", 8),          # the last step of epoch 2: only its evaluation is left
+    ("elr_plus", 14),    # ELR+: two phases of 4 steps; the second step of net2's phase in epoch 2
+])
+def test_a_stop_inside_an_epoch_resumes_from_the_next_step_exactly(tmp_path, monkeypatch, method, at):
+    from noisylab.checkpoint import read_checkpoint_file
+    from helpers import without_time
+
+    over = {"train.epochs": 3}
+    if method == "elr_plus":  # mixup draws from the global RNG; the ramps count steps within the epoch
+        over.update({"method": {"name": "elr_plus", "warmup_epochs": 1, "mixup_alpha": 1.0}})
+    full = train(tiny(tmp_path / "full", **over))
+    stop_at_step(monkeypatch, at)
+    with pytest.raises(TrainingStopped, match="stopped by SIGTERM"):
+        train(tiny(tmp_path / "cut", **over))
+    monkeypatch.undo()
+    run = tmp_path / "cut" / "runs" / "r"
+    per_epoch = 8 if method == "elr_plus" else 4
+    state = read_checkpoint_file(run / "checkpoints" / "last.pt")
+    assert state["step"] == at and state["epoch"] == (at - 1) // per_epoch - 1  # the last finished epoch
+    assert state["within_epoch"]["batch"] == (at - 1) % 4 + 1
+    assert (run / "checkpoints" / "prev.pt").is_file() == (at > per_epoch)  # the finished epoch's, kept
+    torch.manual_seed(999)  # a resume must not depend on the RNGs of the process it runs in
+    resumed = train(tiny(tmp_path / "cut", **over), resume=run)
+    assert without_time(rows(run)) == without_time(rows(full.run_dir))
+    final, uncut = load_checkpoint(run)["method"]["models"], load_checkpoint(full.run_dir)["method"]["models"]
+    for name in uncut:
+        for key, value in uncut[name].items():
+            assert torch.equal(final[name][key], value), (name, key)
+    assert len(resumed.history) == 3 and "within_epoch" not in load_checkpoint(run)
+
+
 def test_a_damaged_last_checkpoint_falls_back_to_prev(tmp_path, caplog):
     res = train(tiny(tmp_path, **{"train.epochs": 3}))
     ckpt = res.run_dir / "checkpoints"

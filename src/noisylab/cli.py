@@ -210,11 +210,9 @@ def resolve_auto_resume(cfg) -> tuple[str | None, Path | None]:
 
 def run_training(args: argparse.Namespace):
     """Train the config of ``args`` (``noisylab train`` / ``pretrain``); SIGTERM and SIGINT stop
-    it after the current step, the last finished epoch's checkpoint on disk."""
-    import signal
-
+    it after the current step, with a checkpoint at that step."""
     from .config import ConfigError
-    from .training import request_stop, train
+    from .training import stop_on_signals, train
 
     if args.resume == "auto" and not args.config:
         raise ConfigError("-r auto needs the config (-c): it resumes that config's output_dir/name")
@@ -223,18 +221,8 @@ def run_training(args: argparse.Namespace):
     cfg = train_config(args)
     resume, run_dir = resolve_auto_resume(cfg) if args.resume == "auto" else (args.resume, None)
 
-    def stop(signum, frame):
-        if signum == signal.SIGINT and getattr(stop, "asked", False):
-            raise KeyboardInterrupt  # a second Ctrl-C: now
-        stop.asked = True
-        request_stop(signal.Signals(signum).name)
-
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
+    with stop_on_signals():
         return train(cfg, resume=resume, run_dir=run_dir)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -516,7 +504,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"noisylab {args.command}: error: {msg}", file=sys.stderr)
         return 2
     except TrainingStopped as err:
-        print(f"noisylab {args.command}: {err}; the last finished epoch is saved: resume with "
+        print(f"noisylab {args.command}: {err}; saved at the step where it stopped: resume with "
               f"noisylab {args.command} -r RUN_FOLDER", file=sys.stderr)
         return 143 if "SIGTERM" in str(err) else 130
     except KeyboardInterrupt:

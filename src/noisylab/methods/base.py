@@ -22,6 +22,7 @@ The contract, in the order the engine uses it:
 """
 from __future__ import annotations
 
+import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -232,7 +233,11 @@ class Method(ABC):
         """Advance the per-epoch schedulers (per-step ones advance in :meth:`step_schedulers`)."""
         for sched in self.schedulers.values():
             if not getattr(sched, "per_step", False):
-                sched.step()
+                with warnings.catch_warnings():
+                    # a run resumed inside an epoch after the phase of this optimizer has not
+                    # stepped it in this process; the schedule's count is right all the same
+                    warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
+                    sched.step()
 
     def current_lr(self) -> float:
         opt = next(iter(self.optimizers.values()))  # the first optimizer's (the network's)
@@ -311,7 +316,6 @@ class Method(ABC):
         optimizer restarts from ``optim_cfg.lr`` and its scheduler is rebuilt and advanced by the
         steps the old one had taken, so the new schedule holds from the next epoch on. Groups keep
         their ratio to the first group (the BatchNorm biases' ``optim.norm_bias_lr_scale``)."""
-        import warnings
 
         from ..optim import build_scheduler
 
@@ -333,6 +337,15 @@ class Method(ABC):
         return {}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
+        pass
+
+    def epoch_progress(self) -> dict[str, Any]:
+        """What the method counts within an epoch that :meth:`phases` resets (numbers, strings,
+        lists, dicts): saved when a run stops in the middle of an epoch, and handed back to
+        :meth:`restore_epoch_progress` after :meth:`phases` when it resumes there."""
+        return {}
+
+    def restore_epoch_progress(self, state: dict[str, Any]) -> None:
         pass
 
 

@@ -207,3 +207,12 @@ class ELRPlusMethod(Method):
 
     def load_extra_state(self, state: dict) -> None:
         self.global_step = int(state.get("global_step", 0))
+
+    def epoch_progress(self) -> dict:
+        """The phase being trained and the steps each phase took so far (the ramps' ``local_step``)."""
+        return {"phase_name": self._phase_name, "local_step": int(self._local_step),
+                "phase_steps": {k: int(v) for k, v in self._phase_steps.items()}}
+
+    def restore_epoch_progress(self, state: dict) -> None:
+        self._phase_name, self._local_step = state.get("phase_name"), int(state.get("local_step", 0))
+        self._phase_steps = {k: int(v) for k, v in state.get("phase_steps", {}).items()}

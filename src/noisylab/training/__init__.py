@@ -26,7 +26,7 @@ from ..config import Config
 from .cross_validation import train_cross_validated
 from .loop import EpochCallback, finish_run, run_epochs
 from .resume import config_from_checkpoint, has_checkpoint
-from .runtime import TrainingStopped, request_stop
+from .runtime import TrainingStopped, request_stop, stop_on_signals
 from .setup import setup_run
 from .state import Run, RunResult
 from .step import TrainingDiverged, fit_epoch
@@ -58,4 +58,4 @@ def train(
 
 
 __all__ = ["train", "setup_run", "run_epochs", "fit_epoch", "finish_run", "train_cross_validated", "Run", "RunResult",
-           "TrainingDiverged", "TrainingStopped", "request_stop", "config_from_checkpoint", "has_checkpoint"]
+           "TrainingDiverged", "TrainingStopped", "request_stop", "stop_on_signals", "config_from_checkpoint", "has_checkpoint"]

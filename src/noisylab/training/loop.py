@@ -10,7 +10,8 @@ import torch.distributed as dist
 
 from ..run_folder import detach_file_log
 from .evaluation import evaluate, update_best
-from .outputs import write_epoch, write_final_outputs
+from .outputs import write_epoch, write_final_outputs, write_stop_checkpoint
+from .runtime import TrainingStopped
 from .state import Run, RunResult
 from .step import eta_line, fit_epoch
 
@@ -22,10 +23,16 @@ EpochCallback = Callable[[int, dict[str, Any]], None]
 
 def run_epochs(run: Run, callbacks: list[EpochCallback] | None = None) -> None:
     """The epochs of ``run`` from where it stands to ``train.epochs``: fit, evaluate, write; after
-    the first one, how long the rest will take."""
+    the first one, how long the rest will take. A stop request inside an epoch writes a checkpoint
+    at that step before :class:`TrainingStopped` goes on up."""
     t0 = time.time()
     for epoch in range(run.start_epoch, run.cfg.train.epochs):
-        row = fit_epoch(run, epoch)
+        try:
+            row = fit_epoch(run, epoch)
+        except TrainingStopped as stop:
+            if stop.progress is not None:
+                write_stop_checkpoint(run, stop.progress)
+            raise
         row.update(evaluate(run, epoch))
         improved = update_best(run, row)
         row["time_s"] = row.pop("time_s")  # wall time last, as before

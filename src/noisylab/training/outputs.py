@@ -50,7 +50,10 @@ def open_run_folder(run: Run, run_dir: str | Path | None, resumed_from: Path | N
              noise_line(data.labels, data.truth_known),
              ", ".join(views) or "none (cached features)")
     if resumed_from is not None:
-        log.info("resumed at epoch %d of %d from %s%s", run.start_epoch + 1, cfg.train.epochs, resumed_from,
+        w = run.within_epoch
+        inside = "" if w is None else f" after its step {w['batch']} of {w['of']}" + \
+            (f" of phase {w['phase'] + 1}" if w["phase"] else "")
+        log.info("resumed at epoch %d of %d%s from %s%s", run.start_epoch + 1, cfg.train.epochs, inside, resumed_from,
                  f" with new {', '.join(changed)}" if changed else "")
 
 
@@ -81,12 +84,7 @@ def write_epoch(run: Run, row: dict[str, Any], improved: bool) -> None:
     write_csv(out / "metrics.csv", run.history)
     if run.memorization:
         write_csv(out / "memorization.csv", run.memorization)
-    ckpt = {"epoch": row["epoch"], "step": run.step, "method": run.method.state_dict(), "history": run.history,
-            "memorization": run.memorization, "best": run.best, "rng": capture_rng(), "config": run.cfg.to_dict(),
-            "scaler": run.scaler.state_dict() if run.amp else {}, "world_size": run.dist.world_size,
-            "lookahead": run.lookahead.state_dict() if run.lookahead is not None else {}}
-    if run.dynamics is not None:
-        ckpt["dynamics"] = run.dynamics.state_dict()
+    ckpt = checkpoint_state(run, row["epoch"])
     save_checkpoint(ckpt, out / "checkpoints" / "last.pt", keep_old_as=out / "checkpoints" / "prev.pt")
     if improved:
         save_checkpoint(ckpt, out / "checkpoints" / "best.pt")
@@ -96,6 +94,31 @@ def write_epoch(run: Run, row: dict[str, Any], improved: bool) -> None:
                 run.writer.add_scalar(k, v, row["epoch"])
         run.writer.flush()
     log.info(epoch_log_line(row, run.cfg.train.epochs))
+
+
+def checkpoint_state(run: Run, epoch: int) -> dict[str, Any]:
+    """What a checkpoint holds after epoch ``epoch`` (the last finished one) and ``run.step`` steps."""
+    ckpt = {"epoch": epoch, "step": run.step, "method": run.method.state_dict(), "history": run.history,
+            "memorization": run.memorization, "best": run.best, "rng": capture_rng(), "config": run.cfg.to_dict(),
+            "scaler": run.scaler.state_dict() if run.amp else {}, "world_size": run.dist.world_size,
+            "lookahead": run.lookahead.state_dict() if run.lookahead is not None else {}}
+    if run.dynamics is not None:
+        ckpt["dynamics"] = run.dynamics.state_dict()
+    return ckpt
+
+
+def write_stop_checkpoint(run: Run, progress: dict[str, Any]) -> None:
+    """Rank 0: ``last.pt`` at the step where a stop request ended training inside epoch
+    ``progress["epoch"]`` (the finished epoch's checkpoint moves to ``prev.pt``), so resuming
+    loses no step; ``within_epoch`` holds the epoch's place and sums so far (:func:`fit_epoch`)."""
+    if not run.dist.is_main or run.out is None:
+        return
+    ckpt = checkpoint_state(run, int(progress["epoch"]) - 1)
+    ckpt["within_epoch"] = progress
+    save_checkpoint(ckpt, run.out / "checkpoints" / "last.pt", keep_old_as=run.out / "checkpoints" / "prev.pt")
+    log.info("stopped in epoch %d after step %d of %d%s; saved to %s", progress["epoch"] + 1, progress["batch"],
+             progress["of"], f" of phase {progress['phase'] + 1}" if progress["phase"] else "",
+             run.out / "checkpoints" / "last.pt")
 
 
 def write_final_outputs(run: Run) -> dict[str, Any]:

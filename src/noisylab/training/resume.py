@@ -54,7 +54,8 @@ def config_changes(stored: dict[str, Any], cfg: Config) -> list[str]:
 
 
 def has_checkpoint(folder: Path) -> bool:
-    """Whether ``folder`` holds a finished epoch's checkpoint (a temporary file does not count)."""
+    """Whether ``folder`` holds a checkpoint (a finished epoch's, or a stop's inside one; a temporary
+    file does not count)."""
     return any((folder / "checkpoints" / name).is_file() for name in ("last.pt", "prev.pt", "best.pt"))
 
 
@@ -69,6 +70,7 @@ def restore_run(run: Run, state: dict[str, Any], changed: list[str]) -> None:
         run.method.on_memorization_alarm()  # what the alarm switched on stays on
     run.history, run.memorization, run.best = state["history"], state["memorization"], state["best"]
     run.start_epoch, run.step = int(state["epoch"]) + 1, int(state["step"])
+    run.within_epoch = state.get("within_epoch")  # a stop checkpoint: go on from the step after it
     restore_rng(state["rng"])
     if state.get("scaler"):
         run.scaler.load_state_dict(state["scaler"])  # AMP loss scale: part of an exact resume

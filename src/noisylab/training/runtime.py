@@ -7,7 +7,7 @@ step, at the same step on every rank (:func:`stop_now`).
 from __future__ import annotations
 
 import os
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,7 +18,13 @@ from ..config import ConfigError
 
 
 class TrainingStopped(Exception):
-    """A stop was requested (SIGTERM / SIGINT); the last finished epoch's checkpoint is on disk."""
+    """A stop was requested (SIGTERM / SIGINT). ``progress``: where in its epoch the step loop
+    stopped (:func:`~noisylab.training.step.fit_epoch`); the engine saves a checkpoint there, so
+    a resumed run goes on from the step after it."""
+
+    def __init__(self, message: str, progress: dict | None = None) -> None:
+        super().__init__(message)
+        self.progress = progress
 
 
 _STOP: dict[str, str | None] = {"signal": None}
@@ -27,6 +33,29 @@ _STOP: dict[str, str | None] = {"signal": None}
 def request_stop(reason: str) -> None:
     """Ask the running training to stop after its current step (signal handlers call this)."""
     _STOP["signal"] = reason
+
+
+@contextmanager
+def stop_on_signals():
+    """Within the block SIGTERM and SIGINT ask the training to stop after its current step (where
+    it saves a checkpoint); a second SIGINT raises KeyboardInterrupt at once. The previous
+    handlers come back after it. Main thread only (Python's signal rule)."""
+    import signal
+
+    asked = []
+
+    def stop(signum, frame):
+        if signum == signal.SIGINT and asked:
+            raise KeyboardInterrupt  # a second Ctrl-C: now
+        asked.append(signum)
+        request_stop(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 @dataclass

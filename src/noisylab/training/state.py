@@ -54,4 +54,5 @@ class Run:
     best: dict[str, Any] = field(default_factory=dict)
     start_epoch: int = 0
     step: int = 0
+    within_epoch: dict[str, Any] | None = None  # where a run stopped inside start_epoch (a stop checkpoint's)
     t_start: float = field(default_factory=time.time)

@@ -7,6 +7,7 @@ every ``train.log_every`` steps (the progress bar, the DDP stop vote).
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from typing import Any
@@ -39,9 +40,11 @@ def fit_epoch(run: Run, epoch: int) -> dict[str, Any]:
     """Train every phase of ``epoch``; returns ``lr``, ``train_loss``, ``train_<term>`` (epoch means
     over the examples of all ranks) and, with a classifier, ``train_acc``.
 
-    Raises :class:`TrainingStopped` after the step during which a stop was requested, and
-    :class:`TrainingDiverged` at the end of an epoch whose loss was not finite (with
-    ``train.skip_nonfinite`` such batches are skipped instead: no optimizer step)."""
+    Raises :class:`TrainingStopped` after the step during which a stop was requested (with its
+    ``progress``: :func:`epoch_progress`), and :class:`TrainingDiverged` at the end of an epoch
+    whose loss was not finite (with ``train.skip_nonfinite`` such batches are skipped instead: no
+    optimizer step). A run resumed from a stop checkpoint (``run.within_epoch``) goes on from the
+    step after the stop, with the epoch's sums so far."""
     cfg, method, device = run.cfg, run.method, run.device
     t0 = time.time()
     method.train(True)
@@ -52,9 +55,28 @@ def fit_epoch(run: Run, epoch: int) -> dict[str, Any]:
     method.start_epoch(epoch)
     phases = method.phases(epoch)
     per_phase = len(run.train_batches)
+    resumed = run.within_epoch if epoch == run.start_epoch else None
+    run.within_epoch = None
+    start_phase, start_batch = 0, 0
+    if resumed is not None:
+        t0 -= resumed["time_s"]
+        mine = own_tallies(resumed["ranks"], run.dist)
+        sums = {k: torch.tensor(v, device=device) for k, v in mine["sums"].items()}
+        peaks = {k: torch.tensor(v, device=device) for k, v in mine["peaks"].items()}
+        seen, skipped, lr = int(mine["seen"]), int(mine["skipped"]), float(resumed["lr"])
+        start_phase, start_batch = int(resumed["phase"]), int(resumed["batch"])
+        method.restore_epoch_progress(resumed["method"])
     bar = progress_bar(cfg, run.dist, len(run.train_batches) * len(phases), epoch)
+    if bar is not None and resumed is not None:
+        bar.update(start_phase * per_phase + start_batch)
     for p_i, phase in enumerate(phases):
-        for b_i, batch in enumerate(run.train_batches.epoch(epoch_seed(cfg.seed, epoch, p_i), epoch)):
+        if p_i < start_phase or (p_i == start_phase and start_batch >= per_phase):
+            continue  # trained before the stop
+        batches = run.train_batches.epoch(epoch_seed(cfg.seed, epoch, p_i), epoch)
+        first = start_batch if p_i == start_phase else 0
+        # the batches before the stop are drawn and dropped: a store's augmentation randomness
+        # runs on from batch to batch, so the next batch is the one the whole run would see
+        for b_i, batch in enumerate(itertools.islice(batches, first, None), start=first):
             method.before_step(phase, batch, run.step)
             with autocast(device, run.amp):
                 out = method.batch_loss(phase, batch, run.step)
@@ -92,14 +114,19 @@ def fit_epoch(run: Run, epoch: int) -> dict[str, Any]:
                     bar.set_postfix(loss=f"{sums['loss'].item() / seen:.4f}",
                                     ex_s=f"{seen / max(time.time() - t0, 1e-9):.0f}")
             if b_i + 1 == ETA_STEPS and p_i == 0 and epoch == run.start_epoch and per_phase >= 4 * ETA_STEPS \
-                    and run.dist.is_main:  # a long epoch: say early how long the run takes
+                    and resumed is None and run.dist.is_main:  # a long epoch: say early how long the run takes
                 epoch_s = (time.time() - t0) / ETA_STEPS * per_phase * len(phases)
                 log.info("epoch %d: about %s an epoch; %s", epoch + 1, f"{epoch_s / 60:.1f} min" if epoch_s >= 90
                          else f"{epoch_s:.0f} s", eta_line(epoch_s, cfg.train.epochs - epoch))
             if stop_now(run.dist, run.step, cfg.train.log_every, device):
                 if bar is not None:
                     bar.close()
-                raise TrainingStopped(f"stopped by {_STOP['signal']} in epoch {epoch + 1}")
+                tallies = {"sums": {k: float(v) for k, v in sums.items()},
+                           "peaks": {k: float(v) for k, v in peaks.items()}, "seen": seen, "skipped": skipped}
+                progress = {"epoch": epoch, "phase": p_i, "batch": b_i + 1, "of": per_phase,
+                            "ranks": every_rank(tallies, run.dist), "lr": float(lr), "time_s": time.time() - t0,
+                            "method": method.epoch_progress()}
+                raise TrainingStopped(f"stopped by {_STOP['signal']} in epoch {epoch + 1}", progress)
     if bar is not None:
         bar.close()
     method.end_epoch(epoch)
@@ -120,6 +147,30 @@ def fit_epoch(run: Run, epoch: int) -> dict[str, Any]:
     row.update({f"train_{k.removeprefix('term_')}": v for k, v in means.items()})
     row["time_s"] = time.time() - t0
     return row
+
+
+def every_rank(tallies: dict[str, Any], dinfo: DistInfo) -> list[dict[str, Any]]:
+    """``[tallies of rank 0, rank 1, ...]``: each process's running sums of the epoch (they are
+    added across processes only at its end). Collective under DDP: every rank stops at one step."""
+    if not dinfo.enabled:
+        return [tallies]
+    gathered: list[Any] = [None] * dinfo.world_size
+    dist.all_gather_object(gathered, tallies)
+    return gathered
+
+
+def own_tallies(ranks: list[dict[str, Any]], dinfo: DistInfo) -> dict[str, Any]:
+    """This process's running sums from a stop checkpoint's :func:`every_rank`. On another number
+    of processes rank 0 takes the totals of them all (the epoch's means stay right) and the
+    others start from nothing."""
+    if len(ranks) == dinfo.world_size:
+        return ranks[dinfo.rank]
+    if dinfo.rank:
+        return {"sums": {}, "peaks": {}, "seen": 0, "skipped": 0}
+    keys = {k for r in ranks for k in r["sums"]}
+    return {"sums": {k: sum(r["sums"].get(k, 0.0) for r in ranks) for k in keys},
+            "peaks": {k: max(r["peaks"].get(k, 0.0) for r in ranks) for k in {k for r in ranks for k in r["peaks"]}},
+            "seen": sum(int(r["seen"]) for r in ranks), "skipped": sum(int(r["skipped"]) for r in ranks)}
 
 
 def divergence_message(run: Run, epoch: int, loss: float, lr: float, peaks: dict[str, torch.Tensor]) -> str:
