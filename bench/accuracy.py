@@ -179,7 +179,7 @@ def train_or_read(cfg: dict) -> dict:
     folder = Path(cfg["output_dir"]) / cfg["name"]
     if not (folder / "summary.json").is_file():
         if folder.is_dir() and not has_checkpoint(folder):
-            shutil.rmtree(folder)  # stopped before its first step ended: nothing to keep
+            shutil.rmtree(folder)  # killed in its first epoch without a stop checkpoint: nothing to keep
         try:
             with stop_on_signals():  # SIGTERM / Ctrl-C: a checkpoint at that step, then exit
                 train(build_config(cfg), resume=folder if folder.is_dir() else None)

@@ -133,7 +133,7 @@ def timed_train(cfg: dict, reuse: bool = False):
     import shutil
 
     from noisylab.config import build_config
-    from noisylab.training import has_checkpoint, train
+    from noisylab.training import TrainingStopped, has_checkpoint, stop_on_signals, train
 
     folder = Path(cfg["output_dir"]) / cfg["name"]
     if not reuse:
@@ -141,12 +141,13 @@ def timed_train(cfg: dict, reuse: bool = False):
         res = train(build_config(cfg))
         return res.run_dir, res.summary, time.time() - t0
     if not (folder / "summary.json").is_file():
-        if cfg.get("cv", {}).get("folds"):
-            train(build_config(cfg), resume=folder if folder.is_dir() else None)
-        else:
-            if folder.is_dir() and not has_checkpoint(folder):
-                shutil.rmtree(folder)  # stopped before its first epoch ended: nothing to keep
-            train(build_config(cfg), resume=folder if folder.is_dir() else None)
+        if not cfg.get("cv", {}).get("folds") and folder.is_dir() and not has_checkpoint(folder):
+            shutil.rmtree(folder)  # killed in its first epoch without a stop checkpoint: nothing to keep
+        try:
+            with stop_on_signals():  # SIGTERM / Ctrl-C: a checkpoint at that step, then exit
+                train(build_config(cfg), resume=folder if folder.is_dir() else None)
+        except TrainingStopped as err:
+            raise SystemExit(f"{err}; saved at that step: run the same command again to go on") from None
     return finished_run(folder)
 
 

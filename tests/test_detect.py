@@ -687,6 +687,14 @@ def test_the_history_detector_counts_wrong_labels_on_the_history_alone(one_proce
         np.add.at(expected, (given[counted], guess[counted]), 1)
         np.testing.assert_array_equal(found.confident_joint, expected)
         assert np.array_equal(found.flagged, expected_f1_flags(given, mix, counted_by=history))
+    # cleanlab's filters that take a confident joint get the history's (calibrated, as cleanlab does)
+    from cleanlab.count import calibrate_confident_joint
+    from cleanlab.filter import find_label_issues as cleanlab_issues
+
+    for name in ("prune_by_class", "prune_by_noise_rate"):
+        theirs = cleanlab_issues(given, mix, filter_by=name, n_jobs=1,
+                                 confident_joint=calibrate_confident_joint(expected, given))
+        assert np.array_equal(detect_label_issues(ev, "history", name, keep_probs=False).flagged, theirs), name
     # counted on the mix, far fewer would be flagged: the fitted half hides from its joint
     on_mix = expected_f1_flags(given, mix)
     assert found.flagged.sum() > on_mix.sum() + 0.25 * fitted.sum()

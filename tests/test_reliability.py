@@ -167,6 +167,60 @@ def test_a_stop_inside_an_epoch_resumes_from_the_next_step_exactly(tmp_path, mon
     assert len(resumed.history) == 3 and "within_epoch" not in load_checkpoint(run)
 
 
+def test_a_second_stop_in_one_epoch_keeps_the_finished_epoch_as_prev(tmp_path, monkeypatch):
+    from helpers import without_time
+    from noisylab.checkpoint import read_checkpoint_file
+
+    over = {"train.epochs": 3}
+    full = train(tiny(tmp_path / "full", **over))
+    run = tmp_path / "cut" / "runs" / "r"
+    for at in (6, 7):  # two stops inside epoch 2 (4 steps an epoch)
+        stop_at_step(monkeypatch, at)
+        with pytest.raises(TrainingStopped):
+            train(tiny(tmp_path / "cut", **over), resume=run if at == 7 else None)
+        monkeypatch.undo()
+    prev = read_checkpoint_file(run / "checkpoints" / "prev.pt")
+    assert prev["epoch"] == 0 and "within_epoch" not in prev  # still the finished epoch 1
+    assert read_checkpoint_file(run / "checkpoints" / "last.pt")["step"] == 7
+    train(tiny(tmp_path / "cut", **over), resume=run)
+    assert without_time(rows(run)) == without_time(rows(full.run_dir))
+
+
+def test_a_stop_checkpoint_that_cannot_go_on_goes_back_to_the_finished_epoch(tmp_path, monkeypatch, caplog):
+    from helpers import without_time
+    from noisylab.checkpoint import read_checkpoint_file
+    from noisylab.training.resume import finished_epoch_instead
+
+    one = train(tiny(tmp_path / "one", **{"train.epochs": 1}))
+    stop_at_step(monkeypatch, 6)  # inside epoch 2 of 3
+    with pytest.raises(TrainingStopped):
+        train(tiny(tmp_path / "cut", **{"train.epochs": 3}))
+    monkeypatch.undo()
+    run = tmp_path / "cut" / "runs" / "r"
+    last = run / "checkpoints" / "last.pt"
+    state = read_checkpoint_file(last)
+    cfg3 = tiny(tmp_path / "cut", **{"train.epochs": 3})
+    assert finished_epoch_instead(last, state, cfg3, 1) == (last, state)  # it can go on
+    # on two processes its step would count other batches: back to the end of epoch 1
+    path, back = finished_epoch_instead(last, state, cfg3, 2)
+    assert path.name == "prev.pt" and back["epoch"] == 0 and "within_epoch" not in back
+    # fewer epochs than the stopped one: the run ends at its last finished epoch, as an uncut 1-epoch run
+    resumed = train(tiny(tmp_path / "cut", **{"train.epochs": 1}), resume=run)
+    assert "goes back to the end of epoch 1" in caplog.text and len(resumed.history) == 1
+    assert without_time(rows(run)) == without_time(rows(one.run_dir))
+    assert (run / "label_issues.csv").read_text() == (one.run_dir / "label_issues.csv").read_text()
+    # stopped inside its first epoch, with no finished epoch to go back to: one line
+    stop_at_step(monkeypatch, 2)
+    with pytest.raises(TrainingStopped):
+        train(tiny(tmp_path / "first", **{"train.epochs": 3}))
+    monkeypatch.undo()
+    first = tmp_path / "first" / "runs" / "r"
+    state1 = read_checkpoint_file(first / "checkpoints" / "last.pt")
+    with pytest.raises(ConfigError, match=r"stopped inside epoch 1 and cannot go on from there \(it ran on 1 "
+                                          r"process\(es\) and now on 2\), and has no checkpoint of the epoch before"):
+        finished_epoch_instead(first / "checkpoints" / "last.pt", state1, cfg3, 2)
+
+
 def test_a_damaged_last_checkpoint_falls_back_to_prev(tmp_path, caplog):
     res = train(tiny(tmp_path, **{"train.epochs": 3}))
     ckpt = res.run_dir / "checkpoints"

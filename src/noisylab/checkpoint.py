@@ -8,8 +8,9 @@ damaged file is refused rather than half-used. The archive is streamed to disk a
 serialised and hashed on the way, and read back memory-mapped: neither side makes a copy of the
 state in memory (a 1.28M x 1000 run's per-example tables are gigabytes).
 
-A run folder keeps ``checkpoints/last.pt`` (the newest epoch), ``prev.pt`` (the epoch before,
-kept when ``last.pt`` is replaced) and ``best.pt``. Resuming a folder takes the newest of them that
+A run folder keeps ``checkpoints/last.pt`` (the newest epoch, or the step where a stop request
+ended training inside the next one), ``prev.pt`` (the one before, kept when ``last.pt`` is
+replaced) and ``best.pt``. Resuming a folder takes the newest of them that
 verifies, with a warning for a damaged one.
 """
 from __future__ import annotations

@@ -244,8 +244,9 @@ class Detection:
         quality: ``[n]`` in [0, 1], the ``rank_by`` score of ``P``; lower = more likely wrong.
         flagged: ``bool [n]`` the suspected wrong labels.
         suggested: ``int64 [n]`` the most likely class.
-        confident_joint: ``int64 [C, C]`` the confident joint of ``P`` (rows = given label,
-            columns = confident class; :mod:`noisylab.detect.confident`): the noise estimates' input.
+        confident_joint: ``int64 [C, C]`` the confident joint (rows = given label, columns =
+            confident class; :mod:`noisylab.detect.confident`) of ``P``, or of the detector's
+            ``counts_with`` estimate when it has one: the noise estimates' input.
         probs: ``[n, C]`` the detector's estimate ``P`` of each example's true class, when it was
             kept (``keep_probs``), else None.
         check: the held-out check of the noise rate (:func:`~noisylab.detect.estimate.held_out_check`)
@@ -348,16 +349,17 @@ def _verdict(method: str, given: np.ndarray, num_classes: int, chunks, filter_by
     n = len(given)
     quality, p_given = np.empty(n), np.empty(n)
     suggested = np.empty(n, dtype=np.int64)
-    for lo, hi, p in chunks():
+    counted = p_given if count_chunks is None else np.empty(n)
+    both = zip(chunks(), count_chunks()) if count_chunks is not None else ((c, None) for c in chunks())
+    for (lo, hi, p), counting in both:  # one pass over the evidence for P and the counting estimate
         p = normalize_rows(p)
         quality[lo:hi] = label_quality_scores(given[lo:hi], p, rank_by)
         suggested[lo:hi] = p.argmax(axis=1)
         p_given[lo:hi] = p[np.arange(hi - lo), given[lo:hi]]
-    counted = p_given
-    if count_chunks is not None:
-        counted = np.empty(n)
-        for lo, hi, p in count_chunks():
-            counted[lo:hi] = normalize_rows(p)[np.arange(hi - lo), given[lo:hi]]
+        if counting is not None:
+            if counting[:2] != (lo, hi):
+                raise RuntimeError(f"the counting estimate's rows {counting[:2]} are not P's {lo, hi}")
+            counted[lo:hi] = normalize_rows(counting[2])[np.arange(hi - lo), given[lo:hi]]
     joint = ConfidentJoint(class_thresholds(given, counted, num_classes))
     for lo, hi, p in (count_chunks or chunks)():
         joint.add(given[lo:hi], normalize_rows(p))
@@ -371,7 +373,8 @@ def _verdict(method: str, given: np.ndarray, num_classes: int, chunks, filter_by
         import_cleanlab_filter()  # auto resolves to it only with cleanlab; asked for by name, the same rule
         flagged = expected_f1_from(joint.off_diagonal, quality, expected_wrong_count(given, joint.counts, check))
     else:
-        flagged = find_label_issues(given, probs, filter_by=filter_by, threshold=threshold, rank_by=rank_by)
+        flagged = find_label_issues(given, probs, filter_by=filter_by, threshold=threshold, rank_by=rank_by,
+                                    confident_joint=joint.counts if count_chunks is not None else None)
     return Detection(method, filter_by, rank_by, quality, np.asarray(flagged, dtype=bool), suggested, joint.counts,
                      probs, check)
 

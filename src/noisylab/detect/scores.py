@@ -190,7 +190,8 @@ def _power_to_sum(values: np.ndarray, total: float, largest: float = 1000.0) -> 
 
 
 def find_label_issues(labels, pred_probs, *, filter_by: str = "predicted_neq_given", threshold: float = 0.5,
-                      rank_by: str = DEFAULT_RANK_BY, return_indices_ranked_by: str | None = None) -> np.ndarray:
+                      rank_by: str = DEFAULT_RANK_BY, return_indices_ranked_by: str | None = None,
+                      confident_joint: np.ndarray | None = None) -> np.ndarray:
     """Flag examples whose given label is likely wrong.
 
     Args:
@@ -205,6 +206,10 @@ def find_label_issues(labels, pred_probs, *, filter_by: str = "predicted_neq_giv
         rank_by: the score (:data:`SCORES`) whose ranking ``expected_f1`` flags a prefix of.
         return_indices_ranked_by: if given, the flagged indices sorted from most to least
             suspicious by this score (:data:`SCORES`) instead of a mask.
+        confident_joint: ``[C, C]`` (rows = given label) counts to use instead of those of
+            ``pred_probs`` where cleanlab's filter takes them (``prune_by_noise_rate``,
+            ``prune_by_class``, ``both``): a detector that counts with another estimate than it
+            ranks by (``counts_with``). cleanlab calibrates them to the label counts first.
 
     Returns:
         ``bool [N]`` mask, or ``int64 [K]`` ranked indices.
@@ -221,7 +226,13 @@ def find_label_issues(labels, pred_probs, *, filter_by: str = "predicted_neq_giv
             if filter_by == "expected_f1":
                 mask = expected_f1_issues(labels, p, label_quality_scores(labels, p, rank_by))
             else:
-                mask = cleanlab_filter.find_label_issues(labels, p, filter_by=filter_by, n_jobs=1)
+                counts = None
+                if confident_joint is not None and filter_by in ("prune_by_noise_rate", "prune_by_class", "both"):
+                    from cleanlab.count import calibrate_confident_joint
+
+                    counts = calibrate_confident_joint(np.asarray(confident_joint), labels)
+                mask = cleanlab_filter.find_label_issues(labels, p, filter_by=filter_by, n_jobs=1,
+                                                         confident_joint=counts)
         except (ValueError, IndexError) as err:  # e.g. a class with too few examples
             raise ValueError(f"the {filter_by} filter failed ({err}); use filter_by=predicted_neq_given") from None
     else:

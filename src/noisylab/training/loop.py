@@ -32,6 +32,8 @@ def run_epochs(run: Run, callbacks: list[EpochCallback] | None = None) -> None:
         except TrainingStopped as stop:
             if stop.progress is not None:
                 write_stop_checkpoint(run, stop.progress)
+                if run.dist.enabled:
+                    dist.barrier()  # the others wait for rank 0's checkpoint before they exit
             raise
         row.update(evaluate(run, epoch))
         improved = update_best(run, row)

@@ -109,13 +109,18 @@ def checkpoint_state(run: Run, epoch: int) -> dict[str, Any]:
 
 def write_stop_checkpoint(run: Run, progress: dict[str, Any]) -> None:
     """Rank 0: ``last.pt`` at the step where a stop request ended training inside epoch
-    ``progress["epoch"]`` (the finished epoch's checkpoint moves to ``prev.pt``), so resuming
-    loses no step; ``within_epoch`` holds the epoch's place and sums so far (:func:`fit_epoch`)."""
+    ``progress["epoch"]`` (the finished epoch's checkpoint moves to ``prev.pt``; a second stop in
+    the same epoch replaces the first), so resuming loses no step; ``within_epoch`` holds the
+    epoch's place and sums so far (:func:`fit_epoch`)."""
     if not run.dist.is_main or run.out is None:
         return
     ckpt = checkpoint_state(run, int(progress["epoch"]) - 1)
     ckpt["within_epoch"] = progress
-    save_checkpoint(ckpt, run.out / "checkpoints" / "last.pt", keep_old_as=run.out / "checkpoints" / "prev.pt")
+    # a second stop in the same epoch replaces the first: prev.pt keeps the finished epoch to go back to
+    again = run.stop_saved_in == int(progress["epoch"])
+    save_checkpoint(ckpt, run.out / "checkpoints" / "last.pt",
+                    keep_old_as=None if again else run.out / "checkpoints" / "prev.pt")
+    run.stop_saved_in = int(progress["epoch"])
     log.info("stopped in epoch %d after step %d of %d%s; saved to %s", progress["epoch"] + 1, progress["batch"],
              progress["of"], f" of phase {progress['phase'] + 1}" if progress["phase"] else "",
              run.out / "checkpoints" / "last.pt")

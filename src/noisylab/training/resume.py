@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ..checkpoint import load_checkpoint, restore_rng
+from ..checkpoint import CheckpointError, load_checkpoint, read_checkpoint_file, restore_rng, run_folder_of
 from ..config import Config, ConfigError, build_config
 from .state import Run
 
@@ -59,6 +59,38 @@ def has_checkpoint(folder: Path) -> bool:
     return any((folder / "checkpoints" / name).is_file() for name in ("last.pt", "prev.pt", "best.pt"))
 
 
+def finished_epoch_instead(ckpt_file: Path, state: dict[str, Any], cfg: Config,
+                           world_size: int) -> tuple[Path, dict[str, Any]]:
+    """The checkpoint to resume: ``state`` itself, unless it is a stop checkpoint (saved inside an
+    epoch) that cannot go on from its step: on another number of processes (its step counts the
+    old processes' batches) or with ``train.epochs`` no longer above the stopped epoch. Then the
+    run's last finished epoch (``prev.pt``) replaces it, with a warning; a ConfigError of one line
+    when there is none (stopped in its first epoch, or the file is damaged)."""
+    within = state.get("within_epoch")
+    if within is None:
+        return ckpt_file, state
+    stopped, trained_on = int(within["epoch"]), int(state.get("world_size", 1))
+    if trained_on != world_size:
+        reason = f"it ran on {trained_on} process(es) and now on {world_size}"
+    elif cfg.train.epochs <= stopped:
+        reason = f"train.epochs is now {cfg.train.epochs}"
+    else:
+        return ckpt_file, state
+    prev, prev_state = ckpt_file.parent / "prev.pt", None
+    if prev.is_file() and prev != ckpt_file:
+        try:
+            prev_state = read_checkpoint_file(prev)
+        except CheckpointError:
+            prev_state = None
+    if prev_state is None or prev_state.get("within_epoch") is not None or int(prev_state["epoch"]) != stopped - 1:
+        raise ConfigError(f"'{run_folder_of(ckpt_file)}' stopped inside epoch {stopped + 1} and cannot go on from "
+                          f"there ({reason}), and has no checkpoint of the epoch before to go back to: resume it on "
+                          f"{trained_on} process(es) with train.epochs above {stopped}, or start it again")
+    log.warning("the run stopped inside epoch %d; %s, so it goes back to the end of epoch %d (%s) and trains "
+                "epoch %d again from its start", stopped + 1, reason, stopped, prev, stopped + 1)
+    return prev, prev_state
+
+
 def restore_run(run: Run, state: dict[str, Any], changed: list[str]) -> None:
     """Put a checkpoint's state into ``run``: the method, the history, the RNGs, the AMP scale;
     apply a new learning rate / schedule / epoch count; say what a new process count changes."""
@@ -71,6 +103,8 @@ def restore_run(run: Run, state: dict[str, Any], changed: list[str]) -> None:
     run.history, run.memorization, run.best = state["history"], state["memorization"], state["best"]
     run.start_epoch, run.step = int(state["epoch"]) + 1, int(state["step"])
     run.within_epoch = state.get("within_epoch")  # a stop checkpoint: go on from the step after it
+    if run.within_epoch is not None:
+        run.stop_saved_in = int(run.within_epoch["epoch"])
     restore_rng(state["rng"])
     if state.get("scaler"):
         run.scaler.load_state_dict(state["scaler"])  # AMP loss scale: part of an exact resume

@@ -23,7 +23,7 @@ from ..methods import Method, MethodContext, build_method
 from ..methods.base import EvalData
 from ..per_example import table_storage
 from .outputs import open_run_folder
-from .resume import config_changes, restore_run
+from .resume import config_changes, finished_epoch_instead, restore_run
 from .runtime import _STOP, setup_device
 from .state import Run
 
@@ -57,6 +57,7 @@ def setup_run(cfg: Config, resume: str | Path | None = None, run_dir: str | Path
     state, changed, ckpt_file = None, [], None
     if resume is not None:
         ckpt_file, state = resolve_checkpoint(resume)
+        ckpt_file, state = finished_epoch_instead(ckpt_file, state, cfg, dinfo.world_size)
         run_dir = run_folder_of(ckpt_file)
         changed = config_changes(state["config"], cfg)
         # the run keeps the name and folder it has (config.yaml records what the run used)

@@ -55,4 +55,5 @@ class Run:
     start_epoch: int = 0
     step: int = 0
     within_epoch: dict[str, Any] | None = None  # where a run stopped inside start_epoch (a stop checkpoint's)
+    stop_saved_in: int | None = None  # the epoch whose stop checkpoint last.pt holds (prev.pt: the epoch before)
     t_start: float = field(default_factory=time.time)
