@@ -306,3 +306,25 @@ def test_write_failures_name_the_file_and_the_fix_and_leave_nothing(tmp_path, er
     assert fix in err.value.strerror and str(target) in err.value.strerror
     assert target.read_text() == "the old, complete file\n"
     assert [p.name for p in target.parent.iterdir()] == ["metrics.csv"]  # no temporary file left
+
+
+def test_the_cuda_generator_of_the_run_device_is_saved_and_restored(monkeypatch):
+    """No GPU here: the CUDA calls are recorded. A checkpoint holds the run device's generator, and
+    a resume (on any rank, each on its own device) puts it back there, not on every device."""
+    from noisylab.checkpoint import capture_rng, restore_rng
+
+    calls = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device="cuda": calls.append(("get", device))
+                        or torch.full((8,), 7, dtype=torch.uint8))
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device="cuda": calls.append(("set", device,
+                                                                                              state.tolist())))
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda states: calls.append(("set_all",)))
+    state = capture_rng(torch.device("cuda", 1))
+    assert calls == [("get", torch.device("cuda", 1))] and len(state["cuda"]) == 1
+    restore_rng(state, torch.device("cuda", 3))  # rank 3 of a 4-GPU run resumes rank 0's checkpoint
+    assert calls[-1] == ("set", torch.device("cuda", 3), [7] * 8)
+    calls.clear()
+    assert capture_rng("cpu")["cuda"] == [] and capture_rng()["cuda"] == [] and calls == []
+    restore_rng(state, "cpu")  # a CUDA run resumed on the CPU: the CPU generators only
+    assert calls == []

@@ -246,9 +246,12 @@ def run_folder_of(checkpoint: Path) -> Path:
 
 
 # ----------------------------------------------------------------------------- RNG
-def capture_rng() -> dict[str, Any]:
-    """Every RNG the training touches: python, numpy, torch CPU and CUDA."""
+def capture_rng(device: torch.device | str | None = None) -> dict[str, Any]:
+    """Every RNG the training touches: python, numpy, torch CPU and, on a CUDA ``device``, that
+    device's generator (``cuda``: a list of one state; none otherwise)."""
     np_state = np.random.get_state()
+    device = torch.device(device) if device is not None else None
+    on_cuda = device is not None and device.type == "cuda" and torch.cuda.is_available()
     return {
         "python": list(random.getstate()[1]),
         "python_version": random.getstate()[0],
@@ -258,17 +261,24 @@ def capture_rng() -> dict[str, Any]:
         "numpy_has_gauss": int(np_state[3]),
         "numpy_gauss": float(np_state[4]),
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "cuda": [torch.cuda.get_rng_state(device)] if on_cuda else [],
     }
 
 
-def restore_rng(state: dict[str, Any]) -> None:
+def restore_rng(state: dict[str, Any], device: torch.device | str | None = None) -> None:
+    """Put back what :func:`capture_rng` took; its CUDA state goes to ``device``'s generator.
+
+    Every process of a DDP run is seeded alike and draws alike, so rank 0's device generator (the
+    one a checkpoint holds) is also the state every other rank's own device must get back; a
+    checkpoint of an older version holds every device's state as process 0 saw it, of which the
+    first is the one it trained on."""
     random.setstate((state["python_version"], tuple(state["python"]), state["python_gauss"]))
     np.random.set_state(("MT19937", state["numpy_keys"].numpy().astype(np.uint32), state["numpy_pos"],
                          state["numpy_has_gauss"], state["numpy_gauss"]))
     torch.set_rng_state(state["torch"].cpu())
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+    device = torch.device(device) if device is not None else None
+    if state["cuda"] and device is not None and device.type == "cuda" and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"][0].cpu(), device)
 
 
 def seed_everything(seed: int) -> None:

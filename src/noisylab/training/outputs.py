@@ -99,7 +99,7 @@ def write_epoch(run: Run, row: dict[str, Any], improved: bool) -> None:
 def checkpoint_state(run: Run, epoch: int) -> dict[str, Any]:
     """What a checkpoint holds after epoch ``epoch`` (the last finished one) and ``run.step`` steps."""
     ckpt = {"epoch": epoch, "step": run.step, "method": run.method.state_dict(), "history": run.history,
-            "memorization": run.memorization, "best": run.best, "rng": capture_rng(), "config": run.cfg.to_dict(),
+            "memorization": run.memorization, "best": run.best, "rng": capture_rng(run.device), "config": run.cfg.to_dict(),
             "scaler": run.scaler.state_dict() if run.amp else {}, "world_size": run.dist.world_size,
             "lookahead": run.lookahead.state_dict() if run.lookahead is not None else {}}
     if run.dynamics is not None:

@@ -105,7 +105,7 @@ def restore_run(run: Run, state: dict[str, Any], changed: list[str]) -> None:
     run.within_epoch = state.get("within_epoch")  # a stop checkpoint: go on from the step after it
     if run.within_epoch is not None:
         run.stop_saved_in = int(run.within_epoch["epoch"])
-    restore_rng(state["rng"])
+    restore_rng(state["rng"], run.device)
     if state.get("scaler"):
         run.scaler.load_state_dict(state["scaler"])  # AMP loss scale: part of an exact resume
     if run.lookahead is not None and state.get("lookahead"):
