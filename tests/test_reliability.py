@@ -328,3 +328,21 @@ def test_the_cuda_generator_of_the_run_device_is_saved_and_restored(monkeypatch)
     assert capture_rng("cpu")["cuda"] == [] and capture_rng()["cuda"] == [] and calls == []
     restore_rng(state, "cpu")  # a CUDA run resumed on the CPU: the CPU generators only
     assert calls == []
+
+
+def test_issues_of_a_run_take_the_rate_of_todays_verdict_not_the_one_the_run_wrote(tmp_path):
+    """A run written by an earlier version keeps its old noise rate in summary.json; reading its
+    issues again makes the verdict and its rate again, so the flags and the rate agree."""
+    import json
+
+    from noisylab.find import issues_from_run
+
+    res = train(tiny(tmp_path))
+    path = res.run_dir / "summary.json"
+    summary = json.loads(path.read_text())
+    fresh = summary["detect"]["noise_rate_estimate"]
+    summary["detect"]["noise_rate_estimate"] = 0.999  # as if an older counting had written it
+    path.write_text(json.dumps(summary))
+    issues = issues_from_run(res.run_dir)
+    assert issues.noise_rate_estimate == pytest.approx(fresh) and fresh != pytest.approx(0.999)
+    assert issues.is_label_issue.sum() == summary["detect"]["num_flagged"]

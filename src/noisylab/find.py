@@ -49,10 +49,11 @@ def training_config(data: str | Path, *, output_dir: str | Path = "runs", name: 
 
 def issues_from_run(run_dir: str | Path) -> LabelIssues:
     """The :class:`LabelIssues` of a finished run folder: its detector on ``predictions.npz``, with
-    the file names and the noise estimate the run wrote."""
+    the file names, and the noise estimate of that verdict (made again, so that a run written by an
+    earlier version gets the rate of today's flags)."""
     import json
 
-    from .detect import detect_label_issues
+    from .detect import detect_label_issues, detection_summary
     from .detect.io import read_evidence
 
     run_dir = Path(run_dir)
@@ -61,16 +62,17 @@ def issues_from_run(run_dir: str | Path) -> LabelIssues:
     arrays, ev = read_evidence(run_dir / "predictions.npz")
     found = detect_label_issues(ev, det.get("method", "history"), det.get("filter_by", "auto"),
                                 rank_by=det.get("rank_by", "relative_confidence"))
+    noise = detection_summary(found, ev.given, None, ev.num_classes)
     order = np.argsort(arrays["index"], kind="stable")  # rows in dataset order
     names = arrays["example_path"][order].tolist() if "example_path" in arrays else None
     classes = arrays["class_names"].tolist() if "class_names" in arrays else [str(c) for c in range(ev.num_classes)]
     return LabelIssues(labels=ev.given[order], class_names=classes, probs=found.probs[order],
                        quality=found.quality[order], is_label_issue=found.flagged[order],
                        suggested=found.suggested[order],
-                       noise_rate_estimate=float(det.get("noise_rate_estimate", found.flagged.mean())),
+                       noise_rate_estimate=float(noise["noise_rate_estimate"]),
                        filter_by=found.filter_by, rank_by=found.rank_by, names=names,
                        seconds={"training": float(summary.get("wall_time_s", 0.0))},
-                       noise_rate_check=det.get("noise_rate_check"), noise_rate_pinned=det.get("noise_rate_pinned", True))
+                       noise_rate_check=noise.get("noise_rate_check"), noise_rate_pinned=noise.get("noise_rate_pinned", True))
 
 
 def find_label_issues(data, labels=None, *, pred_probs=None, names: Sequence[str] | None = None,
