@@ -171,21 +171,29 @@ def run_name(dataset: str, regime: str, noise: str, method: str, seed: int) -> s
 def train_or_read(cfg: dict) -> dict:
     """The run's summary.json, training it first unless a finished run of that name exists; a run
     stopped part-way continues from its last checkpoint (noisylab's exact resume)."""
+    folder = Path(cfg["output_dir"]) / cfg["name"]
+    if not (folder / "summary.json").is_file():
+        train_to_the_end(cfg)
+    return json.loads((folder / "summary.json").read_text())
+
+
+def train_to_the_end(cfg: dict) -> None:
+    """Train ``cfg`` into ``output_dir/name``, going on from what a stopped run left there (a
+    cross-validation from its finished folds). SIGTERM or Ctrl-C saves a checkpoint at that step
+    and exits: the same command then goes on."""
     import shutil
 
     from noisylab.config import build_config
     from noisylab.training import TrainingStopped, has_checkpoint, stop_on_signals, train
 
     folder = Path(cfg["output_dir"]) / cfg["name"]
-    if not (folder / "summary.json").is_file():
-        if folder.is_dir() and not has_checkpoint(folder):
-            shutil.rmtree(folder)  # killed in its first epoch without a stop checkpoint: nothing to keep
-        try:
-            with stop_on_signals():  # SIGTERM / Ctrl-C: a checkpoint at that step, then exit
-                train(build_config(cfg), resume=folder if folder.is_dir() else None)
-        except TrainingStopped as err:
-            raise SystemExit(f"{err}; saved at that step: run the same command again to go on") from None
-    return json.loads((folder / "summary.json").read_text())
+    if not cfg.get("cv", {}).get("folds") and folder.is_dir() and not has_checkpoint(folder):
+        shutil.rmtree(folder)  # killed in its first epoch without a stop checkpoint: nothing to keep
+    try:
+        with stop_on_signals():
+            train(build_config(cfg), resume=folder if folder.is_dir() else None)
+    except TrainingStopped as err:
+        raise SystemExit(f"{err}; saved at that step: run the same command again to go on") from None
 
 
 def pretrain_config(args, profile: dict, dataset: str) -> dict:

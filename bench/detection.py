@@ -53,10 +53,14 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from accuracy import train_to_the_end  # noqa: E402  (bench/ is a folder of scripts, not a package)
 
 REGIMES = {"realistic": ("crop_flip", 5e-4), "memorization": ("none", 0.0)}
 """(augmentation, weight decay) of each regime: with neither, CE fits most wrong labels by the end."""
@@ -130,10 +134,8 @@ def timed_train(cfg: dict, reuse: bool = False):
     """``(run folder, summary, wall seconds)``; with ``reuse``, a finished run of the same name in the
     output folder is read instead of trained again and a stopped one is continued (the wall time is
     then the one its summary.json records: a cross-validation's is the sum of its folds')."""
-    import shutil
-
     from noisylab.config import build_config
-    from noisylab.training import TrainingStopped, has_checkpoint, stop_on_signals, train
+    from noisylab.training import train
 
     folder = Path(cfg["output_dir"]) / cfg["name"]
     if not reuse:
@@ -141,13 +143,7 @@ def timed_train(cfg: dict, reuse: bool = False):
         res = train(build_config(cfg))
         return res.run_dir, res.summary, time.time() - t0
     if not (folder / "summary.json").is_file():
-        if not cfg.get("cv", {}).get("folds") and folder.is_dir() and not has_checkpoint(folder):
-            shutil.rmtree(folder)  # killed in its first epoch without a stop checkpoint: nothing to keep
-        try:
-            with stop_on_signals():  # SIGTERM / Ctrl-C: a checkpoint at that step, then exit
-                train(build_config(cfg), resume=folder if folder.is_dir() else None)
-        except TrainingStopped as err:
-            raise SystemExit(f"{err}; saved at that step: run the same command again to go on") from None
+        train_to_the_end(cfg)
     return finished_run(folder)
 
 
