@@ -41,7 +41,7 @@ def fit_epoch(run: Run, epoch: int) -> dict[str, Any]:
     over the examples of all ranks) and, with a classifier, ``train_acc``.
 
     Raises :class:`TrainingStopped` after the step during which a stop was requested (with its
-    ``progress``: :func:`epoch_progress`), and :class:`TrainingDiverged` at the end of an epoch
+    ``progress``: the place in the epoch, each rank's running sums, the method's ``epoch_progress()``), and :class:`TrainingDiverged` at the end of an epoch
     whose loss was not finite (with ``train.skip_nonfinite`` such batches are skipped instead: no
     optimizer step). A run resumed from a stop checkpoint (``run.within_epoch``) goes on from the
     step after the stop, with the epoch's sums so far."""
@@ -60,7 +60,9 @@ def fit_epoch(run: Run, epoch: int) -> dict[str, Any]:
     start_phase, start_batch = 0, 0
     if resumed is not None:
         t0 -= resumed["time_s"]
-        mine = own_tallies(resumed["ranks"], run.dist)
+        # a stop checkpoint resumes inside its epoch only on its own number of processes
+        # (resume.finished_epoch_instead), so each rank takes back its own running sums
+        mine = resumed["ranks"][run.dist.rank]
         sums = {k: torch.tensor(v, device=device) for k, v in mine["sums"].items()}
         peaks = {k: torch.tensor(v, device=device) for k, v in mine["peaks"].items()}
         seen, skipped, lr = int(mine["seen"]), int(mine["skipped"]), float(resumed["lr"])
@@ -157,20 +159,6 @@ def every_rank(tallies: dict[str, Any], dinfo: DistInfo) -> list[dict[str, Any]]
     gathered: list[Any] = [None] * dinfo.world_size
     dist.all_gather_object(gathered, tallies)
     return gathered
-
-
-def own_tallies(ranks: list[dict[str, Any]], dinfo: DistInfo) -> dict[str, Any]:
-    """This process's running sums from a stop checkpoint's :func:`every_rank`. On another number
-    of processes rank 0 takes the totals of them all (the epoch's means stay right) and the
-    others start from nothing."""
-    if len(ranks) == dinfo.world_size:
-        return ranks[dinfo.rank]
-    if dinfo.rank:
-        return {"sums": {}, "peaks": {}, "seen": 0, "skipped": 0}
-    keys = {k for r in ranks for k in r["sums"]}
-    return {"sums": {k: sum(r["sums"].get(k, 0.0) for r in ranks) for k in keys},
-            "peaks": {k: max(r["peaks"].get(k, 0.0) for r in ranks) for k in {k for r in ranks for k in r["peaks"]}},
-            "seen": sum(int(r["seen"]) for r in ranks), "skipped": sum(int(r["skipped"]) for r in ranks)}
 
 
 def divergence_message(run: Run, epoch: int, loss: float, lr: float, peaks: dict[str, torch.Tensor]) -> str:
