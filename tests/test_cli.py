@@ -122,3 +122,38 @@ def test_demo_short_version_prints_the_table_and_writes_the_plot(tmp_path):
     a = np.load(demo / "ce_noisy" / "noisy_labels.npz")["noisy"]
     b = np.load(demo / "elr_noisy" / "noisy_labels.npz")["noisy"]
     assert np.array_equal(a, b) and (a != np.load(demo / "ce_clean" / "noisy_labels.npz")["noisy"]).mean() > 0.3
+
+
+def test_detect_relabel_writes_the_flagged_training_labels_replaced_and_a_second_run_trains_on_them(tmp_path):
+    import csv
+
+    import numpy as np
+
+    from noisylab.noise import NoisyLabels
+
+    p = run_cli("train", "-c", write_config(tmp_path), *TINY, "data.val_fraction=0.2", "--name", "first", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    run = tmp_path / "runs" / "first"
+    before = (run / "noisy_labels.npz").read_bytes()
+    # bad file names: one line, exit 2, nothing written (not even the CSV), the run's labels untouched
+    for bad, fragment in [("r.txt", "a .npz or .csv file"), (run / "noisy_labels.npz", "would overwrite")]:
+        p = run_cli("detect", run, "-o", tmp_path / "li.csv", "--relabel", bad, cwd=tmp_path)
+        assert_one_line_error(p, fragment)
+        assert not (tmp_path / "li.csv").exists() and (run / "noisy_labels.npz").read_bytes() == before
+    p = run_cli("detect", run, "-o", tmp_path / "li.csv", "--relabel", tmp_path / "relabelled.npz", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    old, new = NoisyLabels.load(run / "noisy_labels.npz"), NoisyLabels.load(tmp_path / "relabelled.npz")
+    expected = old.noisy.copy()
+    rows = list(csv.DictReader((tmp_path / "li.csv").open()))
+    changed = [r for r in rows if r["is_label_issue"] == "1" and r["part"] == "train"]
+    assert changed and any(r["is_label_issue"] == "1" and r["part"] == "val" for r in rows)  # held-out flags stay
+    for r in changed:
+        expected[int(r["index"])] = int(r["suggested_label"])
+    assert np.array_equal(new.noisy, expected) and np.array_equal(new.clean, old.clean)
+    assert new.options["relabelled"] == len(changed) and f"relabelled {len(changed)} of {len(old)} labels" in p.stdout
+    assert f"wrong labels {old.actual_rate:.1%} -> {new.actual_rate:.1%}" in p.stdout
+    # a second run trains on the relabelled labels (and keeps them as its own label file)
+    p = run_cli("train", "-c", write_config(tmp_path), *TINY, "data.val_fraction=0.2", "noise.kind=none",
+                f"noise.file={tmp_path / 'relabelled.npz'}", "train.epochs=1", "--name", "second", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert np.array_equal(NoisyLabels.load(tmp_path / "runs" / "second" / "noisy_labels.npz").noisy, new.noisy)

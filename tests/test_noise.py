@@ -1003,3 +1003,25 @@ def test_generic_invariants(C, n, rate, seed, kind, exact):
     if kind == "symmetric" and exact:
         assert nl.num_noisy == half_up(rate * n)
     json.dumps(nl.options)
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".csv"])
+def test_relabelled_replaces_only_the_given_labels_and_says_where_they_came_from(tmp_path, suffix):
+    nl = NoisyLabels(np.array([1, 1, 2, 2, 0]), np.array([0, 1, 2, 0, 0]), 3, "symmetric", 0.4, 7)
+    new = nl.relabelled(np.array([0, 3]), np.array([0, 1]), relabelled_from="runs/a", relabelled=2)
+    assert new.noisy.tolist() == [0, 1, 2, 1, 0] and nl.noisy.tolist() == [1, 1, 2, 2, 0]  # a copy
+    assert new.is_noisy.tolist() == [False, False, False, True, False]  # against the clean labels
+    assert new.actual_rate == pytest.approx(0.2)
+    assert (new.kind, new.rate, new.seed) == ("symmetric", 0.4, 7)
+    back = NoisyLabels.load(new.save(tmp_path / f"r{suffix}"))
+    assert back.noisy.tolist() == new.noisy.tolist()
+    assert back.options == {"relabelled_from": "runs/a", "relabelled": 2}
+    with pytest.raises(NoiseError, match="relabelled by a detector on the run 'runs/a'"):
+        regenerate(back)
+    # clean labels unknown: whether a relabelled label is right is unknown, so is_noisy carries over
+    own = NoisyLabels(np.array([2, 0, 1]), None, 3, "none", 0.0, 0, is_noisy=np.array([False, True, False]))
+    assert own.relabelled(np.array([1]), np.array([2])).is_noisy.tolist() == [False, True, False]
+    with pytest.raises(NoiseError, match=r"\[0, 5\)"):
+        nl.relabelled(np.array([5]), np.array([0]))
+    with pytest.raises(NoiseError, match="2 indices for 1 new labels"):
+        nl.relabelled(np.array([0, 1]), np.array([0]))

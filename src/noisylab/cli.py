@@ -264,6 +264,9 @@ def add_detect_arguments(p: argparse.ArgumentParser) -> None:
                    help="the quality score that ranks the examples (lower = more likely wrong)")
     p.add_argument("--only-flagged", action="store_true", help="write only the suspected rows")
     p.add_argument("-o", "--output", help="CSV to write (default: <run>/label_issues_<method>_<filter>.csv)")
+    p.add_argument("--relabel", metavar="LABELS.npz",
+                   help="for a run: also write its label file with every flagged training label replaced by the "
+                        "suggested one (held-out labels kept), to train again on with noise.file=LABELS.npz")
 
 
 def _load_array(path: str, what: str):
@@ -298,6 +301,8 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
     if not (args.labels and args.pred_probs):
         raise ConfigError("give a run folder, or both --labels and --pred-probs")
+    if args.relabel:
+        raise ConfigError("--relabel rewrites a run's label file: give the run folder instead of --labels/--pred-probs")
     if args.method is not None:
         raise ConfigError(f"--method {args.method} reads a run folder's evidence; with --labels/--pred-probs "
                           "the probabilities are the evidence: drop --method")
@@ -327,6 +332,7 @@ def _detect_run(args: argparse.Namespace) -> int:
     pred_file = run / "predictions.npz"
     if not pred_file.is_file():
         raise ConfigError(f"'{run}' has no predictions.npz (is it a finished noisylab run folder with a classifier?)")
+    relabelled = args.relabel and _relabel(run, args)  # first: a bad file name fails before anything is written
     try:
         arrays, ev = read_evidence(pred_file)
         found = detect_label_issues(ev, args.method, args.filter_by, args.threshold, args.rank_by, keep_probs=False)
@@ -346,7 +352,27 @@ def _detect_run(args: argparse.Namespace) -> int:
     if truth is not None and s["num_noisy"]:
         print(f"against the known wrong labels: precision {s['precision']:.3f}  recall {s['recall']:.3f}  "
               f"F1 {s['f1']:.3f}  AUROC {s['auroc']:.3f}  AUPRC {s['auprc']:.3f}")
+    if relabelled:
+        print(relabelled)
     return 0
+
+
+def _relabel(run: Path, args: argparse.Namespace) -> str:
+    """``detect --relabel``: write the relabelled label file; the line that says what changed."""
+    from .config import ConfigError
+    from .find import relabel_run
+    from .noise import NoisyLabels
+
+    try:
+        new = relabel_run(run, args.relabel, method=args.method, filter_by=args.filter_by, threshold=args.threshold,
+                          rank_by=args.rank_by)
+    except (ValueError, ImportError) as err:
+        raise ConfigError(str(err)) from None
+    line = (f"relabelled {new.options['relabelled']} of {len(new)} labels -> {args.relabel} "
+            f"(train on it with noise.file={args.relabel})")
+    if new.clean is not None:
+        line += f"; wrong labels {NoisyLabels.load(run / 'noisy_labels.npz').actual_rate:.1%} -> {new.actual_rate:.1%}"
+    return line
 
 
 # ----------------------------------------------------------------------------- report

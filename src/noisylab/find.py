@@ -75,6 +75,43 @@ def issues_from_run(run_dir: str | Path) -> LabelIssues:
                        noise_rate_check=noise.get("noise_rate_check"), noise_rate_pinned=noise.get("noise_rate_pinned", True))
 
 
+def relabel_run(run_dir: str | Path, out: str | Path, *, method: str = "history", filter_by: str = "auto",
+                threshold: float = 0.5, rank_by: str = "relative_confidence"):
+    """Write ``out`` (``.npz`` or ``.csv``): the run's label file with every flagged training
+    label replaced by the detector's suggested label (its most likely class), ready to train a
+    second run on with ``noise.file=out``. Held-out labels stay as they were, so a second run's
+    noisy validation accuracy stays comparable with the first's.
+
+    The idea of training again on labels corrected by a first model's predictions is old (Reed
+    et al., "Training deep neural networks on noisy labels with bootstrapping", 2015, hard
+    bootstrapping; Tanaka et al., "Joint optimization framework for learning with noisy labels",
+    CVPR 2018); this is its simplest two-run form. Returns the new
+    :class:`~noisylab.noise.NoisyLabels`; its options say where it came from and how many labels
+    changed (``relabelled``).
+    """
+    from .config import ConfigError
+    from .detect import detect_label_issues
+    from .detect.io import read_evidence
+    from .noise import NoiseError, NoisyLabels
+
+    run_dir, out = Path(run_dir), Path(out)
+    if out.suffix.lower() not in (".npz", ".csv"):
+        raise ConfigError(f"relabelled labels go to a .npz or .csv file, not '{out}'")
+    if out.resolve() == (run_dir / "noisy_labels.npz").resolve():
+        raise ConfigError("the relabelled labels would overwrite the run's own noisy_labels.npz: give another file name")
+    try:
+        labels = NoisyLabels.load(run_dir / "noisy_labels.npz")
+    except NoiseError as err:
+        raise ConfigError(f"relabelling reads the run's label file: {err}") from None
+    arrays, ev = read_evidence(run_dir / "predictions.npz")
+    found = detect_label_issues(ev, method, filter_by, threshold, rank_by, keep_probs=False)
+    change = np.flatnonzero(found.flagged & np.asarray(ev.in_training, dtype=bool))
+    new = labels.relabelled(arrays["index"][change], found.suggested[change], relabelled_from=str(run_dir),
+                            relabelled=int(len(change)), relabelled_by=f"{method}, {found.filter_by}")
+    new.save(out)
+    return new
+
+
 def find_label_issues(data, labels=None, *, pred_probs=None, names: Sequence[str] | None = None,
                       class_names: Sequence[str] | None = None, k: int = 10, folds: int = 5, seed: int = 0,
                       filter_by: str | None = None, output_dir: str | Path = "runs", overrides: Sequence[str] = (),

@@ -658,6 +658,9 @@ def regenerate(record: NoisyLabels, labels: Any = None, **overrides: Any) -> Noi
         overrides: options that are not stored, e.g. ``inputs=`` for instance noise (checked
             against the stored sha256) or ``path=`` for human labels on another machine.
     """
+    if "relabelled_from" in record.options:  # NoisyLabels.relabelled: a detector changed some labels
+        raise NoiseError(f"these labels were relabelled by a detector on the run '{record.options['relabelled_from']}', "
+                         "so no generator makes them again: regenerate that run's noisy_labels.npz instead")
     if labels is None:
         labels = record.clean
     return make_noisy_labels(labels, record.kind, record.rate, record.num_classes, record.seed,

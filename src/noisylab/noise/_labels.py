@@ -200,6 +200,28 @@ class NoisyLabels:
         return {"kind": self.kind, "rate": self.rate, "num_classes": self.num_classes,
                 "seed": self.seed, "options": json.loads(json.dumps(self.options))}
 
+    def relabelled(self, index: np.ndarray, labels: np.ndarray, **provenance: Any) -> "NoisyLabels":
+        """A copy whose labels at ``index`` (int [k]) are ``labels`` (int [k]), e.g. a detector's
+        suggested labels for its flagged examples; the rest stays as it is.
+
+        The clean labels, kind, rate and seed carry over and ``provenance`` (JSON values) is added
+        to the options, so the file says where it came from. With clean labels known, ``is_noisy``
+        is recomputed; without them it carries over (whether a relabelled example is right is
+        unknown).
+        """
+        index = np.asarray(index, dtype=np.int64).reshape(-1)
+        labels = as_label_array(labels, "new labels", self.num_classes)
+        if len(index) != len(labels):
+            raise NoiseError(f"{len(index)} indices for {len(labels)} new labels")
+        if len(index) and (index.min() < 0 or index.max() >= len(self.noisy)):
+            raise NoiseError(f"relabelled indices must lie in [0, {len(self.noisy)})")
+        noisy = self.noisy.copy()
+        noisy[index] = labels
+        return NoisyLabels(noisy, self.clean, self.num_classes, self.kind, self.rate, self.seed,
+                           {**self.options, **provenance},
+                           is_noisy=None if self.clean is not None else self.is_noisy.copy(),
+                           expected_rate=self.expected_rate, class_names=self.class_names)
+
     # ------------------------------------------------------------------ report
     def _name(self, c: int) -> str:
         if self.class_names and self.class_names[c] != str(c):
