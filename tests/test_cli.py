@@ -135,17 +135,25 @@ def test_detect_relabel_writes_the_flagged_training_labels_replaced_and_a_second
     assert p.returncode == 0, p.stderr
     run = tmp_path / "runs" / "first"
     before = (run / "noisy_labels.npz").read_bytes()
-    # bad file names: one line, exit 2, nothing written (not even the CSV), the run's labels untouched
-    for bad, fragment in [("r.txt", "a .npz or .csv file"), (run / "noisy_labels.npz", "would overwrite")]:
+    predictions = (run / "predictions.npz").read_bytes()
+    (tmp_path / "taken.npz").write_bytes(b"mine")
+    # bad file names: one line, exit 2, nothing written (not even the CSV), no file replaced
+    for bad, fragment in [("r.txt", "a .npz or .csv file"), (run / "noisy_labels.npz", "already exists"),
+                          (tmp_path / "taken.npz", "already exists"), (tmp_path / "nodir" / "r.npz", "does not exist"),
+                          (tmp_path / "other" / "predictions.npz", "a run's own file"),
+                          (tmp_path / "li.csv", "other output")]:
+        (tmp_path / "other").mkdir(exist_ok=True)
         p = run_cli("detect", run, "-o", tmp_path / "li.csv", "--relabel", bad, cwd=tmp_path)
         assert_one_line_error(p, fragment)
         assert not (tmp_path / "li.csv").exists() and (run / "noisy_labels.npz").read_bytes() == before
+        assert (run / "predictions.npz").read_bytes() == predictions and (tmp_path / "taken.npz").read_bytes() == b"mine"
     p = run_cli("detect", run, "-o", tmp_path / "li.csv", "--relabel", tmp_path / "relabelled.npz", cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     old, new = NoisyLabels.load(run / "noisy_labels.npz"), NoisyLabels.load(tmp_path / "relabelled.npz")
     expected = old.noisy.copy()
     rows = list(csv.DictReader((tmp_path / "li.csv").open()))
-    changed = [r for r in rows if r["is_label_issue"] == "1" and r["part"] == "train"]
+    flagged = [r for r in rows if r["is_label_issue"] == "1" and r["part"] == "train"]
+    changed = [r for r in flagged if r["suggested_label"] != r["given_label"]]
     assert changed and any(r["is_label_issue"] == "1" and r["part"] == "val" for r in rows)  # held-out flags stay
     for r in changed:
         expected[int(r["index"])] = int(r["suggested_label"])

@@ -1025,3 +1025,25 @@ def test_relabelled_replaces_only_the_given_labels_and_says_where_they_came_from
         nl.relabelled(np.array([5]), np.array([0]))
     with pytest.raises(NoiseError, match="2 indices for 1 new labels"):
         nl.relabelled(np.array([0, 1]), np.array([0]))
+
+
+def test_a_run_on_relabelled_labels_holds_out_what_the_first_run_held_out_without_the_truth(tmp_path):
+    from helpers import image_npz
+
+    from noisylab.config import build_config
+    from noisylab.data.prepare import prepare_data
+
+    cfg = {"name": "t", "device": "cpu", "data": {"dataset": "npz", "root": str(image_npz(tmp_path, n=60)),
+                                                  "val_fraction": 0.25}}
+    first = prepare_data(build_config(cfg))
+    assert not first.truth_known and len(first.val_idx) == 15
+    # relabel a third of the training part so that the classes' counts change: a split made on the
+    # new labels would hold out other examples
+    labels = first.labels
+    moved = first.train_idx[::3]
+    new = labels.relabelled(moved, (labels.noisy[moved] + 1) % 3, relabelled_from="runs/t", relabelled=len(moved))
+    new.save(tmp_path / "relabelled.npz")
+    second = prepare_data(build_config({**cfg, "noise": {"kind": "none", "file": str(tmp_path / "relabelled.npz")}}))
+    assert np.array_equal(second.val_idx, first.val_idx) and np.array_equal(second.train_idx, first.train_idx)
+    assert np.array_equal(second.labels.noisy[second.val_idx], labels.noisy[first.val_idx])
+    assert np.array_equal(second.labels.noisy[moved], (labels.noisy[moved] + 1) % 3)

@@ -332,7 +332,11 @@ def _detect_run(args: argparse.Namespace) -> int:
     pred_file = run / "predictions.npz"
     if not pred_file.is_file():
         raise ConfigError(f"'{run}' has no predictions.npz (is it a finished noisylab run folder with a classifier?)")
-    relabelled = args.relabel and _relabel(run, args)  # first: a bad file name fails before anything is written
+    out = Path(args.output) if args.output else run / f"label_issues_{args.method}_{args.filter_by}.csv"
+    if args.relabel:  # first: a bad file name fails before anything is written
+        from .find import check_relabel_target
+
+        check_relabel_target(run, args.relabel, also_written=[out])
     try:
         arrays, ev = read_evidence(pred_file)
         found = detect_label_issues(ev, args.method, args.filter_by, args.threshold, args.rank_by, keep_probs=False)
@@ -340,7 +344,6 @@ def _detect_run(args: argparse.Namespace) -> int:
         raise ConfigError(str(err)) from None
     truth = arrays.get("true_label")
     names = arrays["class_names"].tolist() if "class_names" in arrays else None
-    out = Path(args.output) if args.output else run / f"label_issues_{args.method}_{args.filter_by}.csv"
     rows = write_label_issues_csv(out, ev.given, found.suggested, found.flagged, found.quality, indices=arrays["index"],
                                   true_labels=truth, class_names=names, only_flagged=args.only_flagged,
                                   paths=arrays["example_path"].tolist() if "example_path" in arrays else None,
@@ -352,27 +355,22 @@ def _detect_run(args: argparse.Namespace) -> int:
     if truth is not None and s["num_noisy"]:
         print(f"against the known wrong labels: precision {s['precision']:.3f}  recall {s['recall']:.3f}  "
               f"F1 {s['f1']:.3f}  AUROC {s['auroc']:.3f}  AUPRC {s['auprc']:.3f}")
-    if relabelled:
-        print(relabelled)
+    if args.relabel:
+        _relabel(run, args, (arrays, ev, found))
     return 0
 
 
-def _relabel(run: Path, args: argparse.Namespace) -> str:
-    """``detect --relabel``: write the relabelled label file; the line that says what changed."""
-    from .config import ConfigError
+def _relabel(run: Path, args: argparse.Namespace, detection) -> None:
+    """``detect --relabel``: write the relabelled label file and say what changed."""
     from .find import relabel_run
     from .noise import NoisyLabels
 
-    try:
-        new = relabel_run(run, args.relabel, method=args.method, filter_by=args.filter_by, threshold=args.threshold,
-                          rank_by=args.rank_by)
-    except (ValueError, ImportError) as err:
-        raise ConfigError(str(err)) from None
+    new = relabel_run(run, args.relabel, method=args.method, filter_by=args.filter_by, detection=detection)
     line = (f"relabelled {new.options['relabelled']} of {len(new)} labels -> {args.relabel} "
-            f"(train on it with noise.file={args.relabel})")
-    if new.clean is not None:
+            f"(train on it with noise.file={args.relabel} and the first run's seed and data.val_fraction)")
+    if detection[0].get("true_label") is not None:  # the label file's clean labels are the truth
         line += f"; wrong labels {NoisyLabels.load(run / 'noisy_labels.npz').actual_rate:.1%} -> {new.actual_rate:.1%}"
-    return line
+    print(line)
 
 
 # ----------------------------------------------------------------------------- report

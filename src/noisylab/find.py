@@ -75,12 +75,40 @@ def issues_from_run(run_dir: str | Path) -> LabelIssues:
                        noise_rate_check=noise.get("noise_rate_check"), noise_rate_pinned=noise.get("noise_rate_pinned", True))
 
 
+RUN_FILES = ("noisy_labels.npz", "predictions.npz", "split.npz", "summary.json", "config.yaml", "metrics.csv")
+"""A run folder's own files, which a relabelled label file never replaces."""
+
+
+def check_relabel_target(run_dir: str | Path, out: str | Path, *, also_written: Sequence[str | Path] = ()) -> Path:
+    """``out`` as a path a relabelled label file may be written to: a new ``.npz`` / ``.csv`` file
+    in an existing folder, none of a run folder's own files and none of ``also_written`` (the
+    command's other outputs). Raises one-line :class:`~noisylab.config.ConfigError`s."""
+    from .config import ConfigError
+
+    out = Path(out)
+    if out.suffix.lower() not in (".npz", ".csv"):
+        raise ConfigError(f"relabelled labels go to a .npz or .csv file, not '{out}'")
+    if out.exists():
+        raise ConfigError(f"'{out}' already exists: give a new file name for the relabelled labels (or remove it)")
+    if not out.parent.is_dir():
+        raise ConfigError(f"the folder of '{out}' does not exist: create it or give another file name")
+    if out.name in RUN_FILES or out.name.startswith("label_issues") \
+            or any(out.resolve() == Path(p).resolve() for p in also_written):
+        raise ConfigError(f"'{out}' is a run's own file or this command's other output: give another file name")
+    return out
+
+
 def relabel_run(run_dir: str | Path, out: str | Path, *, method: str = "history", filter_by: str = "auto",
-                threshold: float = 0.5, rank_by: str = "relative_confidence"):
-    """Write ``out`` (``.npz`` or ``.csv``): the run's label file with every flagged training
+                threshold: float = 0.5, rank_by: str = "relative_confidence", detection=None):
+    """Write ``out`` (a new ``.npz`` or ``.csv``): the run's label file with every flagged training
     label replaced by the detector's suggested label (its most likely class), ready to train a
-    second run on with ``noise.file=out``. Held-out labels stay as they were, so a second run's
-    noisy validation accuracy stays comparable with the first's.
+    second run on with ``noise.file=out``. Held-out labels stay as they were, and the split is made
+    on the labels before any relabelling (:attr:`~noisylab.noise.NoisyLabels.clean`), so a second
+    run with the same seed and ``data.val_fraction`` holds out the same examples with the same
+    labels and its noisy validation accuracy compares with the first's.
+
+    ``detection``: ``(arrays, evidence, found)`` of this run's ``predictions.npz`` when the caller
+    has already detected (``noisylab detect``), else the detector runs here.
 
     The idea of training again on labels corrected by a first model's predictions is old (Reed
     et al., "Training deep neural networks on noisy labels with bootstrapping", 2015, hard
@@ -89,26 +117,30 @@ def relabel_run(run_dir: str | Path, out: str | Path, *, method: str = "history"
     :class:`~noisylab.noise.NoisyLabels`; its options say where it came from and how many labels
     changed (``relabelled``).
     """
+    from .checkpoint import atomic_write
     from .config import ConfigError
     from .detect import detect_label_issues
     from .detect.io import read_evidence
     from .noise import NoiseError, NoisyLabels
 
-    run_dir, out = Path(run_dir), Path(out)
-    if out.suffix.lower() not in (".npz", ".csv"):
-        raise ConfigError(f"relabelled labels go to a .npz or .csv file, not '{out}'")
-    if out.resolve() == (run_dir / "noisy_labels.npz").resolve():
-        raise ConfigError("the relabelled labels would overwrite the run's own noisy_labels.npz: give another file name")
+    run_dir, out = Path(run_dir), check_relabel_target(run_dir, out)
     try:
         labels = NoisyLabels.load(run_dir / "noisy_labels.npz")
     except NoiseError as err:
         raise ConfigError(f"relabelling reads the run's label file: {err}") from None
-    arrays, ev = read_evidence(run_dir / "predictions.npz")
-    found = detect_label_issues(ev, method, filter_by, threshold, rank_by, keep_probs=False)
-    change = np.flatnonzero(found.flagged & np.asarray(ev.in_training, dtype=bool))
-    new = labels.relabelled(arrays["index"][change], found.suggested[change], relabelled_from=str(run_dir),
+    if detection is None:
+        arrays, ev = read_evidence(run_dir / "predictions.npz")
+        found = detect_label_issues(ev, method, filter_by, threshold, rank_by, keep_probs=False)
+    else:
+        arrays, ev, found = detection
+    index = np.asarray(arrays["index"], dtype=np.int64)
+    if index.max(initial=-1) >= len(labels) or not np.array_equal(labels.noisy[index], ev.given):
+        raise ConfigError(f"'{run_dir}': predictions.npz and noisy_labels.npz disagree on the given labels "
+                          "(files from different runs?)")
+    change = np.flatnonzero(found.flagged & np.asarray(ev.in_training, dtype=bool) & (found.suggested != ev.given))
+    new = labels.relabelled(index[change], found.suggested[change], relabelled_from=str(run_dir),
                             relabelled=int(len(change)), relabelled_by=f"{method}, {found.filter_by}")
-    new.save(out)
+    atomic_write(out, new.save)  # save picks the format by the suffix, which the temporary name keeps
     return new
 
 
