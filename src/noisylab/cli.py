@@ -336,7 +336,7 @@ def _detect_run(args: argparse.Namespace) -> int:
     if args.relabel:  # first: a bad file name fails before anything is written
         from .find import check_relabel_target
 
-        check_relabel_target(run, args.relabel, also_written=[out])
+        check_relabel_target(args.relabel, also_written=[out])
     try:
         arrays, ev = read_evidence(pred_file)
         found = detect_label_issues(ev, args.method, args.filter_by, args.threshold, args.rank_by, keep_probs=False)

@@ -79,7 +79,7 @@ RUN_FILES = ("noisy_labels.npz", "predictions.npz", "split.npz", "summary.json",
 """A run folder's own files, which a relabelled label file never replaces."""
 
 
-def check_relabel_target(run_dir: str | Path, out: str | Path, *, also_written: Sequence[str | Path] = ()) -> Path:
+def check_relabel_target(out: str | Path, *, also_written: Sequence[str | Path] = ()) -> Path:
     """``out`` as a path a relabelled label file may be written to: a new ``.npz`` / ``.csv`` file
     in an existing folder, none of a run folder's own files and none of ``also_written`` (the
     command's other outputs). Raises one-line :class:`~noisylab.config.ConfigError`s."""
@@ -123,7 +123,7 @@ def relabel_run(run_dir: str | Path, out: str | Path, *, method: str = "history"
     from .detect.io import read_evidence
     from .noise import NoiseError, NoisyLabels
 
-    run_dir, out = Path(run_dir), check_relabel_target(run_dir, out)
+    run_dir, out = Path(run_dir), check_relabel_target(out)
     try:
         labels = NoisyLabels.load(run_dir / "noisy_labels.npz")
     except NoiseError as err:
