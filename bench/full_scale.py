@@ -148,13 +148,17 @@ def run_config(row: dict, seed: int, args) -> dict:
 def relabelled_config(row: dict, seed: int, args, table: str) -> tuple[dict, dict]:
     """The config of a ``relabel_by`` row, training on the labels the first run's default
     detector relabelled, and the first run's result row (its run trained or read first)."""
-    from noisylab.find import relabel_run
+    from noisylab.find import file_sha256, relabel_run
+    from noisylab.noise import NoisyLabels
 
     first_row = next(r for r in TABLES[table] if r["row"] == row["relabel_by"])
     first_cfg = run_config(first_row, seed, args)
     first = result_row(first_row, seed, first_cfg, train_or_read(first_cfg), 0.0)
     first_dir = Path(first_cfg["output_dir"]) / first_cfg["name"]
     labels = first_dir / "relabelled_labels.npz"
+    if labels.is_file() and (NoisyLabels.load(labels).options.get("relabelled_predictions_sha256")
+                             != file_sha256(first_dir / "predictions.npz")):
+        labels.unlink()  # the first run was trained again since: relabel from its new predictions
     if not labels.is_file():
         relabel_run(first_dir, labels)
     cfg = run_config(row, seed, args)

@@ -126,6 +126,8 @@ def test_demo_short_version_prints_the_table_and_writes_the_plot(tmp_path):
 
 def test_detect_relabel_writes_the_flagged_training_labels_replaced_and_a_second_run_trains_on_them(tmp_path):
     import csv
+    import hashlib
+    import json
 
     import numpy as np
 
@@ -159,9 +161,12 @@ def test_detect_relabel_writes_the_flagged_training_labels_replaced_and_a_second
         expected[int(r["index"])] = int(r["suggested_label"])
     assert np.array_equal(new.noisy, expected) and np.array_equal(new.clean, old.clean)
     assert new.options["relabelled"] == len(changed) and f"relabelled {len(changed)} of {len(old)} labels" in p.stdout
+    assert new.options["relabelled_predictions_sha256"] == hashlib.sha256(predictions).hexdigest()
     assert f"wrong labels {old.actual_rate:.1%} -> {new.actual_rate:.1%}" in p.stdout
     # a second run trains on the relabelled labels (and keeps them as its own label file)
     p = run_cli("train", "-c", write_config(tmp_path), *TINY, "data.val_fraction=0.2", "noise.kind=none",
                 f"noise.file={tmp_path / 'relabelled.npz'}", "train.epochs=1", "--name", "second", cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     assert np.array_equal(NoisyLabels.load(tmp_path / "runs" / "second" / "noisy_labels.npz").noisy, new.noisy)
+    summary = json.loads((tmp_path / "runs" / "second" / "summary.json").read_text())
+    assert f"then {len(changed)} relabelled by {run}" in summary["noise"]

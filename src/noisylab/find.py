@@ -14,6 +14,7 @@ the run folder keeps everything (``label_issues.csv``, ``report.html``, the mode
 """
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -98,6 +99,15 @@ def check_relabel_target(out: str | Path, *, also_written: Sequence[str | Path] 
     return out
 
 
+def file_sha256(path: Path) -> str:
+    """The SHA-256 (hex) of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def relabel_run(run_dir: str | Path, out: str | Path, *, method: str = "history", filter_by: str = "auto",
                 threshold: float = 0.5, rank_by: str = "relative_confidence", detection=None):
     """Write ``out`` (a new ``.npz`` or ``.csv``): the run's label file with every flagged training
@@ -114,8 +124,9 @@ def relabel_run(run_dir: str | Path, out: str | Path, *, method: str = "history"
     et al., "Training deep neural networks on noisy labels with bootstrapping", 2015, hard
     bootstrapping; Tanaka et al., "Joint optimization framework for learning with noisy labels",
     CVPR 2018); this is its simplest two-run form. Returns the new
-    :class:`~noisylab.noise.NoisyLabels`; its options say where it came from and how many labels
-    changed (``relabelled``).
+    :class:`~noisylab.noise.NoisyLabels`; its options say where it came from, how many labels
+    changed (``relabelled``) and the SHA-256 of the ``predictions.npz`` they came from
+    (``relabelled_predictions_sha256``).
     """
     from .checkpoint import atomic_write
     from .config import ConfigError
@@ -138,8 +149,11 @@ def relabel_run(run_dir: str | Path, out: str | Path, *, method: str = "history"
         raise ConfigError(f"'{run_dir}': predictions.npz and noisy_labels.npz disagree on the given labels "
                           "(files from different runs?)")
     change = np.flatnonzero(found.flagged & np.asarray(ev.in_training, dtype=bool) & (found.suggested != ev.given))
+    # the hash ties the file to the very predictions it came from: a run trained again in the same
+    # folder writes new predictions, and a stale relabelled file can be told apart
     new = labels.relabelled(index[change], found.suggested[change], relabelled_from=str(run_dir),
-                            relabelled=int(len(change)), relabelled_by=f"{method}, {found.filter_by}")
+                            relabelled=int(len(change)), relabelled_by=f"{method}, {found.filter_by}",
+                            relabelled_predictions_sha256=file_sha256(run_dir / "predictions.npz"))
     atomic_write(out, new.save)  # save picks the format by the suffix, which the temporary name keeps
     return new
 

@@ -184,7 +184,10 @@ def write_final_outputs(run: Run) -> dict[str, Any]:
 
 
 def noise_line(labels: NoisyLabels, truth_known: bool = True) -> str:
-    """``kind rate, actual r`` for the log; no actual rate where the true labels are unknown (own data)."""
+    """``kind rate, actual r`` for the log; no actual rate where the true labels are unknown (own
+    data); a file written by ``noisylab detect --relabel`` says so and names its run."""
     rate = "" if labels.rate is None else f" {labels.rate:g}"
     actual = f", actual {labels.actual_rate:.4f}" if labels.clean is not None and truth_known else ""
-    return f"{labels.kind}{rate}{actual}"
+    relabelled = labels.options.get("relabelled")
+    then = f", then {relabelled} relabelled by {labels.options.get('relabelled_from')}" if relabelled is not None else ""
+    return f"{labels.kind}{rate}{then}{actual}"
