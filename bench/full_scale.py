@@ -28,8 +28,9 @@ with their noisy labels: its rows are compared by ``noisy_val_top1_last`` (the f
 accuracy on those noisy labels), the only number a user without clean labels has, and the loss
 chosen that way is the one whose test accuracy counts. Its last row trains CE again on the labels
 the first CE run's default detector relabelled (``noisylab detect RUN --relabel``); the FLOPs and
-minutes of both runs count in that row; its last two rows do the same with 6 epochs each, in about
-the FLOPs of one 11-epoch run.
+minutes of both runs count in that row; the two rows after do the same with 6 epochs each, in about
+the FLOPs of one 11-epoch run; the last two train a second run on the first CE run's soft targets
+(``method.loss.name=distill``, the teacher's share 0.5 or 0.8, no label smoothing).
 """
 from __future__ import annotations
 
@@ -68,6 +69,7 @@ METHODS = {
     "CE, smoothing 0.4": {"method": {"name": "standard", "loss": {"name": "ce", "label_smoothing": 0.4}}},
     "GCE": {"method": {"name": "standard", "loss": {"name": "gce", "q": 0.7}}},
     "ELR, lam 1": {"method": {"name": "standard", "loss": {"name": "elr", "lam": 1.0, "beta": 0.7}}},
+    "distill": {},  # the row's own config names the loss and its teacher (TABLES["tune"])
     "recipe (ELR from the alarm)": {
         "method": {"name": "standard", "loss": {"name": "elr", "lam": 3.0, "beta": 0.7, "start": "alarm",
                                                 "prior": 1.0}}},
@@ -114,10 +116,15 @@ TABLES = {
     + [{"row": "CE 6 epochs, worst, noisy-val", "noise": "worst", "method": "CE", "epochs": 6,
         "config": {"data": {"val_fraction": 0.1}}},
        {"row": "CE 6 epochs on CE-6-relabelled labels, worst, noisy-val", "noise": "worst", "method": "CE", "epochs": 6,
-        "config": {"data": {"val_fraction": 0.1}}, "relabel_by": "CE 6 epochs, worst, noisy-val"}],
+        "config": {"data": {"val_fraction": 0.1}}, "relabel_by": "CE 6 epochs, worst, noisy-val"}]
+    # two runs: the second learns from the first CE run's soft targets (method.loss.name=distill)
+    + [{"row": f"CE distilled from CE at weight {w}, worst, noisy-val", "noise": "worst", "method": "distill",
+        "epochs": 11, "config": {"data": {"val_fraction": 0.1}, "method": {"name": "standard", "loss": {
+            "name": "distill", "weight": w}}}, "teacher_by": "CE, worst, noisy-val"} for w in (0.5, 0.8)],
 }
 """A row's ``relabel_by``: the row (of the same table and seed) whose run relabels the labels this
-row trains on; its FLOPs and minutes count in this row's."""
+row trains on; ``teacher_by``: the row whose run's history teaches this one (``method.loss.teacher``).
+The first run's FLOPs and minutes count in this row's."""
 
 
 def base_config() -> dict:
@@ -127,6 +134,7 @@ def base_config() -> dict:
 def run_config(row: dict, seed: int, args) -> dict:
     cfg = base_config()
     for section, part in [*METHODS[row["method"]].items(), *row.get("config", {}).items()]:
+        part = json.loads(json.dumps(part))  # a copy: the tables' dicts stay as they are
         cfg[section] = {**cfg.get(section, {}), **part} if section in ("data", "train") else part
     cfg["seed"] = seed
     cfg["data"]["root"] = args.data
@@ -145,23 +153,27 @@ def run_config(row: dict, seed: int, args) -> dict:
     return cfg
 
 
-def relabelled_config(row: dict, seed: int, args, table: str) -> tuple[dict, dict]:
-    """The config of a ``relabel_by`` row, training on the labels the first run's default
-    detector relabelled, and the first run's result row (its run trained or read first)."""
+def second_run_config(row: dict, seed: int, args, table: str) -> tuple[dict, dict]:
+    """The config of a ``relabel_by`` row (training on the labels the first run's default detector
+    relabelled) or a ``teacher_by`` row (learning from the first run's detector probabilities), and
+    the first run's result row (its run trained or read first)."""
     from noisylab.find import file_sha256, relabel_run
     from noisylab.noise import NoisyLabels
 
-    first_row = next(r for r in TABLES[table] if r["row"] == row["relabel_by"])
+    first_row = next(r for r in TABLES[table] if r["row"] == row.get("relabel_by", row.get("teacher_by")))
     first_cfg = run_config(first_row, seed, args)
     first = result_row(first_row, seed, first_cfg, train_or_read(first_cfg), 0.0)
     first_dir = Path(first_cfg["output_dir"]) / first_cfg["name"]
+    cfg = run_config(row, seed, args)
+    if "teacher_by" in row:
+        cfg["method"]["loss"]["teacher"] = str(first_dir)
+        return cfg, first
     labels = first_dir / "relabelled_labels.npz"
     if labels.is_file() and (NoisyLabels.load(labels).options.get("relabelled_predictions_sha256")
                              != file_sha256(first_dir / "predictions.npz")):
         labels.unlink()  # the first run was trained again since: relabel from its new predictions
     if not labels.is_file():
         relabel_run(first_dir, labels)
-    cfg = run_config(row, seed, args)
     cfg["noise"] = {"kind": "none", "file": str(labels)}
     return cfg, first
 
@@ -229,7 +241,8 @@ def main() -> None:
     rows = [r for r in TABLES[args.table] if not args.only or any(o in r["row"] for o in args.only)]
     for seed in args.seeds:
         for row in rows:
-            cfg, first = relabelled_config(row, seed, args, args.table) if "relabel_by" in row else (run_config(row, seed, args), None)
+            two_runs = "relabel_by" in row or "teacher_by" in row
+            cfg, first = second_run_config(row, seed, args, args.table) if two_runs else (run_config(row, seed, args), None)
             t0 = time.time()
             summary = train_or_read(cfg)
             done.append(result_row(row, seed, cfg, summary, (time.time() - t0) / 60))
