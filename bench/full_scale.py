@@ -26,12 +26,12 @@ TTA and detection included; of the last sitting if the run was resumed) and the 
 epochs over all sittings (``epochs_min``). The ``tune`` table holds 10% of the training images out
 with their noisy labels: its rows are compared by ``noisy_val_top1_last`` (the final model's
 accuracy on those noisy labels), the only number a user without clean labels has, and the loss
-chosen that way is the one whose test accuracy counts. Its last row trains CE again on the labels
-the first CE run's default detector relabelled (``noisylab detect RUN --relabel``); the FLOPs and
-minutes of both runs count in that row; the two rows after do the same with 6 epochs each, in about
-the FLOPs of one 11-epoch run; the last two train a second run on the first CE run's soft targets
-(``method.loss.name=distill``, the teacher's share 0.5 or 0.8, no label smoothing), and the
-last trains CE for 22 epochs: the compute of two 11-epoch runs in one.
+chosen that way is the one whose test accuracy counts. Its two-run rows train a second run from
+the first CE run: on the labels its default detector relabelled (``noisylab detect RUN --relabel``;
+11 + 11 epochs, then 6 + 6, about the FLOPs of one 11-epoch run), or on its soft targets
+(``method.loss.name=distill``, the teacher's share 0.5 or 0.8, no label smoothing); the FLOPs and
+minutes of both runs count in the row. Its last row trains CE for 22 epochs: the compute of two
+11-epoch runs in one.
 """
 from __future__ import annotations
 
@@ -169,17 +169,32 @@ def second_run_config(row: dict, seed: int, args, table: str) -> tuple[dict, dic
     first = result_row(first_row, seed, first_cfg, train_or_read(first_cfg), 0.0)
     first_dir = Path(first_cfg["output_dir"]) / first_cfg["name"]
     cfg = run_config(row, seed, args)
+    made_from = file_sha256(first_dir / "predictions.npz")
+    second_dir = Path(cfg["output_dir"]) / cfg["name"]
     if "teacher_by" in row:
         cfg["method"]["loss"]["teacher"] = str(first_dir)
+        if (second_dir / "config.yaml").is_file():
+            refuse_stale(second_dir, (yaml.safe_load((second_dir / "config.yaml").read_text())["method"]["loss"]
+                                      .get("teacher_sha256")), made_from)
         return cfg, first
     labels = first_dir / "relabelled_labels.npz"
-    if labels.is_file() and (NoisyLabels.load(labels).options.get("relabelled_predictions_sha256")
-                             != file_sha256(first_dir / "predictions.npz")):
+    if labels.is_file() and NoisyLabels.load(labels).options.get("relabelled_predictions_sha256") != made_from:
         labels.unlink()  # the first run was trained again since: relabel from its new predictions
+    if (second_dir / "noisy_labels.npz").is_file():
+        refuse_stale(second_dir, NoisyLabels.load(second_dir / "noisy_labels.npz").options
+                     .get("relabelled_predictions_sha256"), made_from)
     if not labels.is_file():
         relabel_run(first_dir, labels)
     cfg["noise"] = {"kind": "none", "file": str(labels)}
     return cfg, first
+
+
+def refuse_stale(second_dir: Path, recorded: str | None, now: str) -> None:
+    """Stop when the second run of a two-run row learned from predictions the first run no longer
+    has (it was trained again since); ``recorded`` None: made before the hash was recorded."""
+    if recorded is not None and recorded != now:
+        raise SystemExit(f"{second_dir} learned from an earlier run of its first row (the predictions' SHA-256 "
+                         "differs): delete that folder to train it again from the current first run")
 
 
 def train_flops_per_image(cfg: dict) -> float:

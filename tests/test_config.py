@@ -16,7 +16,7 @@ def test_defaults_validate_and_overrides_are_typed():
     (["foo=1"], "unknown config key 'foo'"),
     (["noise.rate=1.0"], "config key 'noise.rate': Input should be less than 1"),
     (["noise.rate=-0.1"], "noise.rate"),
-    (["method.loss.name=mse"], "config key 'method.loss.name': unknown name 'mse' (did you mean 'sce'?) (valid: ce, gce, sce, bootstrap, elr)"),
+    (["method.loss.name=mse"], "config key 'method.loss.name': unknown name 'mse' (did you mean 'sce'?) (valid: ce, gce, sce, bootstrap, distill, elr)"),
     (["method.loss.name=elrr"], "unknown name 'elrr' (did you mean 'elr'?)"),
     (["method.name=elr+"], "config key 'method.name': unknown name 'elr+' (valid: coteaching, elr_plus, linear_probe, repreg, simclr, sop, standard)"),
     (["noise.kind=symetric"], "unknown noise kind 'symetric' (did you mean 'symmetric'?)"),
@@ -137,7 +137,7 @@ def test_valid_names_come_from_one_registry_each():
 
     assert list(METHODS) == list(union_members(MethodConfig)) == [
         "coteaching", "elr_plus", "linear_probe", "repreg", "simclr", "sop", "standard"]
-    assert LOSSES.names() == list(union_members(LossConfig)) == ["ce", "gce", "sce", "bootstrap", "elr"]
+    assert LOSSES.names() == list(union_members(LossConfig)) == ["ce", "gce", "sce", "bootstrap", "distill", "elr"]
     assert all(METHOD_REGISTRY.get(n).obj is METHODS[n] for n in METHODS)
     # the CLI offers exactly the registry's filters
     detect = build_parser()._subparsers._group_actions[0].choices["detect"]

@@ -47,29 +47,56 @@ def tiny(tmp_path, name, **over):
     return config_with(d, **over)
 
 
-def test_a_second_run_learns_from_the_first_runs_detector_and_bad_teachers_are_refused(tmp_path):
+def test_a_second_run_learns_from_the_first_runs_detector_and_bad_teachers_are_refused(tmp_path, monkeypatch):
+    import hashlib
+    import subprocess
+    import sys
+
     from noisylab.config import ConfigError
     from noisylab.detect import run_detector
     from noisylab.detect.io import read_evidence
+    from noisylab.noise import NoisyLabels
     from noisylab.training import train
 
     first = train(tiny(tmp_path, "first")).run_dir
     arrays, ev = read_evidence(first / "predictions.npz")
     n = len(arrays["index"])  # the training set: 400 minus the test part
-    table = teacher_probabilities(first, "history", n, 10)
+    before_noise = NoisyLabels.load(first / "noisy_labels.npz").clean
+    table = teacher_probabilities(first, "history", n, 10, before_noise).numpy()
     # row i of the table is the detector's row of dataset index i (held-out rows included)
     p = run_detector("history", ev)
     np.testing.assert_allclose(table[arrays["index"]], p / p.sum(1, keepdims=True), rtol=1e-6)
     assert not np.array_equal(table, np.eye(10)[table.argmax(1)])  # soft, not hard labels
-    second = train(tiny(tmp_path, "second", **{"method.loss.name": "distill", "method.loss.teacher": str(first),
-                                               "method.loss.weight": 0.8}))
-    assert "distill" in (second.run_dir / "config.yaml").read_text() and second.history
-    # a teacher run on other data, a folder without predictions, an unknown detector: refused
-    other = train(tiny(tmp_path, "other", **{"data.options.num_samples": 300})).run_dir
-    with pytest.raises(ConfigError, match="same data set"):
-        teacher_probabilities(other, "history", n, 10)
-    with pytest.raises(ConfigError, match="does not exist"):
+    # pinned: the folder's absolute path (given relative, or as its predictions.npz) and its
+    # predictions' hash, so that a resume from any folder finds the same teacher
+    monkeypatch.chdir(tmp_path)
+    cfg = tiny(tmp_path, "second", **{"method.loss.name": "distill", "method.loss.teacher": "runs/first/predictions.npz",
+                                      "method.loss.weight": 0.8})
+    assert cfg.method.loss.teacher == str(first.absolute())
+    assert cfg.method.loss.teacher_sha256 == hashlib.sha256((first / "predictions.npz").read_bytes()).hexdigest()
+    second = train(cfg)
+    assert "teacher_sha256" in (second.run_dir / "config.yaml").read_text() and second.history
+    # the same number of examples but other ones (another seed's subset), a folder that is not a
+    # run, no folder: refused in one line each
+    other = train(tiny(tmp_path, "other", **{"data.train_size": 240, "seed": 5})).run_dir
+    other_n = len(read_evidence(other / "predictions.npz")[0]["index"])
+    mine = train(tiny(tmp_path, "mine", **{"data.train_size": 240, "train.epochs": 1})).run_dir
+    assert other_n == len(read_evidence(mine / "predictions.npz")[0]["index"])
+    with pytest.raises(ConfigError, match="other examples"):
+        teacher_probabilities(other, "history", other_n, 10, NoisyLabels.load(mine / "noisy_labels.npz").clean)
+    with pytest.raises(ConfigError, match="has no predictions.npz"):
+        teacher_probabilities(tmp_path / "runs", "history", n, 10)
+    with pytest.raises(ConfigError, match="is not a folder"):
         teacher_probabilities(tmp_path / "nowhere", "history", n, 10)
-    with pytest.raises(Exception, match="detector"):
+    with pytest.raises(ConfigError, match="changed since this run began"):
+        teacher_probabilities(first, "history", n, 10, before_noise, sha256="0" * 64)
+    with pytest.raises(Exception, match="unknown detector 'histroy'"):
         tiny(tmp_path, "x", **{"method.loss.name": "distill", "method.loss.teacher": str(first),
                                "method.loss.detector": "histroy"})
+    # from the command line: one line, exit status 2, no run folder
+    p = subprocess.run([sys.executable, "-m", "noisylab.cli", "train", "-c", str(second.run_dir / "config.yaml"),
+                        f"method.loss.teacher={other}", "method.loss.teacher_sha256=null", "--name", "bad"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr, p.stderr
+    assert "other examples" in p.stderr or "same data set" in p.stderr, p.stderr
+    assert not (tmp_path / "runs" / "bad").exists()

@@ -22,17 +22,19 @@ def loss_names() -> list[str]:
 
 
 def build_loss(cfg, num_examples: int, num_classes: int, given: np.ndarray | None = None,
-               tables: TableStorage | None = None) -> nn.Module:
+               tables: TableStorage | None = None, dataset_labels: np.ndarray | None = None) -> nn.Module:
     """The loss module of the section ``cfg`` (its ``name`` picks the registered builder); ``given``
-    are the given labels of the examples trained on (ELR's ``prior_from: labels`` takes their shares);
-    ``tables`` how per-example state is kept, for the builders that keep some (a builder declares
-    a ``tables`` parameter; :class:`~noisylab.per_example.TableStorage`)."""
+    are the given labels of the examples trained on (ELR's ``prior_from: labels`` takes their shares).
+    A builder that declares them also gets ``tables``, how per-example state is kept
+    (:class:`~noisylab.per_example.TableStorage`), and ``dataset_labels``, ``int64 [N]`` the labels
+    of every training example before any noise, in dataset order (which examples these are: the
+    distillation loss checks its teacher run against them)."""
     import inspect
 
     builder = LOSSES.get(cfg.name).obj
-    if "tables" in inspect.signature(builder).parameters:
-        return builder(cfg, num_examples, num_classes, given, tables=tables)
-    return builder(cfg, num_examples, num_classes, given)
+    declared = inspect.signature(builder).parameters
+    context = {k: v for k, v in (("tables", tables), ("dataset_labels", dataset_labels)) if k in declared}
+    return builder(cfg, num_examples, num_classes, given, **context)
 
 
 def loss_terms(criterion: nn.Module, name: str, logits: torch.Tensor, labels: torch.Tensor,

@@ -93,6 +93,7 @@ class MethodContext:
     feature_batches: Any = None  # un-augmented batches (x, given y, index) over every training example
     given: np.ndarray | None = None  # int64 [n]: the given labels of the examples trained on
     tables: TableStorage = field(default_factory=TableStorage)  # how [N, C] per-example tables are kept
+    dataset_labels: np.ndarray | None = None  # int64 [N]: every training example's label before any noise
 
 
 @dataclass

@@ -81,7 +81,7 @@ class LinearProbeMethod(Method):
         self.schedulers["net"] = self.make_scheduler(opt)
         self.loss_name = mc.loss.name
         self.criterion = build_loss(mc.loss, ctx.num_train, ctx.num_classes, ctx.given,
-                                    tables=ctx.tables).to(ctx.device)
+                                    tables=ctx.tables, dataset_labels=ctx.dataset_labels).to(ctx.device)
         if loss_state(self.criterion):
             self.losses["loss"] = self.criterion
         self._features: torch.Tensor | None = None

@@ -87,7 +87,7 @@ class RepRegMethod(Method):
         self.optimizers["net"] = opt
         self.schedulers["net"] = self.make_scheduler(opt)
         self.base = build_loss(mc.loss, ctx.num_train, ctx.num_classes, ctx.given,
-                                    tables=ctx.tables).to(ctx.device)
+                                    tables=ctx.tables, dataset_labels=ctx.dataset_labels).to(ctx.device)
         if loss_state(self.base):
             self.losses["base"] = self.base
         self.ce = CELoss()

@@ -43,7 +43,7 @@ class StandardMethod(Method):
         self.schedulers["net"] = self.make_scheduler(opt)
         self.loss_name = cfg.method.loss.name
         self.criterion = build_loss(cfg.method.loss, ctx.num_train, ctx.num_classes, ctx.given,
-                                    tables=ctx.tables).to(ctx.device)
+                                    tables=ctx.tables, dataset_labels=ctx.dataset_labels).to(ctx.device)
         if loss_state(self.criterion):
             self.losses["elr"] = self.criterion  # checkpointed with its per-example targets
 

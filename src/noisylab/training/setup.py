@@ -90,7 +90,8 @@ def setup_run(cfg: Config, resume: str | Path | None = None, run_dir: str | Path
     except ValueError as err:
         raise ConfigError(f"train.state_storage: {err}") from None
     probe = MethodContext(cfg, bundle.num_classes, bundle.num_train, bundle.input_shape, device, batches_per_epoch,
-                          feature_batches, given=data.given[data.train_idx], tables=tables)
+                          feature_batches, given=data.given[data.train_idx], tables=tables,
+                          dataset_labels=data.labels.noisy if data.labels.clean is None else data.labels.clean)
     method = build_method(probe)
     train_batches = make_train_batches(bundle, data.given, cfg.train.batch_size, device, view_recipes_of(method, cfg),
                                        **batching)
