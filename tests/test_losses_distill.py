@@ -100,3 +100,16 @@ def test_a_second_run_learns_from_the_first_runs_detector_and_bad_teachers_are_r
     assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr, p.stderr
     assert "other examples" in p.stderr or "same data set" in p.stderr, p.stderr
     assert not (tmp_path / "runs" / "bad").exists()
+
+
+def test_a_distilled_run_resumes_exactly_with_the_teacher_read_again(tmp_path):
+    from helpers import full_and_resumed, without_time
+    from noisylab.training import train
+
+    first = train(tiny(tmp_path, "first")).run_dir
+    cfg = tiny(tmp_path, "second", **{"method.loss.name": "distill", "method.loss.teacher": str(first),
+                                      "train.epochs": 3})
+    full, resumed = full_and_resumed(cfg, tmp_path, stop_after_epoch=1)
+    assert without_time(full.history) == without_time(resumed.history)
+    np.testing.assert_array_equal(np.load(full.run_dir / "predictions.npz")["pred_probs"],
+                                  np.load(resumed.run_dir / "predictions.npz")["pred_probs"])
