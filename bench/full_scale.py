@@ -161,7 +161,8 @@ def second_run_config(row: dict, seed: int, args, table: str) -> tuple[dict, dic
     """The config of a ``relabel_by`` row (training on the labels the first run's default detector
     relabelled) or a ``teacher_by`` row (learning from the first run's detector probabilities), and
     the first run's result row (its run trained or read first)."""
-    from noisylab.find import file_sha256, relabel_run
+    from noisylab.checkpoint import file_sha256
+    from noisylab.find import relabel_run
     from noisylab.noise import NoisyLabels
 
     first_row = next(r for r in TABLES[table] if r["row"] == row.get("relabel_by", row.get("teacher_by")))

@@ -156,6 +156,15 @@ def _v3_checksum(path: Path) -> str | None:
     return trailer[len(TRAILER_PREFIX):-1].decode("ascii", "replace")
 
 
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 (hex) of a file's bytes, read in chunks: which file a result was made from."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(HASH_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def _sha256_of_archive(path: Path) -> str:
     """The SHA-256 of a v3 checkpoint's archive (all but the trailer), read in chunks."""
     digest, buf = hashlib.sha256(), memoryview(bytearray(HASH_CHUNK))

@@ -14,7 +14,6 @@ the run folder keeps everything (``label_issues.csv``, ``report.html``, the mode
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -99,15 +98,6 @@ def check_relabel_target(out: str | Path, *, also_written: Sequence[str | Path] 
     return out
 
 
-def file_sha256(path: Path) -> str:
-    """The SHA-256 (hex) of a file's bytes, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def relabel_run(run_dir: str | Path, out: str | Path, *, method: str = "history", filter_by: str = "auto",
                 threshold: float = 0.5, rank_by: str = "relative_confidence", detection=None):
     """Write ``out`` (a new ``.npz`` or ``.csv``): the run's label file with every flagged training
@@ -128,7 +118,7 @@ def relabel_run(run_dir: str | Path, out: str | Path, *, method: str = "history"
     changed (``relabelled``) and the SHA-256 of the ``predictions.npz`` they came from
     (``relabelled_predictions_sha256``).
     """
-    from .checkpoint import atomic_write
+    from .checkpoint import atomic_write, file_sha256
     from .config import ConfigError
     from .detect import detect_label_issues
     from .detect.io import read_evidence

@@ -12,7 +12,6 @@ a cache that cannot be written is skipped silently.
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import tempfile
@@ -21,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..checkpoint import file_sha256
 from .base import DataBundle, DataError, run_in_chunks
 from .constants import CIFAR10_MEAN, CIFAR10_STD, CIFAR_CROP_PADDING
 from .registry import register_dataset
@@ -61,14 +61,6 @@ def find_npz(root: str | os.PathLike | None) -> Path:
             return d / FILENAME
     tried = ", ".join(str(d / FILENAME) for d in default_search_dirs())
     raise DataError(f"{FILENAME} not found (looked for {tried}); pass its folder as data.root")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def decode_jpegs(buf: np.ndarray, offsets: np.ndarray, count: int, source: Path, split: str,
@@ -165,7 +157,7 @@ def load_cifar10_jpeg(
     x_train = x_test = None
     cache_file = None
     if cache and k_train == n_train and k_test == n_test:
-        cache_file = cache_dir() / f"cifar10_jpeg-{_sha256(path)[:16]}.npz"
+        cache_file = cache_dir() / f"cifar10_jpeg-{file_sha256(path)[:16]}.npz"
         if cache_file.is_file():
             try:
                 with np.load(cache_file, allow_pickle=False) as c:

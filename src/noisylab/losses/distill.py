@@ -91,7 +91,7 @@ class DistillLossConfig(Schema):
         folder = teacher_folder(data["teacher"])
         data = {**data, "teacher": str(folder)}
         if data.get("teacher_sha256") is None and (folder / "predictions.npz").is_file():
-            from ..find import file_sha256
+            from ..checkpoint import file_sha256
 
             data["teacher_sha256"] = file_sha256(folder / "predictions.npz")
         return data
@@ -116,7 +116,7 @@ def teacher_probabilities(run_dir: str | Path, detector: str, num_examples: int,
     or when the file's SHA-256 is not ``sha256`` (it changed since the run that names it began)."""
     from ..detect.detectors import detector_chunks
     from ..detect.io import read_evidence
-    from ..find import file_sha256
+    from ..checkpoint import file_sha256
     from ..noise import NoiseError, NoisyLabels
 
     folder = teacher_folder(run_dir)
