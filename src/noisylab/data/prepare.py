@@ -91,7 +91,7 @@ def prepare_data(cfg: Config, labels_file: str | Path | None = None) -> Prepared
         # the ELR protocol: split per (true) class, before noise, noisy labels on both parts; without
         # the truth, on the labels before any noise or relabelling (a relabelled file keeps them as
         # its clean labels), so that a run on relabelled labels holds out what the first run held out
-        split_on = bundle.train_labels if truth_known else (labels.clean if labels.clean is not None else labels.noisy)
+        split_on = bundle.train_labels if truth_known else labels.before_noise
         train_idx, val_idx = split_per_class(split_on, cfg.data.val_fraction, cfg.seed)
     else:
         train_idx, val_idx = np.arange(n), np.zeros(0, dtype=np.int64)

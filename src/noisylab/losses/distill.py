@@ -136,7 +136,7 @@ def teacher_probabilities(run_dir: str | Path, detector: str, num_examples: int,
     except (ValueError, KeyError, NoiseError) as err:  # damaged, from an older version
         raise ConfigError(f"method.loss.teacher: {err}") from None
     index = np.asarray(arrays["index"], dtype=np.int64)
-    before_noise = labels.noisy if labels.clean is None else labels.clean
+    before_noise = labels.before_noise
     if ev.num_classes != num_classes or len(before_noise) != num_examples:
         raise ConfigError(f"{where} was trained on {len(before_noise)} examples of {ev.num_classes} classes, this run "
                           f"on {num_examples} of {num_classes}: the teacher must be a run on the same data set")

@@ -170,6 +170,12 @@ class NoisyLabels:
         return int(np.count_nonzero(self.is_noisy))
 
     @property
+    def before_noise(self) -> np.ndarray:
+        """``int [N]``: the labels before any noise or relabelling (``clean``), or the given ones
+        when those are all there is: which examples these are, in dataset order."""
+        return self.noisy if self.clean is None else self.clean
+
+    @property
     def actual_rate(self) -> float:
         """Share of examples whose noisy label differs from the clean one (0.0 when N = 0)."""
         return float(self.num_noisy / len(self.noisy)) if len(self.noisy) else 0.0

@@ -91,7 +91,7 @@ def setup_run(cfg: Config, resume: str | Path | None = None, run_dir: str | Path
         raise ConfigError(f"train.state_storage: {err}") from None
     probe = MethodContext(cfg, bundle.num_classes, bundle.num_train, bundle.input_shape, device, batches_per_epoch,
                           feature_batches, given=data.given[data.train_idx], tables=tables,
-                          dataset_labels=data.labels.noisy if data.labels.clean is None else data.labels.clean)
+                          dataset_labels=data.labels.before_noise)
     method = build_method(probe)
     train_batches = make_train_batches(bundle, data.given, cfg.train.batch_size, device, view_recipes_of(method, cfg),
                                        **batching)
