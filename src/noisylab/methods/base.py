@@ -34,6 +34,7 @@ import torch.nn as nn
 
 from ..config import Config, ConfigError
 from ..data.batching import Batch
+from ..losses.registry import build_loss
 from ..per_example import TableStorage
 
 
@@ -94,6 +95,13 @@ class MethodContext:
     given: np.ndarray | None = None  # int64 [n]: the given labels of the examples trained on
     tables: TableStorage = field(default_factory=TableStorage)  # how [N, C] per-example tables are kept
     dataset_labels: np.ndarray | None = None  # int64 [N]: every training example's label before any noise
+
+    def build_loss(self, section) -> nn.Module:
+        """The loss of config section ``section`` (``method.loss``, or a method's own loss section)
+        for this run, on its device: the one place a method's loss learns the run's size, labels
+        and table storage (:func:`noisylab.losses.registry.build_loss`)."""
+        return build_loss(section, self.num_train, self.num_classes, self.given, tables=self.tables,
+                          dataset_labels=self.dataset_labels).to(self.device)
 
 
 @dataclass

@@ -22,7 +22,6 @@ from pydantic import Field
 
 from ..config import LossConfig, Schema
 from ..losses.classification import CELossConfig
-from ..losses.registry import build_loss
 from ..optim import build_optimizer
 from ..registry import register_method
 from .base import Batch, Method, MethodContext, Phase, StepOutput, build_network, loss_state, supervised_step
@@ -80,8 +79,7 @@ class LinearProbeMethod(Method):
         self.optimizers["net"] = opt
         self.schedulers["net"] = self.make_scheduler(opt)
         self.loss_name = mc.loss.name
-        self.criterion = build_loss(mc.loss, ctx.num_train, ctx.num_classes, ctx.given,
-                                    tables=ctx.tables, dataset_labels=ctx.dataset_labels).to(ctx.device)
+        self.criterion = ctx.build_loss(mc.loss)
         if loss_state(self.criterion):
             self.losses["loss"] = self.criterion
         self._features: torch.Tensor | None = None

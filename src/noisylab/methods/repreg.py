@@ -32,7 +32,7 @@ from pydantic import Field, model_validator
 from ..config import LossConfig, Schema
 from ..losses import CELoss, NTXentLoss, RKDAngleLoss, RKDDistanceLoss
 from ..losses.classification import CELossConfig
-from ..losses.registry import build_loss, loss_terms
+from ..losses.registry import loss_terms
 from ..models import MultiViewNet
 from ..optim import build_optimizer
 from ..registry import register_method
@@ -86,8 +86,7 @@ class RepRegMethod(Method):
         opt = build_optimizer(self.models["net"], cfg.optim)
         self.optimizers["net"] = opt
         self.schedulers["net"] = self.make_scheduler(opt)
-        self.base = build_loss(mc.loss, ctx.num_train, ctx.num_classes, ctx.given,
-                                    tables=ctx.tables, dataset_labels=ctx.dataset_labels).to(ctx.device)
+        self.base = ctx.build_loss(mc.loss)
         if loss_state(self.base):
             self.losses["base"] = self.base
         self.ce = CELoss()

@@ -9,7 +9,6 @@ from pydantic import Field
 
 from ..config import LossConfig, Schema
 from ..losses.classification import CELossConfig
-from ..losses.registry import build_loss
 from ..optim import build_optimizer
 from ..registry import register_method
 from .base import Batch, Method, MethodContext, Phase, StepOutput, build_network, loss_state, supervised_step
@@ -42,8 +41,7 @@ class StandardMethod(Method):
         self.optimizers["net"] = opt
         self.schedulers["net"] = self.make_scheduler(opt)
         self.loss_name = cfg.method.loss.name
-        self.criterion = build_loss(cfg.method.loss, ctx.num_train, ctx.num_classes, ctx.given,
-                                    tables=ctx.tables, dataset_labels=ctx.dataset_labels).to(ctx.device)
+        self.criterion = ctx.build_loss(cfg.method.loss)
         if loss_state(self.criterion):
             self.losses["elr"] = self.criterion  # checkpointed with its per-example targets
 
